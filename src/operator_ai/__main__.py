@@ -1,0 +1,3 @@
+from operator_ai.cli.app import main
+
+main()

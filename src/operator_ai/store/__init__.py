@@ -1,0 +1,29 @@
+"""Tickets, sessions and the audit trail, on SQLite or PostgreSQL."""
+
+from operator_ai.store.audit import Verification
+from operator_ai.store.records import (
+    AuditEntry,
+    AuditKind,
+    Claim,
+    Outcome,
+    Session,
+    Status,
+    Ticket,
+    TicketEvent,
+    Violation,
+)
+from operator_ai.store.store import Store
+
+__all__ = [
+    "AuditEntry",
+    "AuditKind",
+    "Claim",
+    "Outcome",
+    "Session",
+    "Status",
+    "Store",
+    "Ticket",
+    "TicketEvent",
+    "Verification",
+    "Violation",
+]

@@ -1,0 +1,132 @@
+"""The store's records: what the monitor reports, and what the store hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    WORKING = "working"
+    RESOLVED = "resolved"
+    ESCALATED = "escalated"
+
+
+class Outcome(StrEnum):
+    RESOLVED = "resolved"
+    ESCALATED = "escalated"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class AuditKind(StrEnum):
+    REASONING = "reasoning"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    VERIFICATION = "verification"
+    NOTE = "note"
+
+
+SEVERITIES = ("critical", "warning", "info")
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One invariant seen broken, as the monitor reports it."""
+
+    subject: str
+    invariant: str
+    target: str
+    message: str
+    severity: str = "warning"
+    evidence: dict[str, Any] = field(default_factory=dict)
+    first_seen_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.subject}:{self.invariant}:{self.target}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    id: int
+    key: str
+    subject: str
+    invariant: str
+    target: str
+    severity: str
+    status: Status
+    held: bool
+    message: str
+    evidence: dict[str, Any]
+    first_seen_at: datetime
+    opened_at: datetime
+    last_seen_at: datetime
+    occurrences: int
+    times_reopened: int
+    claimed_by: str | None
+    lease_until: datetime | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution: str | None
+    cleared_at: datetime | None
+
+    @property
+    def time_to_detect(self) -> float:
+        """Seconds from the first sighting of the violation to the ticket opening."""
+        return (self.opened_at - self.first_seen_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class TicketEvent:
+    id: int
+    ticket_id: int
+    at: datetime
+    kind: str
+    actor: str
+    detail: str
+    session_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: int
+    ticket_id: int
+    worker: str
+    model: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: Outcome | None
+    summary: str | None
+    steps: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    session_id: int
+    seq: int
+    kind: AuditKind
+    summary: str
+    content: str
+    tool: str | None
+    params: dict[str, Any] | None
+    exit_code: int | None
+    duration_ms: int | None
+    at: datetime
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A ticket held under lease by one worker, and the session working on it."""
+
+    ticket: Ticket
+    session: Session

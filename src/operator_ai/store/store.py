@@ -1,0 +1,513 @@
+"""The store: tickets and their timeline, agent sessions, and the audit trail.
+
+Every operation is one transaction. Status transitions are checked here, in one place, so
+the monitor, the agent workers and the CLI cannot disagree about what a ticket may do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from operator_ai.clock import utcnow
+from operator_ai.errors import InvalidTransition, LeaseLost, NotFound
+from operator_ai.store import audit
+from operator_ai.store.engine import create_engine, transaction
+from operator_ai.store.migrations import migrate
+from operator_ai.store.records import (
+    SEVERITIES,
+    AuditEntry,
+    AuditKind,
+    Claim,
+    Outcome,
+    Session,
+    Status,
+    Ticket,
+    TicketEvent,
+    Violation,
+)
+from operator_ai.store.schema import sessions, ticket_events, tickets
+
+LIVE = (Status.OPEN, Status.WORKING, Status.ESCALATED)
+# What becomes of the ticket when a session ends with each outcome.
+AFTER_SESSION = {
+    Outcome.RESOLVED: Status.RESOLVED,
+    Outcome.ESCALATED: Status.ESCALATED,
+    Outcome.FAILED: Status.OPEN,
+    Outcome.INTERRUPTED: Status.OPEN,
+}
+
+
+class Store:
+    """Operator's shared database. SQLite by default, PostgreSQL by URL."""
+
+    def __init__(self, url: str, reopen_window: float = 600.0) -> None:
+        self.url = url
+        self.reopen_window = timedelta(seconds=reopen_window)
+        self._engine = create_engine(url)
+        with self._tx() as conn:
+            migrate(conn)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def _tx(self, readonly: bool = False) -> Any:
+        return transaction(self._engine, readonly)
+
+    # -- the monitor's side -------------------------------------------------------------
+
+    def report_violation(self, v: Violation, now: datetime | None = None) -> tuple[Ticket, str]:
+        """Open a ticket for ``v``, update the live one, or reopen a recently resolved one.
+
+        Returns the ticket and what happened: ``opened``, ``updated`` or ``reopened``.
+        """
+        if v.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, not {v.severity!r}")
+        now = now or utcnow()
+        try:
+            return self._report(v, now)
+        except IntegrityError:
+            # Another monitor opened the same key between our read and our insert.
+            return self._report(v, now)
+
+    def _report(self, v: Violation, now: datetime) -> tuple[Ticket, str]:
+        seen = {"message": v.message, "evidence": v.evidence, "last_seen_at": now}
+        with self._tx() as conn:
+            live = conn.execute(
+                sa.select(tickets)
+                .where(tickets.c.key == v.key, tickets.c.status.in_(LIVE))
+                .with_for_update()
+            ).first()
+            if live is not None:
+                values = {**seen, "occurrences": live.occurrences + 1, "cleared_at": None}
+                conn.execute(tickets.update().where(tickets.c.id == live.id).values(values))
+                if live.cleared_at is not None:
+                    _event(conn, live.id, now, "violation_returned", "monitor", v.message)
+                return _ticket(conn, live.id), "updated"
+
+            recent = conn.execute(
+                sa.select(tickets)
+                .where(
+                    tickets.c.key == v.key,
+                    tickets.c.status == Status.RESOLVED,
+                    tickets.c.resolved_at >= now - self.reopen_window,
+                )
+                .order_by(tickets.c.resolved_at.desc())
+                .limit(1)
+                .with_for_update()
+            ).first()
+            if recent is not None:
+                conn.execute(
+                    tickets.update()
+                    .where(tickets.c.id == recent.id)
+                    .values(
+                        **seen,
+                        status=Status.OPEN,
+                        occurrences=recent.occurrences + 1,
+                        times_reopened=recent.times_reopened + 1,
+                        resolved_at=None,
+                        resolved_by=None,
+                        resolution=None,
+                        cleared_at=None,
+                    )
+                )
+                _event(conn, recent.id, now, "reopened", "monitor", v.message)
+                return _ticket(conn, recent.id), "reopened"
+
+            ticket_id = conn.execute(
+                tickets.insert()
+                .values(
+                    **seen,
+                    key=v.key,
+                    subject=v.subject,
+                    invariant=v.invariant,
+                    target=v.target,
+                    severity=v.severity,
+                    status=Status.OPEN,
+                    held=False,
+                    first_seen_at=v.first_seen_at or now,
+                    opened_at=now,
+                    occurrences=1,
+                    times_reopened=0,
+                )
+                .returning(tickets.c.id)
+            ).scalar_one()
+            _event(conn, ticket_id, now, "opened", "monitor", v.message)
+            return _ticket(conn, ticket_id), "opened"
+
+    def clear(self, key: str, now: datetime | None = None) -> Ticket | None:
+        """The monitor saw ``key`` hold again. A claimed ticket is only marked cleared: the
+        agent that holds it resolves it once it has verified."""
+        now = now or utcnow()
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(tickets)
+                .where(tickets.c.key == key, tickets.c.status.in_(LIVE))
+                .with_for_update()
+            ).first()
+            if row is None:
+                return None
+            if row.status == Status.WORKING:
+                if row.cleared_at is None:
+                    conn.execute(
+                        tickets.update().where(tickets.c.id == row.id).values(cleared_at=now)
+                    )
+                    _event(conn, row.id, now, "cleared", "monitor", "violation no longer seen")
+            else:
+                _close(conn, row.id, now, Status.RESOLVED, "monitor", "violation no longer seen")
+            return _ticket(conn, row.id)
+
+    # -- the agent's side ---------------------------------------------------------------
+
+    def claim(
+        self, worker: str, lease_seconds: float, model: str | None = None,
+        now: datetime | None = None,
+    ) -> Claim | None:  # fmt: skip
+        """Atomically take the most urgent open ticket under a lease, and open its session.
+
+        Returns None when nothing is claimable. Held tickets, and tickets in backoff after a
+        failed session, are skipped.
+        """
+        now = now or utcnow()
+        urgency = sa.case({s: i for i, s in enumerate(SEVERITIES)}, value=tickets.c.severity)
+        with self._tx() as conn:
+            ticket_id = conn.execute(
+                sa.select(tickets.c.id)
+                .where(
+                    tickets.c.status == Status.OPEN,
+                    tickets.c.held.is_(False),
+                    sa.or_(tickets.c.lease_until.is_(None), tickets.c.lease_until <= now),
+                )
+                .order_by(urgency, tickets.c.opened_at, tickets.c.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).scalar()
+            if ticket_id is None:
+                return None
+            lease = now + timedelta(seconds=lease_seconds)
+            conn.execute(
+                tickets.update()
+                .where(tickets.c.id == ticket_id)
+                .values(status=Status.WORKING, claimed_by=worker, lease_until=lease)
+            )
+            session_id = conn.execute(
+                sessions.insert()
+                .values(ticket_id=ticket_id, worker=worker, model=model, started_at=now,
+                        steps=0, tokens_in=0, tokens_out=0, cost_usd=0.0)
+                .returning(sessions.c.id)
+            ).scalar_one()  # fmt: skip
+            _event(conn, ticket_id, now, "claimed", worker, model or "", session_id)
+            return Claim(_ticket(conn, ticket_id), _session(conn, session_id))
+
+    def renew(self, session_id: int, lease_seconds: float, now: datetime | None = None) -> datetime:
+        """Extend the lease held by ``session_id``; raise LeaseLost if it no longer holds it."""
+        now = now or utcnow()
+        lease = now + timedelta(seconds=lease_seconds)
+        with self._tx() as conn:
+            session = _live_session(conn, session_id, now)
+            conn.execute(
+                tickets.update().where(tickets.c.id == session.ticket_id).values(lease_until=lease)
+            )
+            return lease
+
+    def end_session(
+        self,
+        session_id: int,
+        outcome: Outcome,
+        summary: str = "",
+        *,
+        steps: int = 0,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        cost_usd: float = 0.0,
+        backoff_seconds: float = 0.0,
+        now: datetime | None = None,
+    ) -> Ticket:
+        """Record how a session ended and move its ticket accordingly, in one transaction.
+
+        Resolved: the ticket is resolved by the agent. Escalated: it waits for a human.
+        Failed: it goes back to the queue, not claimable for ``backoff_seconds``.
+        """
+        now = now or utcnow()
+        with self._tx() as conn:
+            session = _live_session(conn, session_id, now)
+            _finish_session(conn, session_id, now, outcome, summary,
+                            steps=steps, tokens_in=tokens_in, tokens_out=tokens_out,
+                            cost_usd=cost_usd)  # fmt: skip
+            status = AFTER_SESSION[outcome]
+            if status == Status.OPEN:
+                conn.execute(
+                    tickets.update()
+                    .where(tickets.c.id == session.ticket_id)
+                    .values(
+                        status=Status.OPEN,
+                        claimed_by=None,
+                        lease_until=now + timedelta(seconds=backoff_seconds)
+                        if backoff_seconds
+                        else None,
+                    )
+                )
+                _event(conn, session.ticket_id, now, f"session_{outcome}", session.worker,
+                       summary, session_id)  # fmt: skip
+            else:
+                _close(conn, session.ticket_id, now, status, "agent", summary, session_id)
+            return _ticket(conn, session.ticket_id)
+
+    def release_expired(self, now: datetime | None = None) -> list[int]:
+        """Return tickets whose lease ran out to the queue; their sessions become interrupted."""
+        now = now or utcnow()
+        with self._tx() as conn:
+            rows = conn.execute(
+                tickets.update()
+                .where(tickets.c.status == Status.WORKING, tickets.c.lease_until < now)
+                .values(status=Status.OPEN, claimed_by=None, lease_until=None)
+                .returning(tickets.c.id)
+            ).all()
+            released = sorted(r.id for r in rows)
+            for ticket_id in released:
+                for sid in _interrupt(conn, ticket_id, now, "lease expired: the worker is gone"):
+                    _event(conn, ticket_id, now, "lease_expired", "store", "", sid)
+            return released
+
+    # -- the human's side ---------------------------------------------------------------
+
+    def hold(self, ticket_id: int, actor: str = "human", now: datetime | None = None) -> Ticket:
+        """Keep agents off a ticket. A claimed ticket is taken back from its worker."""
+        now = now or utcnow()
+        with self._tx() as conn:
+            row = _row(conn, ticket_id)
+            if row.held:
+                raise InvalidTransition(f"ticket {ticket_id} is already held")
+            values: dict[str, Any] = {"held": True}
+            if row.status == Status.WORKING:
+                _interrupt(conn, ticket_id, now, f"ticket held by {actor}")
+                values.update(status=Status.OPEN, claimed_by=None, lease_until=None)
+            conn.execute(tickets.update().where(tickets.c.id == ticket_id).values(values))
+            _event(conn, ticket_id, now, "held", actor)
+            return _ticket(conn, ticket_id)
+
+    def unhold(self, ticket_id: int, actor: str = "human", now: datetime | None = None) -> Ticket:
+        now = now or utcnow()
+        with self._tx() as conn:
+            if not _row(conn, ticket_id).held:
+                raise InvalidTransition(f"ticket {ticket_id} is not held")
+            conn.execute(tickets.update().where(tickets.c.id == ticket_id).values(held=False))
+            _event(conn, ticket_id, now, "unheld", actor)
+            return _ticket(conn, ticket_id)
+
+    def reopen(self, ticket_id: int, actor: str = "human", now: datetime | None = None) -> Ticket:
+        """Put a resolved or escalated ticket back in the queue."""
+        now = now or utcnow()
+        with self._tx() as conn:
+            row = _row(conn, ticket_id)
+            if row.status not in (Status.RESOLVED, Status.ESCALATED):
+                raise InvalidTransition(f"ticket {ticket_id} is {row.status}, not closed")
+            if row.status == Status.RESOLVED and conn.execute(
+                sa.select(tickets.c.id).where(
+                    tickets.c.key == row.key, tickets.c.status != Status.RESOLVED
+                )
+            ).first():
+                raise InvalidTransition(f"a newer ticket for {row.key} is already live")
+            conn.execute(
+                tickets.update()
+                .where(tickets.c.id == ticket_id)
+                .values(status=Status.OPEN, times_reopened=row.times_reopened + 1,
+                        resolved_at=None, resolved_by=None, resolution=None, cleared_at=None)
+            )  # fmt: skip
+            _event(conn, ticket_id, now, "reopened", actor)
+            return _ticket(conn, ticket_id)
+
+    def resolve(
+        self, ticket_id: int, note: str, resolved_by: str = "human", now: datetime | None = None
+    ) -> Ticket:
+        """Close a ticket by hand. A session working on it is interrupted."""
+        return self._close_by_hand(ticket_id, Status.RESOLVED, resolved_by, note, now)
+
+    def escalate(
+        self, ticket_id: int, reason: str, actor: str = "human", now: datetime | None = None
+    ) -> Ticket:
+        return self._close_by_hand(ticket_id, Status.ESCALATED, actor, reason, now)
+
+    def _close_by_hand(
+        self, ticket_id: int, status: Status, actor: str, note: str, now: datetime | None
+    ) -> Ticket:
+        now = now or utcnow()
+        with self._tx() as conn:
+            row = _row(conn, ticket_id)
+            if row.status not in LIVE or row.status == status:
+                raise InvalidTransition(f"ticket {ticket_id} is already {row.status}")
+            _interrupt(conn, ticket_id, now, f"ticket {status} by {actor}")
+            _close(conn, ticket_id, now, status, actor, note)
+            return _ticket(conn, ticket_id)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def ticket(self, ticket_id: int) -> Ticket:
+        with self._tx(readonly=True) as conn:
+            return _ticket(conn, ticket_id)
+
+    def tickets(self, status: Status | None = None, limit: int | None = None) -> list[Ticket]:
+        query = sa.select(tickets).order_by(tickets.c.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(tickets.c.status == status)
+        with self._tx(readonly=True) as conn:
+            return [_to_ticket(r) for r in conn.execute(query)]
+
+    def events(self, ticket_id: int) -> list[TicketEvent]:
+        query = sa.select(ticket_events).where(ticket_events.c.ticket_id == ticket_id)
+        with self._tx(readonly=True) as conn:
+            return [TicketEvent(**r._mapping) for r in conn.execute(query.order_by("id"))]
+
+    def session(self, session_id: int) -> Session:
+        with self._tx(readonly=True) as conn:
+            return _session(conn, session_id)
+
+    def sessions(self, ticket_id: int | None = None, limit: int | None = None) -> list[Session]:
+        query = sa.select(sessions).order_by(sessions.c.id.desc()).limit(limit)
+        if ticket_id is not None:
+            query = query.where(sessions.c.ticket_id == ticket_id)
+        with self._tx(readonly=True) as conn:
+            return [_to_session(r) for r in conn.execute(query)]
+
+    # -- the audit trail ----------------------------------------------------------------
+
+    def append_audit(
+        self,
+        session_id: int,
+        kind: AuditKind,
+        content: str,
+        *,
+        summary: str | None = None,
+        tool: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        exit_code: int | None = None,
+        duration_ms: int | None = None,
+        now: datetime | None = None,
+    ) -> AuditEntry:
+        """Append one entry to the hash-chained audit trail."""
+        with self._tx() as conn:
+            _session(conn, session_id)
+            return audit.append(
+                conn, session_id, AuditKind(kind), content, summary=summary, tool=tool,
+                params=dict(params) if params is not None else None, exit_code=exit_code,
+                duration_ms=duration_ms, now=now or utcnow(),
+            )  # fmt: skip
+
+    def audit_entries(self, session_id: int) -> list[AuditEntry]:
+        with self._tx(readonly=True) as conn:
+            _session(conn, session_id)
+            return audit.entries(conn, session_id)
+
+    def verify_audit(self) -> audit.Verification:
+        with self._tx(readonly=True) as conn:
+            return audit.verify(conn)
+
+    def iter_audit(self) -> Iterator[AuditEntry]:
+        with self._tx(readonly=True) as conn:
+            yield from audit.scan(conn)
+
+
+# -- helpers that run inside a caller's transaction -------------------------------------
+
+
+def _row(conn: sa.Connection, ticket_id: int) -> sa.Row[Any]:
+    row = conn.execute(
+        sa.select(tickets).where(tickets.c.id == ticket_id).with_for_update()
+    ).first()
+    if row is None:
+        raise NotFound(f"no ticket with id {ticket_id}")
+    return row
+
+
+def _ticket(conn: sa.Connection, ticket_id: int) -> Ticket:
+    return _to_ticket(_row(conn, ticket_id))
+
+
+def _to_ticket(row: sa.Row[Any]) -> Ticket:
+    values = dict(row._mapping)
+    values["status"] = Status(values["status"])
+    values["held"] = bool(values["held"])
+    return Ticket(**values)
+
+
+def _session(conn: sa.Connection, session_id: int) -> Session:
+    row = conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).first()
+    if row is None:
+        raise NotFound(f"no session with id {session_id}")
+    return _to_session(row)
+
+
+def _to_session(row: sa.Row[Any]) -> Session:
+    values = dict(row._mapping)
+    values["outcome"] = Outcome(values["outcome"]) if values["outcome"] else None
+    return Session(**values)
+
+
+def _live_session(conn: sa.Connection, session_id: int, now: datetime) -> Session:
+    """The session, if it still holds its ticket's claim and lease."""
+    session = _session(conn, session_id)
+    row = _row(conn, session.ticket_id)
+    if session.outcome is not None:
+        raise LeaseLost(f"session {session_id} already ended ({session.outcome})")
+    if row.status != Status.WORKING or row.claimed_by != session.worker:
+        raise LeaseLost(f"session {session_id} no longer holds ticket {row.id} ({row.status})")
+    if row.lease_until is not None and row.lease_until < now:
+        raise LeaseLost(f"the lease of session {session_id} on ticket {row.id} has expired")
+    return session
+
+
+def _event(
+    conn: sa.Connection, ticket_id: int, now: datetime, kind: str, actor: str,
+    detail: str = "", session_id: int | None = None,
+) -> None:  # fmt: skip
+    conn.execute(ticket_events.insert().values(
+        ticket_id=ticket_id, at=now, kind=kind, actor=actor, detail=detail, session_id=session_id
+    ))  # fmt: skip
+
+
+def _close(
+    conn: sa.Connection, ticket_id: int, now: datetime, status: Status, by: str, note: str,
+    session_id: int | None = None,
+) -> None:  # fmt: skip
+    values: dict[str, Any] = {"status": status, "claimed_by": None, "lease_until": None}
+    if status == Status.RESOLVED:
+        values.update(resolved_at=now, resolved_by=by, resolution=note)
+    conn.execute(tickets.update().where(tickets.c.id == ticket_id).values(values))
+    _event(conn, ticket_id, now, str(status), by, note, session_id)
+
+
+def _finish_session(
+    conn: sa.Connection, session_id: int, now: datetime, outcome: Outcome, summary: str,
+    **usage: Any,
+) -> None:  # fmt: skip
+    conn.execute(
+        sessions.update()
+        .where(sessions.c.id == session_id)
+        .values(ended_at=now, outcome=outcome, summary=summary, **usage)
+    )
+
+
+def _interrupt(conn: sa.Connection, ticket_id: int, now: datetime, why: str) -> list[int]:
+    """End every still-running session on the ticket as interrupted; return their ids."""
+    ids = conn.execute(
+        sa.select(sessions.c.id).where(
+            sessions.c.ticket_id == ticket_id, sessions.c.outcome.is_(None)
+        )
+    ).scalars().all()  # fmt: skip
+    for sid in ids:
+        _finish_session(conn, sid, now, Outcome.INTERRUPTED, why)
+    return list(ids)

@@ -30,7 +30,10 @@ TYPES = {
 }  # fmt: skip
 
 MIGRATIONS = [
-    Migration(1, "initial", """
+    Migration(
+        1,
+        "initial",
+        """
 CREATE TABLE tickets (
     id {id},
     key TEXT NOT NULL,
@@ -108,11 +111,16 @@ CREATE TABLE audit_head (
     last_hash TEXT NOT NULL
 );
 INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, 0, '');
-"""),
-    Migration(2, "ticket_cleared_at", """
+""",
+    ),
+    Migration(
+        2,
+        "ticket_cleared_at",
+        """
 -- When the monitor saw a claimed ticket's violation gone: the agent's verification signal.
 ALTER TABLE tickets ADD COLUMN cleared_at {ts};
-"""),
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1].version
@@ -121,7 +129,8 @@ LATEST = MIGRATIONS[-1].version
 def current_version(conn: sa.Connection) -> int:
     if not sa.inspect(conn).has_table("schema_migrations"):
         return 0
-    return conn.execute(sa.select(sa.func.coalesce(sa.func.max(schema_migrations.c.version), 0))).scalar_one()  # type: ignore[no-any-return]  # noqa: E501
+    latest = sa.select(sa.func.max(schema_migrations.c.version))
+    return int(conn.execute(latest).scalar() or 0)
 
 
 def migrate(conn: sa.Connection, target: int = LATEST) -> list[Migration]:

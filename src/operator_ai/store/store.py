@@ -316,11 +316,14 @@ class Store:
             row = _row(conn, ticket_id)
             if row.status not in (Status.RESOLVED, Status.ESCALATED):
                 raise InvalidTransition(f"ticket {ticket_id} is {row.status}, not closed")
-            if row.status == Status.RESOLVED and conn.execute(
-                sa.select(tickets.c.id).where(
-                    tickets.c.key == row.key, tickets.c.status != Status.RESOLVED
-                )
-            ).first():
+            if (
+                row.status == Status.RESOLVED
+                and conn.execute(
+                    sa.select(tickets.c.id).where(
+                        tickets.c.key == row.key, tickets.c.status != Status.RESOLVED
+                    )
+                ).first()
+            ):
                 raise InvalidTransition(f"a newer ticket for {row.key} is already live")
             conn.execute(
                 tickets.update()

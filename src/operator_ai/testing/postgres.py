@@ -67,7 +67,8 @@ def postgres_server(durable: bool = False) -> Iterator[str]:
     """
     bindir, user = find_bindir(), _run_as()
     root = Path(tempfile.mkdtemp(prefix="operator-pg-"))
-    ids = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
+    uid, gid = (user.pw_uid, user.pw_gid) if user else (None, None)
+    groups: list[int] | None = [] if user else None
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -77,7 +78,8 @@ def postgres_server(durable: bool = False) -> Iterator[str]:
         subprocess.run(
             [bindir / "initdb", "-D", data, "-U", "operator", "--auth=trust", "-E", "UTF8",
              "--no-locale", "--no-sync"],
-            check=True, capture_output=True, cwd=root, env=env, **ids,  # type: ignore[arg-type]
+            check=True, capture_output=True, cwd=root, env=env,
+            user=uid, group=gid, extra_groups=groups,
         )  # fmt: skip
         port = free_port()
         settings = ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root}"]
@@ -86,7 +88,8 @@ def postgres_server(durable: bool = False) -> Iterator[str]:
         log = open(root / "server.log", "wb")  # noqa: SIM115 - closed with the server
         proc = subprocess.Popen(
             [bindir / "postgres", "-D", data, "-p", str(port), *settings],
-            stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env, **ids,  # type: ignore[arg-type]
+            stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
+            user=uid, group=gid, extra_groups=groups,
         )  # fmt: skip
         log.close()
         _wait_ready(proc, port, root / "server.log")

@@ -1,0 +1,1 @@
+"""The command line: one module per command group, wired together in app.py."""

@@ -1,0 +1,112 @@
+"""`operator audit`: agent sessions as readable transcripts, and the chain's integrity."""
+
+from __future__ import annotations
+
+import typer
+from rich.markup import escape
+
+from operator_ai.cli.context import app_context
+from operator_ai.cli.output import JSON_OPTION_HELP, console, plain, print_json, styled, table, when
+from operator_ai.store import AuditEntry, AuditKind
+
+app = typer.Typer(help="Read agent sessions and check the audit trail.", no_args_is_help=True)
+
+JsonOption = typer.Option(False, "--json", help=JSON_OPTION_HELP)
+FOLD_LINES = 6
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many, newest first."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List agent sessions, newest first."""
+    sessions = app_context(ctx).store.sessions(limit=limit)
+    if as_json:
+        print_json(sessions)
+        return
+    rows = table("id", "ticket", "worker", "model", "started", "outcome", "steps",
+                  "tokens in/out", "cost")  # fmt: skip
+    for s in sessions:
+        rows.add_row(str(s.id), str(s.ticket_id), escape(s.worker), escape(s.model or "-"),
+                      when(s.started_at, short=True), styled(s.outcome or "running"), str(s.steps),
+                      f"{s.tokens_in}/{s.tokens_out}", f"${s.cost_usd:.4f}")  # fmt: skip
+    console.print(rows if sessions else "No agent sessions yet.")
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    session_id: int = typer.Argument(..., help="Session id, as shown by `operator audit list`."),
+    full: bool = typer.Option(False, "--full", help="Print every output whole, unfolded."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Print a session as a transcript: reasoning, commands with exit codes, outputs folded."""
+    store = app_context(ctx).store
+    session = store.session(session_id)
+    entries = store.audit_entries(session_id)
+    if as_json:
+        print_json({"session": session, "entries": entries})
+        return
+    console.print(
+        f"[bold]session {session.id}[/] on ticket {session.ticket_id}"
+        f" · worker {escape(session.worker)} · model {escape(session.model or '-')}"
+        f" · {styled(session.outcome or 'running')}"
+    )
+    for entry in entries:
+        console.print(_render(entry, full))
+    if session.summary:
+        console.print(f"\n[bold]summary:[/] {escape(session.summary)}")
+
+
+def _render(entry: AuditEntry, full: bool) -> str:
+    head = f"[dim]{entry.seq:>3} {when(entry.at)}[/] "
+    body = escape(entry.content)
+    if entry.kind == AuditKind.REASONING:
+        return head + f"[italic]{body}[/]"
+    if entry.kind == AuditKind.TOOL_CALL:
+        command = (entry.params or {}).get("command", entry.content)
+        why = (entry.params or {}).get("reasoning")
+        return (
+            head
+            + f"[bold cyan]$ {escape(str(command))}[/]"
+            + (f"\n      [dim]# {escape(str(why))}[/]" if why else "")
+        )
+    if entry.kind == AuditKind.TOOL_RESULT:
+        code = entry.exit_code
+        mark = "[green]exit 0[/]" if code == 0 else f"[red]exit {code}[/]"
+        took = f" in {entry.duration_ms / 1000:.1f} s" if entry.duration_ms is not None else ""
+        return head + mark + took + "\n" + _indent(_fold(entry.content, full))
+    label = "[bold magenta]verification[/]" if entry.kind == AuditKind.VERIFICATION else "note"
+    return head + f"{label}: {body}"
+
+
+def _fold(text: str, full: bool) -> str:
+    lines = text.splitlines()
+    if full or len(lines) <= 2 * FOLD_LINES:
+        return escape(text)
+    hidden = len(lines) - 2 * FOLD_LINES
+    marker = f"[dim]… {hidden} lines folded (--full shows them) …[/]"
+    head, tail = escape("\n".join(lines[:FOLD_LINES])), escape("\n".join(lines[-FOLD_LINES:]))
+    return f"{head}\n{marker}\n{tail}"
+
+
+def _indent(text: str) -> str:
+    return "\n".join("      " + line for line in text.splitlines())
+
+
+@app.command("verify")
+def verify(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Check the audit hash chain; exit non-zero naming the first entry that fails."""
+    result = app_context(ctx).store.verify_audit()
+    if as_json:
+        print_json({"ok": result.ok, **plain(result)})
+    elif result.ok:
+        console.print(f"[green]audit trail intact[/]: {result.checked} entries verified")
+    else:
+        where = (f"entry {result.bad_entry} (session {result.session_id}, #{result.seq})"
+                 if result.bad_entry else "the chain's end")  # fmt: skip
+        console.print(f"[red]audit trail tampered[/] at {where}: {result.reason}")
+    if not result.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,46 @@
+"""What every command shares: the flags given at the root, resolved into settings and a
+store on first use (so `--help` works even when the config is broken)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import typer
+
+from operator_ai.config import Settings, load_settings
+from operator_ai.store import Store
+
+
+@dataclass
+class AppContext:
+    flags: dict[str, Any]
+    _resolved: tuple[Settings, dict[str, str]] | None = None
+    _store: Store | None = field(default=None, repr=False)
+
+    def resolve(self) -> tuple[Settings, dict[str, str]]:
+        if self._resolved is None:
+            self._resolved = load_settings(os.environ, self.flags)
+        return self._resolved
+
+    @property
+    def settings(self) -> Settings:
+        return self.resolve()[0]
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            settings = self.settings
+            self._store = Store(settings.db, reopen_window=settings.reopen_window_seconds)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def app_context(ctx: typer.Context) -> AppContext:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, AppContext), "the root callback sets the context"
+    return obj

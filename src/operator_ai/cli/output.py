@@ -1,0 +1,68 @@
+"""Printing: Rich for people, ``--json`` for scripts. Both come from the same records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+JSON_OPTION_HELP = "Print machine-readable JSON instead of tables."
+
+STATUS_STYLE = {
+    "open": "bold red",
+    "working": "yellow",
+    "resolved": "green",
+    "escalated": "magenta",
+    "failed": "red",
+    "interrupted": "dim",
+}
+
+
+def plain(value: Any) -> Any:
+    """A record (or a structure of them) as JSON-ready values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def print_json(value: Any) -> None:
+    # Plain print, not Rich: scripts need the exact bytes, never wrapped or styled.
+    print(json.dumps(plain(value), indent=2, ensure_ascii=False))
+
+
+def when(value: datetime | None, short: bool = False) -> str:
+    """A UTC time for tables; ``short`` drops the year to save width."""
+    return value.strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def styled(status: str | None) -> str:
+    if not status:
+        return "-"
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{status}[/]" if style else escape(status)
+
+
+def table(*columns: str, title: str | None = None, caption: str | None = "times are UTC") -> Table:
+    """A compact table, with the columns people scan by kept on one line."""
+    out = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, caption=caption)
+    for name in columns:
+        out.add_column(name, no_wrap=name in ("id", "key", "status", "outcome"))
+    return out

@@ -1,0 +1,127 @@
+"""`operator tickets`: the queue of violations, their timelines, and human overrides."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import typer
+from rich.markup import escape
+from rich.panel import Panel
+
+from operator_ai.cli.context import app_context
+from operator_ai.cli.output import JSON_OPTION_HELP, console, print_json, styled, table, when
+from operator_ai.store import Status, Store, Ticket
+
+app = typer.Typer(help="List, inspect and override tickets.", no_args_is_help=True)
+
+JsonOption = typer.Option(False, "--json", help=JSON_OPTION_HELP)
+IdArgument = typer.Argument(..., help="Ticket id, as shown by `operator tickets list`.")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: Status | None = typer.Option(None, "--status", help="Only tickets in this status."),
+    limit: int = typer.Option(100, "--limit", min=1, help="At most this many, newest first."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List tickets, newest first."""
+    found = app_context(ctx).store.tickets(status, limit)
+    if as_json:
+        print_json(found)
+        return
+    rows = table("id", "status", "key", "severity", "message", "opened", "seen", "reopened")
+    for t in found:
+        status_text = styled(t.status) + (" [cyan](held)[/]" if t.held else "")
+        rows.add_row(str(t.id), status_text, escape(t.key), t.severity, escape(t.message),
+                      when(t.opened_at, short=True),
+                      f"{t.occurrences}x", str(t.times_reopened))  # fmt: skip
+    console.print(rows if found else "No tickets.")
+
+
+@app.command("show")
+def show(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOption) -> None:
+    """Show one ticket: what the monitor saw, its timeline and its agent sessions."""
+    store = app_context(ctx).store
+    ticket = store.ticket(ticket_id)
+    events, sessions = store.events(ticket_id), store.sessions(ticket_id)
+    if as_json:
+        print_json({"ticket": ticket, "timeline": events, "sessions": sessions})
+        return
+    console.print(_ticket_panel(ticket))
+    timeline = table("at", "event", "actor", "detail", "session", title="Timeline")
+    for e in events:
+        timeline.add_row(
+            when(e.at), e.kind, escape(e.actor), escape(e.detail), str(e.session_id or "")
+        )
+    console.print(timeline)
+    if sessions:
+        rows = table("session", "worker", "model", "started", "outcome", "steps", "tokens",
+                      "cost", title="Agent sessions")  # fmt: skip
+        for s in sessions:
+            rows.add_row(str(s.id), escape(s.worker), escape(s.model or "-"),
+                          when(s.started_at, short=True),
+                          styled(s.outcome or "running"), str(s.steps),
+                          f"{s.tokens_in}/{s.tokens_out}", f"${s.cost_usd:.4f}")  # fmt: skip
+        console.print(rows)
+
+
+def _ticket_panel(t: Ticket) -> Panel:
+    lines = [
+        f"[bold]{escape(t.key)}[/]  {styled(t.status)}{'  [cyan]held[/]' if t.held else ''}"
+        f"  severity {t.severity}",
+        escape(t.message),
+        f"first seen {when(t.first_seen_at)}  opened {when(t.opened_at)}"
+        f"  (detected after {t.time_to_detect:.1f} s)  last seen {when(t.last_seen_at)}",
+        f"seen {t.occurrences}x, reopened {t.times_reopened}x",
+    ]
+    if t.claimed_by:
+        lines.append(f"claimed by {escape(t.claimed_by)} until {when(t.lease_until)}")
+    if t.resolved_at:
+        lines.append(
+            f"resolved {when(t.resolved_at)} by {t.resolved_by}: {escape(t.resolution or '')}"
+        )
+    if t.evidence:
+        lines.append("evidence: " + escape(json.dumps(t.evidence, sort_keys=True, default=str)))
+    return Panel("\n".join(lines), title=f"ticket {t.id}", expand=False)
+
+
+def _transition(
+    ctx: typer.Context, verb: str, action: Callable[[Store], Ticket], as_json: bool
+) -> None:
+    ticket = action(app_context(ctx).store)
+    if as_json:
+        print_json(ticket)
+    else:
+        console.print(f"ticket {ticket.id} {verb}: now {styled(ticket.status)}"
+                      + (" (held)" if ticket.held else ""))  # fmt: skip
+
+
+@app.command("hold")
+def hold(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOption) -> None:
+    """Keep agents off a ticket; a working agent is stopped and its session interrupted."""
+    _transition(ctx, "held", lambda s: s.hold(ticket_id), as_json)
+
+
+@app.command("unhold")
+def unhold(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOption) -> None:
+    """Let agents claim a held ticket again."""
+    _transition(ctx, "released", lambda s: s.unhold(ticket_id), as_json)
+
+
+@app.command("reopen")
+def reopen(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOption) -> None:
+    """Put a resolved or escalated ticket back in the queue."""
+    _transition(ctx, "reopened", lambda s: s.reopen(ticket_id), as_json)
+
+
+@app.command("resolve")
+def resolve(
+    ctx: typer.Context,
+    ticket_id: int = IdArgument,
+    note: str = typer.Option(..., "--note", help="What was done; kept as the resolution."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Resolve a ticket by hand, with a note saying what was done."""
+    _transition(ctx, "resolved", lambda s: s.resolve(ticket_id, note), as_json)

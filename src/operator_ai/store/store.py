@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from operator_ai.clock import utcnow
+from operator_ai.clock import as_utc, utcnow
 from operator_ai.errors import InvalidTransition, LeaseLost, NotFound
 from operator_ai.store import audit
 from operator_ai.store.engine import create_engine, transaction
@@ -77,7 +77,7 @@ class Store:
         """
         if v.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, not {v.severity!r}")
-        now = now or utcnow()
+        now = _now(now)
         try:
             return self._report(v, now)
         except IntegrityError:
@@ -152,7 +152,7 @@ class Store:
     def clear(self, key: str, now: datetime | None = None) -> Ticket | None:
         """The monitor saw ``key`` hold again. A claimed ticket is only marked cleared: the
         agent that holds it resolves it once it has verified."""
-        now = now or utcnow()
+        now = _now(now)
         with self._tx() as conn:
             row = conn.execute(
                 sa.select(tickets)
@@ -182,7 +182,7 @@ class Store:
         Returns None when nothing is claimable. Held tickets, and tickets in backoff after a
         failed session, are skipped.
         """
-        now = now or utcnow()
+        now = _now(now)
         urgency = sa.case({s: i for i, s in enumerate(SEVERITIES)}, value=tickets.c.severity)
         with self._tx() as conn:
             ticket_id = conn.execute(
@@ -215,7 +215,7 @@ class Store:
 
     def renew(self, session_id: int, lease_seconds: float, now: datetime | None = None) -> datetime:
         """Extend the lease held by ``session_id``; raise LeaseLost if it no longer holds it."""
-        now = now or utcnow()
+        now = _now(now)
         lease = now + timedelta(seconds=lease_seconds)
         with self._tx() as conn:
             session = _live_session(conn, session_id, now)
@@ -242,7 +242,7 @@ class Store:
         Resolved: the ticket is resolved by the agent. Escalated: it waits for a human.
         Failed: it goes back to the queue, not claimable for ``backoff_seconds``.
         """
-        now = now or utcnow()
+        now = _now(now)
         with self._tx() as conn:
             session = _live_session(conn, session_id, now)
             _finish_session(conn, session_id, now, outcome, summary,
@@ -269,7 +269,7 @@ class Store:
 
     def release_expired(self, now: datetime | None = None) -> list[int]:
         """Return tickets whose lease ran out to the queue; their sessions become interrupted."""
-        now = now or utcnow()
+        now = _now(now)
         with self._tx() as conn:
             rows = conn.execute(
                 tickets.update()
@@ -287,7 +287,7 @@ class Store:
 
     def hold(self, ticket_id: int, actor: str = "human", now: datetime | None = None) -> Ticket:
         """Keep agents off a ticket. A claimed ticket is taken back from its worker."""
-        now = now or utcnow()
+        now = _now(now)
         with self._tx() as conn:
             row = _row(conn, ticket_id)
             if row.held:
@@ -301,7 +301,7 @@ class Store:
             return _ticket(conn, ticket_id)
 
     def unhold(self, ticket_id: int, actor: str = "human", now: datetime | None = None) -> Ticket:
-        now = now or utcnow()
+        now = _now(now)
         with self._tx() as conn:
             if not _row(conn, ticket_id).held:
                 raise InvalidTransition(f"ticket {ticket_id} is not held")
@@ -311,7 +311,7 @@ class Store:
 
     def reopen(self, ticket_id: int, actor: str = "human", now: datetime | None = None) -> Ticket:
         """Put a resolved or escalated ticket back in the queue."""
-        now = now or utcnow()
+        now = _now(now)
         with self._tx() as conn:
             row = _row(conn, ticket_id)
             if row.status not in (Status.RESOLVED, Status.ESCALATED):
@@ -348,7 +348,7 @@ class Store:
     def _close_by_hand(
         self, ticket_id: int, status: Status, actor: str, note: str, now: datetime | None
     ) -> Ticket:
-        now = now or utcnow()
+        now = _now(now)
         with self._tx() as conn:
             row = _row(conn, ticket_id)
             if row.status not in LIVE or row.status == status:
@@ -407,7 +407,7 @@ class Store:
             return audit.append(
                 conn, session_id, AuditKind(kind), content, summary=summary, tool=tool,
                 params=dict(params) if params is not None else None, exit_code=exit_code,
-                duration_ms=duration_ms, now=now or utcnow(),
+                duration_ms=duration_ms, now=_now(now),
             )  # fmt: skip
 
     def audit_entries(self, session_id: int) -> list[AuditEntry]:
@@ -425,6 +425,11 @@ class Store:
 
 
 # -- helpers that run inside a caller's transaction -------------------------------------
+
+
+def _now(now: datetime | None) -> datetime:
+    """The time an operation happens: the caller's (checked to be aware), or now."""
+    return as_utc(now) if now is not None else utcnow()
 
 
 def _row(conn: sa.Connection, ticket_id: int) -> sa.Row[Any]:

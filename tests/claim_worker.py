@@ -1,0 +1,36 @@
+"""A real worker process for the claim tests.
+
+    python claim_worker.py drain URL NAME GO_FILE   claim until the queue is empty; print ids
+    python claim_worker.py hold URL NAME LEASE      claim one ticket, print it, then hang
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from operator_ai.store import Store
+
+
+def drain(url: str, name: str, go_file: str) -> None:
+    with Store(url) as store:
+        while not os.path.exists(go_file):  # start together, so the claims really contend
+            time.sleep(0.01)
+        claimed = []
+        while (claim := store.claim(name, lease_seconds=600)) is not None:
+            claimed.append(claim.ticket.id)
+    print(json.dumps(claimed))
+
+
+def hold(url: str, name: str, lease: str) -> None:
+    store = Store(url)
+    claim = store.claim(name, lease_seconds=float(lease))
+    assert claim is not None
+    print(json.dumps({"ticket": claim.ticket.id, "session": claim.session.id}), flush=True)
+    time.sleep(3600)  # the test kills us with SIGKILL while we hold the claim
+
+
+if __name__ == "__main__":
+    {"drain": drain, "hold": hold}[sys.argv[1]](*sys.argv[2:])

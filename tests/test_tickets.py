@@ -1,0 +1,172 @@
+"""Ticket lifecycle rules, on both databases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from operator_ai.errors import InvalidTransition, LeaseLost, NotFound
+from operator_ai.store import Outcome, Status, Store, Violation
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def down(target: str = "n1", severity: str = "warning", **kw: object) -> Violation:
+    return Violation("etcd", "member_down", target, f"{target} is down", severity, **kw)  # type: ignore[arg-type]
+
+
+def test_open_then_update_keeps_one_ticket(store: Store) -> None:
+    first, action = store.report_violation(
+        down(evidence={"health": False}, first_seen_at=T0 - timedelta(seconds=7)), now=T0
+    )
+    assert action == "opened"
+    assert first.key == "etcd:member_down:n1"
+    assert first.status == Status.OPEN
+    assert first.time_to_detect == 7.0
+    assert first.opened_at == T0 and first.opened_at.tzinfo is not None
+    assert first.evidence == {"health": False}
+
+    second, action = store.report_violation(down(), now=T0 + timedelta(seconds=5))
+    assert action == "updated"
+    assert second.id == first.id
+    assert second.occurrences == 2
+    assert second.last_seen_at == T0 + timedelta(seconds=5)
+    assert len(store.tickets()) == 1
+    assert [e.kind for e in store.events(first.id)] == ["opened"]
+
+
+def test_clear_resolves_unclaimed_ticket(store: Store) -> None:
+    ticket, _ = store.report_violation(down(), now=T0)
+    cleared = store.clear(ticket.key, now=T0 + timedelta(seconds=30))
+    assert cleared is not None
+    assert cleared.status == Status.RESOLVED
+    assert cleared.resolved_by == "monitor"
+    assert store.clear(ticket.key) is None, "nothing live is left to clear"
+
+
+def test_return_within_window_reopens_same_ticket(db_url: str) -> None:
+    with Store(db_url, reopen_window=60) as store:
+        ticket, _ = store.report_violation(down(), now=T0)
+        store.clear(ticket.key, now=T0 + timedelta(seconds=10))
+        again, action = store.report_violation(down(), now=T0 + timedelta(seconds=40))
+        assert action == "reopened"
+        assert again.id == ticket.id
+        assert again.status == Status.OPEN
+        assert again.times_reopened == 1
+        assert again.resolved_at is None
+
+        store.clear(ticket.key, now=T0 + timedelta(seconds=50))
+        later, action = store.report_violation(down(), now=T0 + timedelta(seconds=500))
+        assert action == "opened", "outside the window a new ticket opens"
+        assert later.id != ticket.id
+
+
+def test_claim_takes_most_severe_first_and_skips_held(store: Store) -> None:
+    info, _ = store.report_violation(down("n1", "info"), now=T0)
+    crit, _ = store.report_violation(down("n2", "critical"), now=T0 + timedelta(seconds=1))
+    held, _ = store.report_violation(down("n3", "critical"), now=T0)
+    store.hold(held.id)
+
+    claim = store.claim("w1", lease_seconds=60, model="scripted:x", now=T0 + timedelta(seconds=2))
+    assert claim is not None
+    assert claim.ticket.id == crit.id
+    assert claim.ticket.status == Status.WORKING
+    assert claim.ticket.claimed_by == "w1"
+    assert claim.session.worker == "w1" and claim.session.outcome is None
+    second = store.claim("w2", lease_seconds=60)
+    assert second is not None and second.ticket.id == info.id
+    assert store.claim("w3", lease_seconds=60) is None
+
+
+def test_monitor_clear_on_claimed_ticket_waits_for_agent(store: Store) -> None:
+    ticket, _ = store.report_violation(down(), now=T0)
+    claim = store.claim("w1", 60, now=T0)
+    assert claim is not None
+    marked = store.clear(ticket.key, now=T0 + timedelta(seconds=5))
+    assert marked is not None
+    assert marked.status == Status.WORKING and marked.cleared_at is not None
+
+    back, action = store.report_violation(down(), now=T0 + timedelta(seconds=6))
+    assert action == "updated" and back.cleared_at is None
+
+    done = store.end_session(claim.session.id, Outcome.RESOLVED, "restarted n1", steps=4,
+                             tokens_in=900, tokens_out=120, cost_usd=0.01,
+                             now=T0 + timedelta(seconds=9))  # fmt: skip
+    assert done.status == Status.RESOLVED and done.resolved_by == "agent"
+    session = store.session(claim.session.id)
+    assert session.outcome == Outcome.RESOLVED
+    assert (session.steps, session.tokens_in, session.tokens_out) == (4, 900, 120)
+    kinds = [e.kind for e in store.events(ticket.id)]
+    assert kinds == ["opened", "claimed", "cleared", "violation_returned", "resolved"]
+
+
+def test_failed_session_requeues_with_backoff(store: Store) -> None:
+    store.report_violation(down(), now=T0)
+    claim = store.claim("w1", 60, now=T0)
+    assert claim is not None
+    ticket = store.end_session(claim.session.id, Outcome.FAILED, "model API down",
+                               backoff_seconds=30, now=T0)  # fmt: skip
+    assert ticket.status == Status.OPEN and ticket.claimed_by is None
+    assert store.claim("w2", 60, now=T0 + timedelta(seconds=10)) is None, "still backing off"
+    assert store.claim("w2", 60, now=T0 + timedelta(seconds=31)) is not None
+
+
+def test_escalated_session_leaves_ticket_for_a_human(store: Store) -> None:
+    ticket, _ = store.report_violation(down(), now=T0)
+    claim = store.claim("w1", 60, now=T0)
+    assert claim is not None
+    escalated = store.end_session(claim.session.id, Outcome.ESCALATED, "needs a new disk", now=T0)
+    assert escalated.status == Status.ESCALATED
+    assert store.claim("w2", 60) is None
+    _, action = store.report_violation(down())
+    assert action == "updated", "an escalated ticket stays the live one for its key"
+    reopened = store.reopen(ticket.id)
+    assert reopened.status == Status.OPEN and reopened.times_reopened == 1
+
+
+def test_hold_takes_ticket_back_from_worker(store: Store) -> None:
+    ticket, _ = store.report_violation(down(), now=T0)
+    claim = store.claim("w1", 60, now=T0)
+    assert claim is not None
+    held = store.hold(ticket.id)
+    assert held.held and held.status == Status.OPEN and held.claimed_by is None
+    assert store.session(claim.session.id).outcome == Outcome.INTERRUPTED
+    with pytest.raises(LeaseLost):
+        store.renew(claim.session.id, 60)
+    with pytest.raises(InvalidTransition):
+        store.hold(ticket.id)
+    assert not store.unhold(ticket.id).held
+
+
+def test_human_resolve_and_invalid_transitions(store: Store) -> None:
+    ticket, _ = store.report_violation(down(), now=T0)
+    with pytest.raises(InvalidTransition):
+        store.reopen(ticket.id)
+    resolved = store.resolve(ticket.id, "replaced the member by hand")
+    assert resolved.resolved_by == "human"
+    assert resolved.resolution == "replaced the member by hand"
+    with pytest.raises(InvalidTransition):
+        store.resolve(ticket.id, "again")
+    with pytest.raises(NotFound):
+        store.hold(999_999)
+
+
+def test_lease_renewal_and_expiry(store: Store) -> None:
+    ticket, _ = store.report_violation(down(), now=T0)
+    claim = store.claim("w1", lease_seconds=30, now=T0)
+    assert claim is not None
+    lease = store.renew(claim.session.id, 30, now=T0 + timedelta(seconds=20))
+    assert lease == T0 + timedelta(seconds=50)
+    assert store.release_expired(now=T0 + timedelta(seconds=45)) == []
+    assert store.release_expired(now=T0 + timedelta(seconds=51)) == [ticket.id]
+    assert store.ticket(ticket.id).status == Status.OPEN
+    assert store.session(claim.session.id).outcome == Outcome.INTERRUPTED
+    with pytest.raises(LeaseLost):
+        store.end_session(claim.session.id, Outcome.RESOLVED)
+    assert "lease_expired" in [e.kind for e in store.events(ticket.id)]
+
+
+def test_naive_timestamps_are_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="naive"):
+        store.report_violation(down(), now=datetime(2026, 1, 1, 12, 0))

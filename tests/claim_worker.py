@@ -1,7 +1,7 @@
 """A real worker process for the claim tests.
 
-    python claim_worker.py drain URL NAME GO_FILE   claim until the queue is empty; print ids
-    python claim_worker.py hold URL NAME LEASE      claim one ticket, print it, then hang
+python claim_worker.py drain URL NAME GO_FILE   claim until the queue is empty; print ids
+python claim_worker.py hold URL NAME LEASE      claim one ticket, print it, then hang
 """
 
 from __future__ import annotations

@@ -41,11 +41,16 @@ def store(db_url: str) -> Iterator[Store]:
         yield s
 
 
-def run_cli(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, home: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `operator` entry point in a child process, as a user would."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPERATOR_")}
     full_env.update({"OPERATOR_HOME": str(home), "COLUMNS": "200", **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "operator_ai", *args],
-        capture_output=True, text=True, env=full_env, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+    )

@@ -30,8 +30,11 @@ def test_eight_processes_claim_each_ticket_exactly_once(db_url: str, tmp_path: P
         _fill(store, TICKETS)
     go = tmp_path / "go"
     procs = [
-        subprocess.Popen([sys.executable, WORKER, "drain", db_url, f"w{i}", str(go)],
-                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, WORKER, "drain", db_url, f"w{i}", str(go)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for i in range(WORKERS)
     ]
     try:
@@ -65,8 +68,11 @@ def test_eight_processes_claim_each_ticket_exactly_once(db_url: str, tmp_path: P
 def test_killed_worker_loses_its_claim_after_the_lease(db_url: str) -> None:
     with Store(db_url) as store:
         store.report_violation(Violation("etcd", "no_leader", "cluster", "no leader"))
-        with subprocess.Popen([sys.executable, WORKER, "hold", db_url, "doomed", "4"],
-                              stdout=subprocess.PIPE, text=True) as worker:  # fmt: skip
+        with subprocess.Popen(
+            [sys.executable, WORKER, "hold", db_url, "doomed", "4"],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as worker:
             try:
                 held = json.loads(worker.stdout.readline())  # type: ignore[union-attr]
                 os.kill(worker.pid, signal.SIGKILL)

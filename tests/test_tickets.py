@@ -90,9 +90,16 @@ def test_monitor_clear_on_claimed_ticket_waits_for_agent(store: Store) -> None:
     back, action = store.report_violation(down(), now=T0 + timedelta(seconds=6))
     assert action == "updated" and back.cleared_at is None
 
-    done = store.end_session(claim.session.id, Outcome.RESOLVED, "restarted n1", steps=4,
-                             tokens_in=900, tokens_out=120, cost_usd=0.01,
-                             now=T0 + timedelta(seconds=9))  # fmt: skip
+    done = store.end_session(
+        claim.session.id,
+        Outcome.RESOLVED,
+        "restarted n1",
+        steps=4,
+        tokens_in=900,
+        tokens_out=120,
+        cost_usd=0.01,
+        now=T0 + timedelta(seconds=9),
+    )
     assert done.status == Status.RESOLVED and done.resolved_by == "agent"
     session = store.session(claim.session.id)
     assert session.outcome == Outcome.RESOLVED
@@ -105,8 +112,9 @@ def test_failed_session_requeues_with_backoff(store: Store) -> None:
     store.report_violation(down(), now=T0)
     claim = store.claim("w1", 60, now=T0)
     assert claim is not None
-    ticket = store.end_session(claim.session.id, Outcome.FAILED, "model API down",
-                               backoff_seconds=30, now=T0)  # fmt: skip
+    ticket = store.end_session(
+        claim.session.id, Outcome.FAILED, "model API down", backoff_seconds=30, now=T0
+    )
     assert ticket.status == Status.OPEN and ticket.claimed_by is None
     assert store.claim("w2", 60, now=T0 + timedelta(seconds=10)) is None, "still backing off"
     assert store.claim("w2", 60, now=T0 + timedelta(seconds=31)) is not None

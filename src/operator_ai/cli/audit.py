@@ -26,12 +26,21 @@ def list_(
     if as_json:
         print_json(sessions)
         return
-    rows = table("id", "ticket", "worker", "model", "started", "outcome", "steps",
-                  "tokens in/out", "cost")  # fmt: skip
+    rows = table(
+        "id", "ticket", "worker", "model", "started", "outcome", "steps", "tokens in/out", "cost"
+    )
     for s in sessions:
-        rows.add_row(str(s.id), str(s.ticket_id), escape(s.worker), escape(s.model or "-"),
-                      when(s.started_at, short=True), styled(s.outcome or "running"), str(s.steps),
-                      f"{s.tokens_in}/{s.tokens_out}", f"${s.cost_usd:.4f}")  # fmt: skip
+        rows.add_row(
+            str(s.id),
+            str(s.ticket_id),
+            escape(s.worker),
+            escape(s.model or "-"),
+            when(s.started_at, short=True),
+            styled(s.outcome or "running"),
+            str(s.steps),
+            f"{s.tokens_in}/{s.tokens_out}",
+            f"${s.cost_usd:.4f}",
+        )
     console.print(rows if sessions else "No agent sessions yet.")
 
 
@@ -105,8 +114,11 @@ def verify(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     elif result.ok:
         console.print(f"[green]audit trail intact[/]: {result.checked} entries verified")
     else:
-        where = (f"entry {result.bad_entry} (session {result.session_id}, #{result.seq})"
-                 if result.bad_entry else "the chain's end")  # fmt: skip
+        where = (
+            f"entry {result.bad_entry} (session {result.session_id}, #{result.seq})"
+            if result.bad_entry
+            else "the chain's end"
+        )
         console.print(f"[red]audit trail tampered[/] at {where}: {result.reason}")
     if not result.ok:
         raise typer.Exit(1)

@@ -34,9 +34,16 @@ def list_(
     rows = table("id", "status", "key", "severity", "message", "opened", "seen", "reopened")
     for t in found:
         status_text = styled(t.status) + (" [cyan](held)[/]" if t.held else "")
-        rows.add_row(str(t.id), status_text, escape(t.key), t.severity, escape(t.message),
-                      when(t.opened_at, short=True),
-                      f"{t.occurrences}x", str(t.times_reopened))  # fmt: skip
+        rows.add_row(
+            str(t.id),
+            status_text,
+            escape(t.key),
+            t.severity,
+            escape(t.message),
+            when(t.opened_at, short=True),
+            f"{t.occurrences}x",
+            str(t.times_reopened),
+        )
     console.print(rows if found else "No tickets.")
 
 
@@ -57,13 +64,28 @@ def show(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOp
         )
     console.print(timeline)
     if sessions:
-        rows = table("session", "worker", "model", "started", "outcome", "steps", "tokens",
-                      "cost", title="Agent sessions")  # fmt: skip
+        rows = table(
+            "session",
+            "worker",
+            "model",
+            "started",
+            "outcome",
+            "steps",
+            "tokens",
+            "cost",
+            title="Agent sessions",
+        )
         for s in sessions:
-            rows.add_row(str(s.id), escape(s.worker), escape(s.model or "-"),
-                          when(s.started_at, short=True),
-                          styled(s.outcome or "running"), str(s.steps),
-                          f"{s.tokens_in}/{s.tokens_out}", f"${s.cost_usd:.4f}")  # fmt: skip
+            rows.add_row(
+                str(s.id),
+                escape(s.worker),
+                escape(s.model or "-"),
+                when(s.started_at, short=True),
+                styled(s.outcome or "running"),
+                str(s.steps),
+                f"{s.tokens_in}/{s.tokens_out}",
+                f"${s.cost_usd:.4f}",
+            )
         console.print(rows)
 
 
@@ -94,8 +116,10 @@ def _transition(
     if as_json:
         print_json(ticket)
     else:
-        console.print(f"ticket {ticket.id} {verb}: now {styled(ticket.status)}"
-                      + (" (held)" if ticket.held else ""))  # fmt: skip
+        console.print(
+            f"ticket {ticket.id} {verb}: now {styled(ticket.status)}"
+            + (" (held)" if ticket.held else "")
+        )
 
 
 @app.command("hold")
@@ -107,7 +131,7 @@ def hold(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOp
 @app.command("unhold")
 def unhold(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOption) -> None:
     """Let agents claim a held ticket again."""
-    _transition(ctx, "released", lambda s: s.unhold(ticket_id), as_json)
+    _transition(ctx, "unheld", lambda s: s.unhold(ticket_id), as_json)
 
 
 @app.command("reopen")

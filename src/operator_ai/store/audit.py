@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -103,40 +104,45 @@ def entries(conn: sa.Connection, session_id: int) -> list[AuditEntry]:
     return [_to_entry(dict(r._mapping)) for r in conn.execute(query.order_by("seq"))]
 
 
-def scan(conn: sa.Connection) -> Iterator[AuditEntry]:
+def scan(conn: sa.Connection) -> Generator[AuditEntry, None, None]:
     result = conn.execution_options(yield_per=1000).execute(
         sa.select(audit_entries).order_by(audit_entries.c.id)
     )
-    for row in result:
-        yield _to_entry(dict(row._mapping))
+    try:
+        for row in result:
+            yield _to_entry(dict(row._mapping))
+    finally:
+        result.close()  # a server-side cursor on PostgreSQL, even when the caller stops early
 
 
 def verify(conn: sa.Connection) -> Verification:
     """Walk the whole chain; report the first entry that does not check out."""
     prev_hash, expected_id, checked = GENESIS, 1, 0
     seqs: dict[int, int] = {}
-    for entry in scan(conn):
-        fields = {name: getattr(entry, name) for name in AuditEntry.__slots__}
-        fields["kind"] = str(entry.kind)
-        reason = ""
-        if entry.id != expected_id:
-            reason = f"entries {expected_id}..{entry.id - 1} are missing"
-        elif entry.prev_hash != prev_hash:
-            reason = "its previous-hash link does not match the entry before it"
-        elif entry_hash(fields) != entry.hash:
-            reason = "its content does not match its hash"
-        elif entry.seq != seqs.get(entry.session_id, 0) + 1:
-            reason = f"sequence number {entry.seq} is out of order in its session"
-        if reason:
-            return Verification(checked, entry.id, entry.session_id, entry.seq, reason)
-        seqs[entry.session_id] = entry.seq
-        prev_hash, expected_id, checked = entry.hash, entry.id + 1, checked + 1
+    with closing(scan(conn)) as chain:
+        for entry in chain:
+            fields = {name: getattr(entry, name) for name in AuditEntry.__slots__}
+            fields["kind"] = str(entry.kind)
+            reason = ""
+            if entry.id != expected_id:
+                reason = f"entries {expected_id}..{entry.id - 1} are missing"
+            elif entry.prev_hash != prev_hash:
+                reason = "its previous-hash link does not match the entry before it"
+            elif entry_hash(fields) != entry.hash:
+                reason = "its content does not match its hash"
+            elif entry.seq != seqs.get(entry.session_id, 0) + 1:
+                reason = f"sequence number {entry.seq} is out of order in its session"
+            if reason:
+                return Verification(checked, entry.id, entry.session_id, entry.seq, reason)
+            seqs[entry.session_id] = entry.seq
+            prev_hash, expected_id, checked = entry.hash, entry.id + 1, checked + 1
     head = conn.execute(sa.select(audit_head).where(audit_head.c.id == 1)).one()
     if head.last_id != expected_id - 1 or (head.last_hash or GENESIS) != prev_hash:
         return Verification(
-            checked, reason=f"the chain ends at entry {expected_id - 1} but the head "
-            f"records entry {head.last_id}: entries were removed from the end"
-        )  # fmt: skip
+            checked,
+            reason=f"the chain ends at entry {expected_id - 1} but the head "
+            f"records entry {head.last_id}: entries were removed from the end",
+        )
     return Verification(checked)
 
 

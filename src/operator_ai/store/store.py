@@ -6,7 +6,7 @@ the monitor, the agent workers and the CLI cannot disagree about what a ticket m
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,8 +49,12 @@ class Store:
         self.url = url
         self.reopen_window = timedelta(seconds=reopen_window)
         self._engine = create_engine(url)
-        with self._tx() as conn:
-            migrate(conn)
+        try:
+            with self._tx() as conn:
+                migrate(conn)
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     def close(self) -> None:
         self._engine.dispose()
@@ -174,9 +178,12 @@ class Store:
     # -- the agent's side ---------------------------------------------------------------
 
     def claim(
-        self, worker: str, lease_seconds: float, model: str | None = None,
+        self,
+        worker: str,
+        lease_seconds: float,
+        model: str | None = None,
         now: datetime | None = None,
-    ) -> Claim | None:  # fmt: skip
+    ) -> Claim | None:
         """Atomically take the most urgent open ticket under a lease, and open its session.
 
         Returns None when nothing is claimable. Held tickets, and tickets in backoff after a
@@ -206,10 +213,18 @@ class Store:
             )
             session_id = conn.execute(
                 sessions.insert()
-                .values(ticket_id=ticket_id, worker=worker, model=model, started_at=now,
-                        steps=0, tokens_in=0, tokens_out=0, cost_usd=0.0)
+                .values(
+                    ticket_id=ticket_id,
+                    worker=worker,
+                    model=model,
+                    started_at=now,
+                    steps=0,
+                    tokens_in=0,
+                    tokens_out=0,
+                    cost_usd=0.0,
+                )
                 .returning(sessions.c.id)
-            ).scalar_one()  # fmt: skip
+            ).scalar_one()
             _event(conn, ticket_id, now, "claimed", worker, model or "", session_id)
             return Claim(_ticket(conn, ticket_id), _session(conn, session_id))
 
@@ -245,9 +260,17 @@ class Store:
         now = _now(now)
         with self._tx() as conn:
             session = _live_session(conn, session_id, now)
-            _finish_session(conn, session_id, now, outcome, summary,
-                            steps=steps, tokens_in=tokens_in, tokens_out=tokens_out,
-                            cost_usd=cost_usd)  # fmt: skip
+            _finish_session(
+                conn,
+                session_id,
+                now,
+                outcome,
+                summary,
+                steps=steps,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cost_usd=cost_usd,
+            )
             status = AFTER_SESSION[outcome]
             if status == Status.OPEN:
                 conn.execute(
@@ -261,8 +284,15 @@ class Store:
                         else None,
                     )
                 )
-                _event(conn, session.ticket_id, now, f"session_{outcome}", session.worker,
-                       summary, session_id)  # fmt: skip
+                _event(
+                    conn,
+                    session.ticket_id,
+                    now,
+                    f"session_{outcome}",
+                    session.worker,
+                    summary,
+                    session_id,
+                )
             else:
                 _close(conn, session.ticket_id, now, status, "agent", summary, session_id)
             return _ticket(conn, session.ticket_id)
@@ -328,9 +358,15 @@ class Store:
             conn.execute(
                 tickets.update()
                 .where(tickets.c.id == ticket_id)
-                .values(status=Status.OPEN, times_reopened=row.times_reopened + 1,
-                        resolved_at=None, resolved_by=None, resolution=None, cleared_at=None)
-            )  # fmt: skip
+                .values(
+                    status=Status.OPEN,
+                    times_reopened=row.times_reopened + 1,
+                    resolved_at=None,
+                    resolved_by=None,
+                    resolution=None,
+                    cleared_at=None,
+                )
+            )
             _event(conn, ticket_id, now, "reopened", actor)
             return _ticket(conn, ticket_id)
 
@@ -405,10 +441,17 @@ class Store:
         with self._tx() as conn:
             _session(conn, session_id)
             return audit.append(
-                conn, session_id, AuditKind(kind), content, summary=summary, tool=tool,
-                params=dict(params) if params is not None else None, exit_code=exit_code,
-                duration_ms=duration_ms, now=_now(now),
-            )  # fmt: skip
+                conn,
+                session_id,
+                AuditKind(kind),
+                content,
+                summary=summary,
+                tool=tool,
+                params=dict(params) if params is not None else None,
+                exit_code=exit_code,
+                duration_ms=duration_ms,
+                now=_now(now),
+            )
 
     def audit_entries(self, session_id: int) -> list[AuditEntry]:
         with self._tx(readonly=True) as conn:
@@ -418,10 +461,6 @@ class Store:
     def verify_audit(self) -> audit.Verification:
         with self._tx(readonly=True) as conn:
             return audit.verify(conn)
-
-    def iter_audit(self) -> Iterator[AuditEntry]:
-        with self._tx(readonly=True) as conn:
-            yield from audit.scan(conn)
 
 
 # -- helpers that run inside a caller's transaction -------------------------------------
@@ -479,18 +518,35 @@ def _live_session(conn: sa.Connection, session_id: int, now: datetime) -> Sessio
 
 
 def _event(
-    conn: sa.Connection, ticket_id: int, now: datetime, kind: str, actor: str,
-    detail: str = "", session_id: int | None = None,
-) -> None:  # fmt: skip
-    conn.execute(ticket_events.insert().values(
-        ticket_id=ticket_id, at=now, kind=kind, actor=actor, detail=detail, session_id=session_id
-    ))  # fmt: skip
+    conn: sa.Connection,
+    ticket_id: int,
+    now: datetime,
+    kind: str,
+    actor: str,
+    detail: str = "",
+    session_id: int | None = None,
+) -> None:
+    conn.execute(
+        ticket_events.insert().values(
+            ticket_id=ticket_id,
+            at=now,
+            kind=kind,
+            actor=actor,
+            detail=detail,
+            session_id=session_id,
+        )
+    )
 
 
 def _close(
-    conn: sa.Connection, ticket_id: int, now: datetime, status: Status, by: str, note: str,
+    conn: sa.Connection,
+    ticket_id: int,
+    now: datetime,
+    status: Status,
+    by: str,
+    note: str,
     session_id: int | None = None,
-) -> None:  # fmt: skip
+) -> None:
     values: dict[str, Any] = {"status": status, "claimed_by": None, "lease_until": None}
     if status == Status.RESOLVED:
         values.update(resolved_at=now, resolved_by=by, resolution=note)
@@ -499,9 +555,13 @@ def _close(
 
 
 def _finish_session(
-    conn: sa.Connection, session_id: int, now: datetime, outcome: Outcome, summary: str,
+    conn: sa.Connection,
+    session_id: int,
+    now: datetime,
+    outcome: Outcome,
+    summary: str,
     **usage: Any,
-) -> None:  # fmt: skip
+) -> None:
     conn.execute(
         sessions.update()
         .where(sessions.c.id == session_id)
@@ -511,11 +571,15 @@ def _finish_session(
 
 def _interrupt(conn: sa.Connection, ticket_id: int, now: datetime, why: str) -> list[int]:
     """End every still-running session on the ticket as interrupted; return their ids."""
-    ids = conn.execute(
-        sa.select(sessions.c.id).where(
-            sessions.c.ticket_id == ticket_id, sessions.c.outcome.is_(None)
+    ids = (
+        conn.execute(
+            sa.select(sessions.c.id).where(
+                sessions.c.ticket_id == ticket_id, sessions.c.outcome.is_(None)
+            )
         )
-    ).scalars().all()  # fmt: skip
+        .scalars()
+        .all()
+    )
     for sid in ids:
         _finish_session(conn, sid, now, Outcome.INTERRUPTED, why)
     return list(ids)

@@ -76,11 +76,26 @@ def postgres_server(durable: bool = False) -> Iterator[str]:
             os.chown(root, user.pw_uid, user.pw_gid)
         data = root / "data"
         subprocess.run(
-            [bindir / "initdb", "-D", data, "-U", "operator", "--auth=trust", "-E", "UTF8",
-             "--no-locale", "--no-sync"],
-            check=True, capture_output=True, cwd=root, env=env,
-            user=uid, group=gid, extra_groups=groups,
-        )  # fmt: skip
+            [
+                bindir / "initdb",
+                "-D",
+                data,
+                "-U",
+                "operator",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=root,
+            env=env,
+            user=uid,
+            group=gid,
+            extra_groups=groups,
+        )
         port = free_port()
         settings = ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root}"]
         if not durable:
@@ -88,9 +103,14 @@ def postgres_server(durable: bool = False) -> Iterator[str]:
         log = open(root / "server.log", "wb")  # noqa: SIM115 - closed with the server
         proc = subprocess.Popen(
             [bindir / "postgres", "-D", data, "-p", str(port), *settings],
-            stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
-            user=uid, group=gid, extra_groups=groups,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            env=env,
+            user=uid,
+            group=gid,
+            extra_groups=groups,
+        )
         log.close()
         _wait_ready(proc, port, root / "server.log")
         yield f"postgresql://operator@127.0.0.1:{port}/postgres"

@@ -1,0 +1,61 @@
+"""Settings: defaults, then config.toml, then environment, then flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from operator_ai.config import load_settings
+from operator_ai.errors import ConfigError
+
+
+def test_defaults_live_under_home(tmp_path: Path) -> None:
+    settings, sources = load_settings({"OPERATOR_HOME": str(tmp_path)})
+    assert settings.home == tmp_path
+    assert settings.db == f"sqlite:///{tmp_path / 'operator.db'}"
+    assert settings.lease_seconds == 120
+    assert sources["db"] == "default" and sources["home"] == "env"
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        'db = "postgresql://ops@db.internal/operator"\nlease_seconds = 60\nmodel = "openai:x"\n'
+    )
+    env = {"OPERATOR_HOME": str(tmp_path), "OPERATOR_LEASE_SECONDS": "90"}
+    settings, sources = load_settings(env, {"model": "scripted:demo.yaml", "db": None})
+    assert settings.db == "postgresql://ops@db.internal/operator"
+    assert sources["db"] == str(tmp_path / "config.toml")
+    assert settings.lease_seconds == 90 and sources["lease_seconds"] == "env OPERATOR_LEASE_SECONDS"
+    assert settings.model == "scripted:demo.yaml" and sources["model"] == "flag"
+
+
+def test_provider_key_fallback_and_masking(tmp_path: Path) -> None:
+    env = {
+        "OPERATOR_HOME": str(tmp_path),
+        "ANTHROPIC_API_KEY": "sk-ant-api03-very-secret-7788",
+        "OPERATOR_DB": "postgresql://ops:hunter2@127.0.0.1/operator",
+    }
+    settings, sources = load_settings(env)
+    assert settings.anthropic_api_key is not None
+    assert settings.anthropic_api_key.get_secret_value().endswith("7788")
+    assert sources["anthropic_api_key"] == "env ANTHROPIC_API_KEY"
+    shown = settings.public()
+    assert shown["anthropic_api_key"] == "****7788"
+    assert "hunter2" not in shown["db"] and "***" in shown["db"]
+    assert "very-secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("db = [unclosed", "malformed config file"),
+        ("dbb = 'sqlite:///x'", "unknown setting 'dbb'"),
+        ("lease_seconds = 'soon'", "invalid setting lease_seconds"),
+        ("lease_seconds = -5", "invalid setting lease_seconds"),
+    ],
+)
+def test_bad_config_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"OPERATOR_HOME": str(tmp_path)})

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from conftest import run_cli
+from operator_ai.errors import NotFound
 from operator_ai.store import AuditKind, Store, Violation
 from operator_ai.store.audit import GENESIS
 
@@ -116,3 +118,9 @@ def test_relinked_forgery_is_caught(store: Store) -> None:
     result = store.verify_audit()
     assert not result.ok and result.bad_entry == victim.id + 1
     assert "previous-hash link" in result.reason
+
+
+def test_append_to_unknown_session_is_refused(store: Store) -> None:
+    with pytest.raises(NotFound, match="no session with id 999"):
+        store.append_audit(999, AuditKind.NOTE, "orphan")
+    assert store.verify_audit().checked == 0

@@ -26,6 +26,18 @@ from operator_ai.store.schema import audit_entries, audit_head
 GENESIS = "0" * 64
 SUMMARY_CHARS = 160
 
+# Built once: appends are the hot path, and building statements costs more than running them.
+_LOCK_HEAD = sa.select(audit_head).where(audit_head.c.id == 1).with_for_update()
+_LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(audit_entries.c.seq), 0)).where(
+    audit_entries.c.session_id == sa.bindparam("sid")
+)
+_INSERT = audit_entries.insert()
+_MOVE_HEAD = (
+    audit_head.update()
+    .where(audit_head.c.id == 1)
+    .values(last_id=sa.bindparam("new_id"), last_hash=sa.bindparam("new_hash"))
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Verification:
@@ -67,12 +79,8 @@ def append(
     duration_ms: int | None,
     now: datetime,
 ) -> AuditEntry:
-    head = conn.execute(sa.select(audit_head).where(audit_head.c.id == 1).with_for_update()).one()
-    seq = conn.execute(
-        sa.select(sa.func.coalesce(sa.func.max(audit_entries.c.seq), 0)).where(
-            audit_entries.c.session_id == session_id
-        )
-    ).scalar_one()
+    head = conn.execute(_LOCK_HEAD).one()
+    seq = conn.execute(_LAST_SEQ, {"sid": session_id}).scalar_one()
     # PostgreSQL text cannot hold NUL; the escaped form is what gets hashed and kept.
     content = content.replace("\x00", "\\x00")
     fields: dict[str, Any] = {
@@ -90,12 +98,8 @@ def append(
         "prev_hash": head.last_hash or GENESIS,
     }
     fields["hash"] = entry_hash(fields)
-    conn.execute(audit_entries.insert().values(fields))
-    conn.execute(
-        audit_head.update()
-        .where(audit_head.c.id == 1)
-        .values(last_id=fields["id"], last_hash=fields["hash"])
-    )
+    conn.execute(_INSERT, fields)
+    conn.execute(_MOVE_HEAD, {"new_id": fields["id"], "new_hash": fields["hash"]})
     return _to_entry(fields)
 
 

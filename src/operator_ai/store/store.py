@@ -42,6 +42,38 @@ AFTER_SESSION = {
 }
 
 
+# The claim path's statements, built once: a claim is the hottest write the store does.
+_NEXT_CLAIMABLE = (
+    sa.select(tickets.c.id)
+    .where(
+        tickets.c.status == Status.OPEN,
+        tickets.c.held.is_(False),
+        sa.or_(tickets.c.lease_until.is_(None), tickets.c.lease_until <= sa.bindparam("now")),
+    )
+    .order_by(
+        sa.case({s: i for i, s in enumerate(SEVERITIES)}, value=tickets.c.severity),
+        tickets.c.opened_at,
+        tickets.c.id,
+    )
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+_TAKE = (
+    tickets.update()
+    .where(tickets.c.id == sa.bindparam("tid"))
+    .values(
+        status=Status.WORKING, claimed_by=sa.bindparam("worker"), lease_until=sa.bindparam("lease")
+    )
+    .returning(*tickets.c)
+)
+_START_SESSION = (
+    sessions.insert()
+    .values(steps=0, tokens_in=0, tokens_out=0, cost_usd=0.0)
+    .returning(*sessions.c)
+)
+_INSERT_EVENT = ticket_events.insert()
+
+
 class Store:
     """Operator's shared database. SQLite by default, PostgreSQL by URL."""
 
@@ -190,43 +222,18 @@ class Store:
         failed session, are skipped.
         """
         now = _now(now)
-        urgency = sa.case({s: i for i, s in enumerate(SEVERITIES)}, value=tickets.c.severity)
         with self._tx() as conn:
-            ticket_id = conn.execute(
-                sa.select(tickets.c.id)
-                .where(
-                    tickets.c.status == Status.OPEN,
-                    tickets.c.held.is_(False),
-                    sa.or_(tickets.c.lease_until.is_(None), tickets.c.lease_until <= now),
-                )
-                .order_by(urgency, tickets.c.opened_at, tickets.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).scalar()
+            ticket_id = conn.execute(_NEXT_CLAIMABLE, {"now": now}).scalar()
             if ticket_id is None:
                 return None
             lease = now + timedelta(seconds=lease_seconds)
-            conn.execute(
-                tickets.update()
-                .where(tickets.c.id == ticket_id)
-                .values(status=Status.WORKING, claimed_by=worker, lease_until=lease)
-            )
-            session_id = conn.execute(
-                sessions.insert()
-                .values(
-                    ticket_id=ticket_id,
-                    worker=worker,
-                    model=model,
-                    started_at=now,
-                    steps=0,
-                    tokens_in=0,
-                    tokens_out=0,
-                    cost_usd=0.0,
-                )
-                .returning(sessions.c.id)
-            ).scalar_one()
-            _event(conn, ticket_id, now, "claimed", worker, model or "", session_id)
-            return Claim(_ticket(conn, ticket_id), _session(conn, session_id))
+            ticket = conn.execute(_TAKE, {"tid": ticket_id, "worker": worker, "lease": lease}).one()
+            session = conn.execute(
+                _START_SESSION,
+                {"ticket_id": ticket_id, "worker": worker, "model": model, "started_at": now},
+            ).one()
+            _event(conn, ticket_id, now, "claimed", worker, model or "", session.id)
+            return Claim(_to_ticket(ticket), _to_session(session))
 
     def renew(self, session_id: int, lease_seconds: float, now: datetime | None = None) -> datetime:
         """Extend the lease held by ``session_id``; raise LeaseLost if it no longer holds it."""
@@ -438,20 +445,22 @@ class Store:
         now: datetime | None = None,
     ) -> AuditEntry:
         """Append one entry to the hash-chained audit trail."""
-        with self._tx() as conn:
-            _session(conn, session_id)
-            return audit.append(
-                conn,
-                session_id,
-                AuditKind(kind),
-                content,
-                summary=summary,
-                tool=tool,
-                params=dict(params) if params is not None else None,
-                exit_code=exit_code,
-                duration_ms=duration_ms,
-                now=_now(now),
-            )
+        try:
+            with self._tx() as conn:
+                return audit.append(
+                    conn,
+                    session_id,
+                    AuditKind(kind),
+                    content,
+                    summary=summary,
+                    tool=tool,
+                    params=dict(params) if params is not None else None,
+                    exit_code=exit_code,
+                    duration_ms=duration_ms,
+                    now=_now(now),
+                )
+        except IntegrityError as exc:  # the foreign key: there is no such session
+            raise NotFound(f"no session with id {session_id}") from exc
 
     def audit_entries(self, session_id: int) -> list[AuditEntry]:
         with self._tx(readonly=True) as conn:
@@ -527,14 +536,15 @@ def _event(
     session_id: int | None = None,
 ) -> None:
     conn.execute(
-        ticket_events.insert().values(
-            ticket_id=ticket_id,
-            at=now,
-            kind=kind,
-            actor=actor,
-            detail=detail,
-            session_id=session_id,
-        )
+        _INSERT_EVENT,
+        {
+            "ticket_id": ticket_id,
+            "at": now,
+            "kind": kind,
+            "actor": actor,
+            "detail": detail,
+            "session_id": session_id,
+        },
     )
 
 

@@ -8,10 +8,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from operator_ai.store import Store
+from operator_ai.store.engine import create_engine
 from operator_ai.testing.postgres import PostgresUnavailable, create_database, postgres_server
 
 _names = itertools.count(1)
@@ -54,3 +57,14 @@ def run_cli(
         env=full_env,
         timeout=60,
     )
+
+
+def raw_sql(url: str, statement: str) -> list[tuple[Any, ...]]:
+    """Run SQL behind the store's back (to inspect it, or to tamper), in its own transaction."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(statement))
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()

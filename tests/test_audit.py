@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from conftest import run_cli
+from conftest import raw_sql, run_cli
 from operator_ai.errors import NotFound
 from operator_ai.store import AuditKind, Store, Violation
 from operator_ai.store.audit import GENESIS
@@ -36,13 +35,6 @@ def _transcript(store: Store, session_id: int) -> None:
         exit_code=0,
         duration_ms=42,
     )
-
-
-def _execute(url: str, sql: str) -> None:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(sa.text(sql))
-    engine.dispose()
 
 
 def test_chain_links_entries_across_sessions(store: Store) -> None:
@@ -76,7 +68,7 @@ def test_edited_content_is_named_by_verify(db_url: str, tmp_path: Path) -> None:
     assert before.returncode == 0, before.stderr
     assert "6 entries verified" in before.stdout
 
-    _execute(db_url, "UPDATE audit_entries SET content = 'exit 0, all fine' WHERE id = 3")
+    raw_sql(db_url, "UPDATE audit_entries SET content = 'exit 0, all fine' WHERE id = 3")
     after = run_cli("--db", db_url, "audit", "verify", home=tmp_path)
     assert after.returncode == 1
     assert "entry 3 (session 1, #3)" in after.stdout
@@ -91,11 +83,11 @@ def test_deleted_and_truncated_entries_are_caught(db_url: str) -> None:
         sid = _session(store)
         _transcript(store, sid)
         _transcript(store, sid)
-        _execute(db_url, "DELETE FROM audit_entries WHERE id = 6")
+        raw_sql(db_url, "DELETE FROM audit_entries WHERE id = 6")
         tail = store.verify_audit()
         assert not tail.ok and "removed from the end" in tail.reason
 
-        _execute(db_url, "DELETE FROM audit_entries WHERE id = 2")
+        raw_sql(db_url, "DELETE FROM audit_entries WHERE id = 2")
         gap = store.verify_audit()
         assert not gap.ok and gap.bad_entry == 3 and "missing" in gap.reason
 
@@ -110,7 +102,7 @@ def test_relinked_forgery_is_caught(store: Store) -> None:
     forged = {name: getattr(victim, name) for name in victim.__slots__}
     forged.update(kind=str(victim.kind), content="rm -rf /data (never happened)")
     new_hash = entry_hash(forged)
-    _execute(
+    raw_sql(
         store.url,
         f"UPDATE audit_entries SET content = '{forged['content']}', "
         f"hash = '{new_hash}' WHERE id = {victim.id}",

@@ -11,8 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import sqlalchemy as sa
-
+from conftest import raw_sql
 from operator_ai.store import Outcome, Status, Store, Violation
 
 WORKER = str(Path(__file__).with_name("claim_worker.py"))
@@ -55,13 +54,8 @@ def test_eight_processes_claim_each_ticket_exactly_once(db_url: str, tmp_path: P
     assert sum(1 for ids in per_worker if ids) >= 4, "the workers did not actually contend"
     with Store(db_url) as store:
         assert not store.tickets(Status.OPEN, limit=1)
-        engine = sa.create_engine(store._engine.url)
-        with engine.connect() as conn:
-            sessions = conn.execute(sa.text("SELECT count(*) FROM sessions")).scalar_one()
-            claims = conn.execute(
-                sa.text("SELECT count(*) FROM ticket_events WHERE kind = 'claimed'")
-            ).scalar_one()
-        engine.dispose()
+    [(sessions,)] = raw_sql(db_url, "SELECT count(*) FROM sessions")
+    [(claims,)] = raw_sql(db_url, "SELECT count(*) FROM ticket_events WHERE kind = 'claimed'")
     assert sessions == claims == TICKETS
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from conftest import raw_sql
 from fixtures.make_v1_db import write as write_v1
 from operator_ai.errors import SchemaTooNew
 from operator_ai.store import AuditKind, Status, Store
@@ -18,13 +20,8 @@ from operator_ai.store.schema import metadata
 V1_FIXTURE = Path(__file__).parent / "fixtures" / "operator-v1.db"
 
 
-def _versions(url: str) -> list[tuple[int, str]]:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT version, name FROM schema_migrations ORDER BY 1"))
-        versions = [tuple(r) for r in rows]
-    engine.dispose()
-    return versions  # type: ignore[return-value]
+def _versions(url: str) -> list[tuple[Any, ...]]:
+    return raw_sql(url, "SELECT version, name FROM schema_migrations ORDER BY 1")
 
 
 def test_fresh_database_records_every_migration(store: Store) -> None:
@@ -64,14 +61,10 @@ def test_version_1_database_opens_and_migrates(db_url: str, tmp_path: Path) -> N
 
 def test_database_from_a_newer_operator_is_refused(db_url: str) -> None:
     Store(db_url).close()
-    engine = create_engine(db_url)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO schema_migrations (version, name, applied_at)"
-                " VALUES (999, 'from_the_future', CURRENT_TIMESTAMP)"
-            )
-        )
-    engine.dispose()
+    raw_sql(
+        db_url,
+        "INSERT INTO schema_migrations (version, name, applied_at)"
+        " VALUES (999, 'from_the_future', CURRENT_TIMESTAMP)",
+    )
     with pytest.raises(SchemaTooNew, match="999"):
         Store(db_url)

@@ -178,3 +178,15 @@ def test_lease_renewal_and_expiry(store: Store) -> None:
 def test_naive_timestamps_are_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="naive"):
         store.report_violation(down(), now=datetime(2026, 1, 1, 12, 0))
+
+
+def test_human_escalation_interrupts_the_working_session(store: Store) -> None:
+    ticket, _ = store.report_violation(down(), now=T0)
+    claim = store.claim("w1", 60, now=T0)
+    assert claim is not None
+    escalated = store.escalate(ticket.id, "paging the on-call DBA", now=T0)
+    assert escalated.status == Status.ESCALATED and escalated.claimed_by is None
+    assert store.session(claim.session.id).outcome == Outcome.INTERRUPTED
+    assert store.events(ticket.id)[-1].detail == "paging the on-call DBA"
+    with pytest.raises(LeaseLost):
+        store.end_session(claim.session.id, Outcome.RESOLVED, now=T0)

@@ -7,6 +7,7 @@ the monitor, the agent workers and the CLI cannot disagree about what a ticket m
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -97,11 +98,7 @@ class Store:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    @property
-    def dialect(self) -> str:
-        return self._engine.dialect.name
-
-    def _tx(self, readonly: bool = False) -> Any:
+    def _tx(self, readonly: bool = False) -> AbstractContextManager[sa.Connection]:
         return transaction(self._engine, readonly)
 
     # -- the monitor's side -------------------------------------------------------------

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from operator_ai.store import Store
+from operator_ai.store import AuditKind, Store
 
 
 def drain(url: str, name: str, go_file: str) -> None:
@@ -32,5 +32,12 @@ def hold(url: str, name: str, lease: str) -> None:
     time.sleep(3600)  # the test kills us with SIGKILL while we hold the claim
 
 
+def append(url: str, session: str) -> None:
+    store = Store(url)
+    print("appending", flush=True)
+    while True:  # the test kills us with SIGKILL in the middle of this
+        store.append_audit(int(session), AuditKind.TOOL_RESULT, "x" * 4096, exit_code=0)
+
+
 if __name__ == "__main__":
-    {"drain": drain, "hold": hold}[sys.argv[1]](*sys.argv[2:])
+    {"drain": drain, "hold": hold, "append": append}[sys.argv[1]](*sys.argv[2:])

@@ -86,10 +86,11 @@ def transaction(engine: sa.Engine, readonly: bool = False) -> Iterator[sa.Connec
     except IntegrityError:
         raise
     except DBAPIError as exc:
-        raise StoreUnavailable(describe(engine, exc)) from exc
+        where = engine.url.render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        # The transaction was rolled back, so the database is as it was before the call.
+        hint = DISK_FULL_HINT if "full" in reason.lower() else None
+        raise StoreUnavailable(f"cannot use the database {where}: {reason}", hint) from exc
 
 
-def describe(engine: sa.Engine, exc: DBAPIError) -> str:
-    where = engine.url.render_as_string(hide_password=True)
-    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-    return f"cannot use the database {where}: {reason}"
+DISK_FULL_HINT = "Free space on the disk that holds the database, then retry; nothing was lost."

@@ -15,7 +15,7 @@ def test_defaults_live_under_home(tmp_path: Path) -> None:
     assert settings.home == tmp_path
     assert settings.db == f"sqlite:///{tmp_path / 'operator.db'}"
     assert settings.lease_seconds == 120
-    assert sources["db"] == "default" and sources["home"] == "env"
+    assert sources["db"] == "default" and sources["home"] == "env OPERATOR_HOME"
 
 
 def test_file_then_env_then_flags(tmp_path: Path) -> None:

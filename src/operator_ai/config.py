@@ -70,7 +70,8 @@ def load_settings(
     home = Path(flags.get("home") or env.get("OPERATOR_HOME") or DEFAULT_HOME).expanduser()
     values: dict[str, Any] = {"home": home, "db": f"sqlite:///{home / 'operator.db'}"}
     sources = dict.fromkeys(values, "default")
-    sources["home"] = "flag" if "home" in flags else "env" if "OPERATOR_HOME" in env else "default"
+    if "home" in flags or "OPERATOR_HOME" in env:
+        sources["home"] = "flag" if "home" in flags else "env OPERATOR_HOME"
 
     path = home / CONFIG_FILE
     for name, value in _read_file(path, names).items():

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from operator_ai.cli.context import app_context
 from operator_ai.cli.output import JSON_OPTION_HELP, console, plain, print_json, styled, table, when
-from operator_ai.store import AuditEntry, AuditKind
+from operator_ai.store import AuditEntry, AuditKind, Session
 
 app = typer.Typer(help="Read agent sessions and check the audit trail.", no_args_is_help=True)
 
@@ -26,8 +27,22 @@ def list_(
     if as_json:
         print_json(sessions)
         return
+    console.print(sessions_table(sessions) if sessions else "No agent sessions yet.")
+
+
+def sessions_table(sessions: list[Session], title: str | None = None) -> Table:
+    """Agent sessions, one row each: who worked, with what model, how it ended, at what cost."""
     rows = table(
-        "id", "ticket", "worker", "model", "started", "outcome", "steps", "tokens in/out", "cost"
+        "id",
+        "ticket",
+        "worker",
+        "model",
+        "started",
+        "outcome",
+        "steps",
+        "tokens in/out",
+        "cost",
+        title=title,
     )
     for s in sessions:
         rows.add_row(
@@ -41,7 +56,7 @@ def list_(
             f"{s.tokens_in}/{s.tokens_out}",
             f"${s.cost_usd:.4f}",
         )
-    console.print(rows if sessions else "No agent sessions yet.")
+    return rows
 
 
 @app.command("show")

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 
+from operator_ai.cli.audit import sessions_table
 from operator_ai.cli.context import app_context
 from operator_ai.cli.output import JSON_OPTION_HELP, console, print_json, styled, table, when
 from operator_ai.store import Status, Store, Ticket
@@ -64,29 +65,7 @@ def show(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOp
         )
     console.print(timeline)
     if sessions:
-        rows = table(
-            "session",
-            "worker",
-            "model",
-            "started",
-            "outcome",
-            "steps",
-            "tokens",
-            "cost",
-            title="Agent sessions",
-        )
-        for s in sessions:
-            rows.add_row(
-                str(s.id),
-                escape(s.worker),
-                escape(s.model or "-"),
-                when(s.started_at, short=True),
-                styled(s.outcome or "running"),
-                str(s.steps),
-                f"{s.tokens_in}/{s.tokens_out}",
-                f"${s.cost_usd:.4f}",
-            )
-        console.print(rows)
+        console.print(sessions_table(sessions, title="Agent sessions"))
 
 
 def _ticket_panel(t: Ticket) -> Panel:

@@ -7,12 +7,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from operator_ai.cli.context import app_context
-from operator_ai.cli.output import JSON_OPTION_HELP, console, plain, print_json, styled, table, when
+from operator_ai.cli.output import JsonOption, console, plain, print_json, styled, table, when
 from operator_ai.store import AuditEntry, AuditKind, Session
 
 app = typer.Typer(help="Read agent sessions and check the audit trail.", no_args_is_help=True)
 
-JsonOption = typer.Option(False, "--json", help=JSON_OPTION_HELP)
 FOLD_LINES = 6
 
 

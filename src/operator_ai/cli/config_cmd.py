@@ -5,15 +5,13 @@ from __future__ import annotations
 import typer
 
 from operator_ai.cli.context import app_context
-from operator_ai.cli.output import JSON_OPTION_HELP, console, print_json, table
+from operator_ai.cli.output import JsonOption, console, print_json, table
 
 app = typer.Typer(help="Show Operator's settings.", no_args_is_help=True)
 
 
 @app.command("show")
-def show(
-    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP)
-) -> None:
+def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Print the resolved settings, with secrets masked, and where each came from."""
     settings, sources = app_context(ctx).resolve()
     values = settings.public()

@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -16,7 +17,7 @@ from rich.table import Table
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-JSON_OPTION_HELP = "Print machine-readable JSON instead of tables."
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
 
 STATUS_STYLE = {
     "open": "bold red",

@@ -11,12 +11,11 @@ from rich.panel import Panel
 
 from operator_ai.cli.audit import sessions_table
 from operator_ai.cli.context import app_context
-from operator_ai.cli.output import JSON_OPTION_HELP, console, print_json, styled, table, when
+from operator_ai.cli.output import JsonOption, console, print_json, styled, table, when
 from operator_ai.store import Status, Store, Ticket
 
 app = typer.Typer(help="List, inspect and override tickets.", no_args_is_help=True)
 
-JsonOption = typer.Option(False, "--json", help=JSON_OPTION_HELP)
 IdArgument = typer.Argument(..., help="Ticket id, as shown by `operator tickets list`.")
 
 

@@ -144,21 +144,15 @@ class Store:
                 .with_for_update()
             ).first()
             if recent is not None:
-                conn.execute(
-                    tickets.update()
-                    .where(tickets.c.id == recent.id)
-                    .values(
-                        **seen,
-                        status=Status.OPEN,
-                        occurrences=recent.occurrences + 1,
-                        times_reopened=recent.times_reopened + 1,
-                        resolved_at=None,
-                        resolved_by=None,
-                        resolution=None,
-                        cleared_at=None,
-                    )
+                _reopen(
+                    conn,
+                    recent,
+                    now,
+                    "monitor",
+                    v.message,
+                    **seen,
+                    occurrences=recent.occurrences + 1,
                 )
-                _event(conn, recent.id, now, "reopened", "monitor", v.message)
                 return _ticket(conn, recent.id), "reopened"
 
             ticket_id = conn.execute(
@@ -359,19 +353,7 @@ class Store:
                 ).first()
             ):
                 raise InvalidTransition(f"a newer ticket for {row.key} is already live")
-            conn.execute(
-                tickets.update()
-                .where(tickets.c.id == ticket_id)
-                .values(
-                    status=Status.OPEN,
-                    times_reopened=row.times_reopened + 1,
-                    resolved_at=None,
-                    resolved_by=None,
-                    resolution=None,
-                    cleared_at=None,
-                )
-            )
-            _event(conn, ticket_id, now, "reopened", actor)
+            _reopen(conn, row, now, actor)
             return _ticket(conn, ticket_id)
 
     def resolve(
@@ -543,6 +525,31 @@ def _event(
             "session_id": session_id,
         },
     )
+
+
+def _reopen(
+    conn: sa.Connection,
+    row: sa.Row[Any],
+    now: datetime,
+    actor: str,
+    detail: str = "",
+    **also: Any,
+) -> None:
+    """Put a closed ticket back in the queue, forgetting how it was closed."""
+    conn.execute(
+        tickets.update()
+        .where(tickets.c.id == row.id)
+        .values(
+            status=Status.OPEN,
+            times_reopened=row.times_reopened + 1,
+            resolved_at=None,
+            resolved_by=None,
+            resolution=None,
+            cleared_at=None,
+            **also,
+        )
+    )
+    _event(conn, row.id, now, "reopened", actor, detail)
 
 
 def _close(

@@ -34,6 +34,9 @@ class Settings(BaseModel):
     reopen_window_seconds: int = Field(
         600, ge=0, description="A violation back within this long reopens its ticket"
     )
+    lab_user: str = Field(
+        "operator-lab", description="The unprivileged user lab nodes and the sandbox run as"
+    )
     model: str | None = Field(None, description="Model spec, e.g. anthropic:claude-sonnet-4-5")
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None

@@ -12,6 +12,11 @@ cross into our code, with ``raise Ours(...) from exc``, so the CLI catches only 
         ├── NotFound           no ticket or session with that id
         ├── InvalidTransition  the ticket's status does not allow the operation
         └── LeaseLost          the worker no longer holds the ticket's claim
+    ├── LabError               the lab cannot be brought up, found, or changed
+    │   └── FaultUnsupported   a fault cannot run here (kernel, privileges, mode, binary)
+    └── SubjectError           anything about one subject system
+        ├── UnknownSubject     no plugin registered under that name
+        └── SubjectUnreachable no member of the system answered an observation
 """
 
 from __future__ import annotations
@@ -54,3 +59,23 @@ class InvalidTransition(StoreError):
 
 class LeaseLost(StoreError):
     hint = "Another worker or a human took over the ticket; stop working on it."
+
+
+class LabError(OperatorError):
+    hint = "`operator lab status` shows the lab; `operator lab down` cleans up what is left."
+
+
+class FaultUnsupported(LabError):
+    hint = "`operator chaos list` shows which faults run in this lab's mode on this machine."
+
+
+class SubjectError(OperatorError):
+    pass
+
+
+class UnknownSubject(SubjectError):
+    hint = "`operator subjects list` shows the installed subjects."
+
+
+class SubjectUnreachable(SubjectError):
+    hint = "Check that the lab is up (`operator lab status`) and that its nodes are running."

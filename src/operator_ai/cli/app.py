@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from operator_ai import __version__
-from operator_ai.cli import audit, config_cmd, tickets
+from operator_ai.cli import audit, chaos, config_cmd, lab, monitor, subjects, tickets
 from operator_ai.cli.context import AppContext
 from operator_ai.cli.output import err_console
 from operator_ai.errors import OperatorError
@@ -21,6 +21,10 @@ app = typer.Typer(
 )
 app.add_typer(tickets.app, name="tickets")
 app.add_typer(audit.app, name="audit")
+app.add_typer(lab.app, name="lab")
+app.add_typer(chaos.app, name="chaos")
+app.add_typer(monitor.app, name="monitor")
+app.add_typer(subjects.app, name="subjects")
 app.add_typer(config_cmd.app, name="config")
 
 

@@ -392,6 +392,14 @@ class Store:
         with self._tx(readonly=True) as conn:
             return [_to_ticket(r) for r in conn.execute(query)]
 
+    def live(self, subject: str | None = None) -> list[Ticket]:
+        """Tickets still in play (open, working or escalated): the ones the monitor clears."""
+        query = sa.select(tickets).where(tickets.c.status.in_(LIVE)).order_by(tickets.c.id)
+        if subject is not None:
+            query = query.where(tickets.c.subject == subject)
+        with self._tx(readonly=True) as conn:
+            return [_to_ticket(r) for r in conn.execute(query)]
+
     def events(self, ticket_id: int) -> list[TicketEvent]:
         query = sa.select(ticket_events).where(ticket_events.c.ticket_id == ticket_id)
         with self._tx(readonly=True) as conn:

@@ -1,0 +1,229 @@
+"""`operator lab`: start a real cluster on this machine, look at it, load it, stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from typing import Any
+
+import typer
+
+from operator_ai.cli.context import app_context
+from operator_ai.cli.output import JsonOption, console, err_console, print_json, table
+from operator_ai.errors import LabError, SubjectUnreachable
+from operator_ai.lab import Lab, find_lab
+from operator_ai.lab.faults import Injections
+from operator_ai.lab.state import LabDir
+from operator_ai.subjects import load_subject
+
+app = typer.Typer(help="Start, inspect, load and stop lab clusters.", no_args_is_help=True)
+
+LabOption = typer.Option(None, "--lab", help="The lab's name (default: the only lab that is up).")
+
+
+def progress(message: str) -> None:
+    err_console.print(f"[dim]lab:[/] {message}")
+
+
+def open_lab(ctx: typer.Context, name: str | None) -> Lab:
+    return Lab(find_lab(app_context(ctx).settings.home, name))
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    subject: str = typer.Argument(..., help="What to run, e.g. etcd (`operator subjects list`)."),
+    nodes: int | None = typer.Option(
+        None, "--nodes", help="How many nodes (default: the subject's)."
+    ),
+    mode: str | None = typer.Option(
+        None,
+        "--mode",
+        help="netns (root; the default as root) or loopback (no root, fewer faults).",
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="The lab's name (default: the subject's)."
+    ),
+    json: bool = JsonOption,
+) -> None:
+    """Start a lab cluster, or show it if it is already up."""
+    if mode not in (None, "netns", "loopback"):
+        raise LabError(f"--mode must be netns or loopback, not {mode!r}")
+    settings = app_context(ctx).settings
+    plugin = load_subject(subject)
+    lab = Lab(LabDir(settings.home, name or subject))
+    state = lab.up(plugin, nodes or plugin.default_nodes, mode, settings.lab_user, progress)
+    if state.mode == "loopback":
+        err_console.print(
+            "[yellow]loopback mode:[/] nodes share the host's network and run as you; "
+            "network faults are unavailable and the sandbox isolates less."
+        )
+    _print_status(lab, json)
+
+
+@app.command()
+def status(ctx: typer.Context, lab_name: str | None = LabOption, json: bool = JsonOption) -> None:
+    """Nodes, addresses, PIDs, state, leader and active faults."""
+    _print_status(open_lab(ctx, lab_name), json)
+
+
+def _status(lab: Lab) -> dict[str, Any]:
+    state = lab.state
+    running = lab.running()
+    processes = {p["name"]: p for p in lab.supervisor.all_info()} if running else {}
+    observed: dict[str, Any] = {}
+    leader = error = None
+    if running:
+        try:
+            observation = lab.observe(timeout=2.0)
+            observed, leader = observation.nodes, lab.subject.leader(observation)
+        except SubjectUnreachable as exc:
+            error = str(exc)
+    nodes = []
+    for node in state.nodes:
+        process = processes.get(node.name, {})
+        seen = observed.get(node.name, {})
+        nodes.append(
+            {
+                "name": node.name,
+                "address": node.url(),
+                "netns": node.netns,
+                "pid": process.get("pid") or None,
+                "state": process.get("statename", "unknown" if running else "lab down"),
+                "role": _role(node.name, leader, seen),
+                "healthy": seen.get("healthy"),
+                "error": seen.get("error"),
+            }
+        )  # fmt: skip
+    return {
+        "lab": state.name,
+        "subject": state.subject,
+        "mode": state.mode,
+        "path": str(lab.path),
+        "subnet": state.subnet,
+        "host_address": state.host_address,
+        "ops_netns": state.ops_netns,
+        "supervisor": {"pid": state.supervisor_pid, "running": running},
+        "leader": leader,
+        "nodes": nodes,
+        "faults": Injections(lab.path).active(),
+        "error": error,
+    }
+
+
+def _role(name: str, leader: str | None, seen: dict[str, Any]) -> str | None:
+    if name == leader:
+        return "leader"
+    return "follower" if seen.get("reachable") else None
+
+
+def _print_status(lab: Lab, as_json: bool) -> None:
+    status = _status(lab)
+    if as_json:
+        print_json(status)
+        return
+    where = f", subnet {status['subnet']}" if status["subnet"] else ""
+    console.print(
+        f"[bold]{status['lab']}[/]: {status['subject']} in {status['mode']} mode{where}; "
+        f"supervisord {status['supervisor']['pid']} "
+        + ("[green]running[/]" if status["supervisor"]["running"] else "[red]not running[/]")
+    )
+    nodes = table("node", "address", "pid", "state", "role", "health", caption=None)
+    for n in status["nodes"]:
+        health = {True: "[green]healthy[/]", False: "[red]unhealthy[/]"}.get(n["healthy"], "-")
+        if n["error"]:
+            health = f"[red]{n['error']}[/]"
+        state = n["state"] if n["state"] == "RUNNING" else f"[red]{n['state']}[/]"
+        role = f"[bold]{n['role']}[/]" if n["role"] == "leader" else (n["role"] or "-")
+        nodes.add_row(n["name"], n["address"], str(n["pid"] or "-"), state, role, health)
+    console.print(nodes)
+    if status["error"]:
+        console.print(f"[red]observation failed:[/] {status['error']}")
+    if status["faults"]:
+        faults = table("id", "fault", "target", "params", "since", caption="active faults (UTC)")
+        for f in status["faults"]:
+            params = " ".join(f"{k}={v}" for k, v in f.params.items()) or "-"
+            faults.add_row(str(f.id), f.fault, f.target, params, f.injected_at[11:19])
+        console.print(faults)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    node: str = typer.Argument(..., help="The node, e.g. etcd1."),
+    lines: int = typer.Option(50, "-n", "--lines", help="How many lines from the end."),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
+    lab_name: str | None = LabOption,
+) -> None:
+    """Print a node's log (its stdout and stderr)."""
+    lab = open_lab(ctx, lab_name)
+    path = lab.path / "logs" / f"{lab.state.node(node).name}.log"
+    if not path.exists():
+        raise LabError(f"{node} has no log yet ({path})")
+    argv = ["tail", "-n", str(lines), *(["-F"] if follow else []), str(path)]
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.run(argv, check=False)
+
+
+@app.command()
+def down(
+    ctx: typer.Context,
+    lab_name: str | None = typer.Argument(None, help="The lab (default: the only one up)."),
+    json: bool = JsonOption,
+) -> None:
+    """Stop a lab and remove its processes, namespaces and mounts (safe to repeat)."""
+    lab = open_lab(ctx, lab_name)
+    removed = lab.down(progress)
+    if json:
+        print_json({"lab": lab.dir.name, "removed": removed})
+    else:
+        console.print(
+            f"lab {lab.dir.name} is down" + (f" ({len(removed)} things removed)" if removed else "")
+        )
+
+
+@app.command()
+def reset(
+    ctx: typer.Context,
+    lab_name: str | None = typer.Argument(None, help="The lab (default: the only one up)."),
+    json: bool = JsonOption,
+) -> None:
+    """Stop the lab, wipe its data, logs and fault history, and start it afresh."""
+    lab = open_lab(ctx, lab_name)
+    state = lab.state
+    lab.down(progress)
+    lab.wipe()
+    lab.up(load_subject(state.subject), len(state.nodes), state.mode, state.user, progress)
+    _print_status(lab, json)
+
+
+@app.command()
+def load(
+    ctx: typer.Context,
+    lab_name: str = typer.Argument(..., help="The lab to load, e.g. etcd."),
+    rate: float = typer.Option(50.0, "--rate", help="Requests per second."),
+    duration: float | None = typer.Option(None, "--duration", help="Stop after S seconds."),
+    json: bool = typer.Option(False, "--json", help="Print each second's stats as a JSON line."),
+) -> None:
+    """Drive client load at a steady rate; stats go to the lab's load.json every second."""
+    if rate <= 0:
+        raise LabError("--rate must be positive")
+    lab = open_lab(ctx, lab_name)
+
+    def report(stats: dict[str, Any]) -> None:
+        if json:
+            import json as _json
+
+            print(_json.dumps({k: v for k, v in stats.items() if k != "series"}), flush=True)
+            return
+        window = stats["window"]
+        err_console.print(
+            f"[dim]load:[/] {stats['ops']} ops, {stats['errors']} errors; last "
+            f"{window['seconds']} s: {window['ops']} ops, {window['errors']} errors, "
+            f"p99 {window['p99_ms'] or '-'} ms",
+            highlight=False,
+        )
+
+    err_console.print(f"load: {rate:g} ops/s on {lab.dir.name}; Ctrl-C stops")
+    with contextlib.suppress(KeyboardInterrupt):
+        lab.subject.load(lab.state, lab.path, rate, duration, report)

@@ -1,0 +1,499 @@
+"""Faults: real injections with a revert, each recorded in the lab's `injections.json`.
+
+The generic faults here work on any subject's nodes. A subject adds its own through
+``Subject.faults()``. Whether a fault can run is checked when it runs (privileges, the
+lab's mode, the kernel's nft support, the binary), and a refusal says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from operator_ai.errors import FaultUnsupported, LabError, OperatorError
+from operator_ai.lab import network, procs
+from operator_ai.lab.state import LOOPBACK, MODES, NETNS, locked, write_json
+
+if TYPE_CHECKING:
+    from operator_ai.lab.runtime import Lab
+
+NODE = "node"
+CLUSTER = "cluster"
+FILL_FILE = ".operator-fill"
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+@dataclass
+class Injection:
+    id: int
+    fault: str
+    target: str
+    params: dict[str, str]
+    injected_at: str
+    reverted_at: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.reverted_at is None
+
+
+class Fault(Protocol):
+    name: str
+    description: str
+    params: Mapping[str, tuple[str, str]]
+    """Each parameter's default and meaning."""
+    modes: tuple[str, ...]
+    target: str
+    """`node` (pass --target NODE, `leader` or `follower`) or `cluster`."""
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        """Break something; return what ``revert`` needs to undo it."""
+        ...
+
+    def revert(self, lab: Lab, injection: Injection) -> None: ...
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Injections:
+    """The lab's record of faults, kept in one JSON file under a lock."""
+
+    def __init__(self, lab_dir: Path) -> None:
+        self.path = lab_dir / "injections.json"
+
+    def all(self) -> list[Injection]:
+        try:
+            import json
+
+            return [Injection(**entry) for entry in json.loads(self.path.read_text())]
+        except FileNotFoundError:
+            return []
+
+    def active(self) -> list[Injection]:
+        return [i for i in self.all() if i.active]
+
+    def add(
+        self, fault: str, target: str, params: dict[str, str], state: dict[str, Any]
+    ) -> Injection:
+        with locked(self.path):
+            entries = self.all()
+            injection = Injection(
+                id=max((e.id for e in entries), default=0) + 1,
+                fault=fault,
+                target=target,
+                params=params,
+                injected_at=state.pop("injected_at"),
+                state=state,
+            )
+            write_json(self.path, [asdict(e) for e in [*entries, injection]])
+        return injection
+
+    def close(self, injection_id: int, note: str = "") -> Injection:
+        with locked(self.path):
+            entries = self.all()
+            for entry in entries:
+                if entry.id == injection_id and entry.active:
+                    entry.reverted_at = _now()
+                    entry.note = note
+            write_json(self.path, [asdict(e) for e in entries])
+        return next(e for e in entries if e.id == injection_id)
+
+    def close_all(self, note: str) -> None:
+        """Mark every active injection over, killing the helpers it started."""
+        for injection in self.active():
+            for pid in injection.state.get("helpers", []):
+                procs.terminate([pid], grace=1.0)
+            self.close(injection.id, note)
+
+
+# -- the generic faults -------------------------------------------------------------------
+
+
+def _pid(lab: Lab, target: str) -> int:
+    pid = lab.pid(target)
+    if pid is None:
+        raise LabError(
+            f"{target} is not running", hint=f"`supervisorctl start {target}` starts it first."
+        )
+    return pid
+
+
+class Kill:
+    name = "kill"
+    description = "SIGKILL the node's process; it stays down until someone starts it"
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = MODES
+    target = NODE
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        pid = _pid(lab, target)
+        os.kill(pid, signal.SIGKILL)
+        return {"pid": pid}
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        lab.supervisor.start(injection.target)
+
+
+class Stop:
+    name = "stop"
+    description = "stop the node through supervisord; it stays down until started again"
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = MODES
+    target = NODE
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        lab.supervisor.stop(target)
+        return {}
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        lab.supervisor.start(injection.target)
+
+
+class Pause:
+    name = "pause"
+    description = "SIGSTOP the node's whole process tree (hung, not dead); revert resumes it"
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = MODES
+    target = NODE
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        return {"pids": procs.signal_tree(_pid(lab, target), signal.SIGSTOP)}
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        for pid in injection.state["pids"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def _netns(lab: Lab, target: str) -> str:
+    netns = lab.state.node(target).netns
+    if lab.state.mode != NETNS or netns is None:
+        raise FaultUnsupported("this fault needs a netns-mode lab")
+    return netns
+
+
+def _nft(netns: str, script: str, fault: str) -> None:
+    try:
+        network.nft(netns, script)
+    except LabError as exc:
+        raise FaultUnsupported(
+            f"the kernel refused the nft rules for {fault}: {exc}",
+            hint="This kernel lacks an nftables feature the fault needs (see the message).",
+        ) from exc
+
+
+def _drop_table(netns: str, table: str) -> None:
+    network.sh("ip", "netns", "exec", netns, "nft", "delete", "table", "inet", table, check=False)
+
+
+def _peers(lab: Lab, target: str) -> str:
+    return ", ".join(n.address for n in lab.state.nodes if n.name != target)
+
+
+class Partition:
+    name = "partition"
+    description = "drop all traffic between the node and its peers (host and ops still reach it)"
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = (NETNS,)
+    target = NODE
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        netns, table = _netns(lab, target), "operator_partition"
+        peers = _peers(lab, target)
+        _nft(netns, f"""table inet {table} {{
+  chain in {{ type filter hook input priority -10; ip saddr {{ {peers} }} drop; }}
+  chain out {{ type filter hook output priority -10; ip daddr {{ {peers} }} drop; }}
+}}""", self.name)  # fmt: skip
+        return {"netns": netns, "table": table}
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        _drop_table(injection.state["netns"], injection.state["table"])
+
+
+class Loss:
+    name = "loss"
+    description = "drop a percentage of the node's packets, both ways"
+    params: Mapping[str, tuple[str, str]] = {"percent": ("30", "share of packets dropped")}
+    modes: tuple[str, ...] = (NETNS,)
+    target = NODE
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        percent = _number(params, "percent", 0, 100)
+        netns, table = _netns(lab, target), "operator_loss"
+        rule = f'iifname "eth0" numgen random mod 100 < {int(percent)} drop;'
+        out = rule.replace("iifname", "oifname")
+        _nft(netns, f"""table inet {table} {{
+  chain in {{ type filter hook input priority -10; {rule} }}
+  chain out {{ type filter hook output priority -10; {out} }}
+}}""", self.name)  # fmt: skip
+        return {"netns": netns, "table": table}
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        _drop_table(injection.state["netns"], injection.state["table"])
+
+
+class Delay:
+    name = "delay"
+    description = "add latency to the node's TCP traffic, each way (a proxy; no netem here)"
+    params: Mapping[str, tuple[str, str]] = {"ms": ("200", "milliseconds added each way")}
+    modes: tuple[str, ...] = (NETNS,)
+    target = NODE
+    proxy_port = 15999
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        delay = int(_number(params, "ms", 1, 60_000))
+        netns, table = _netns(lab, target), "operator_delay"
+        node = lab.state.node(target)
+        ports = ", ".join(str(p) for p in sorted(set(node.ports.values())))
+        uid = pwd.getpwnam(lab.state.user).pw_uid
+        proxy = subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, "-m", "operator_ai.lab.delayproxy",
+             "--port", str(self.proxy_port), "--delay-ms", str(delay)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(lab.path / "logs" / f"delay-{target}.log", "ab"),  # noqa: SIM115
+            start_new_session=True,
+        )  # fmt: skip
+        state = {"netns": netns, "table": table, "helpers": [proxy.pid]}
+        try:
+            _wait_listening(netns, self.proxy_port)
+            _nft(netns, f"""table inet {table} {{
+  chain pre {{ type nat hook prerouting priority -100;
+    iifname "eth0" tcp dport {{ {ports} }} redirect to :{self.proxy_port}; }}
+  chain out {{ type nat hook output priority -100;
+    meta skuid {uid} ip daddr {{ {_peers(lab, target)} }} tcp dport {{ {ports} }} \
+redirect to :{self.proxy_port}; }}
+}}""", self.name)  # fmt: skip
+        except OperatorError:
+            procs.terminate([proxy.pid])
+            raise
+        # Established connections bypass new NAT rules: cut them so they reconnect through us.
+        _cut_connections(netns, ports)
+        return state
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        _drop_table(injection.state["netns"], injection.state["table"])
+        procs.terminate(injection.state["helpers"], grace=2.0)
+
+
+def _wait_listening(netns: str, port: int, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = network.sh("ip", "netns", "exec", netns, "ss", "-Hltn", f"sport = :{port}")
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise LabError(f"the delay proxy did not listen on port {port} within {timeout:.0f} s")
+
+
+def _cut_connections(netns: str, ports: str) -> None:
+    for port in ports.split(", "):
+        match = f"( sport = :{port} or dport = :{port} )"
+        network.sh("ip", "netns", "exec", netns, "ss", "-K", match, check=False)
+
+
+class DiskFull:
+    name = "disk_full"
+    description = "shrink the node's data tmpfs to what it uses and fill the rest"
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = (NETNS,)
+    target = NODE
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        data = str(lab.path / "data" / target)
+        used = int(lab.in_mounts("df", "-B1", "--output=used", data).split()[-1])
+        lab.in_mounts("mount", "-o", f"remount,size={used + 4 * 1024 * 1024}", data)
+        # `head` stops at ENOSPC with an error; the full disk is the point.
+        fill = f"head -c 1G /dev/zero > {data}/{FILL_FILE}"
+        network.sh("nsenter", "-t", str(lab.state.supervisor_pid), "-m", "--", "sh", "-c", fill,
+                   check=False)  # fmt: skip
+        return {"data": data}
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        from operator_ai.lab.runtime import TMPFS_SIZE
+
+        data = injection.state["data"]
+        lab.in_mounts("rm", "-f", f"{data}/{FILL_FILE}")
+        lab.in_mounts("mount", "-o", f"remount,size={TMPFS_SIZE}", data)
+
+
+def is_go_binary(path: str) -> bool:
+    """Go programs read the clock through the vDSO with their own syscalls, not libc, so
+    libfaketime cannot skew them. Go stamps its build info behind this magic."""
+    try:
+        with open(path, "rb") as binary:
+            return b"\xff Go buildinf:" in binary.read()
+    except OSError:
+        return False
+
+
+class ClockSkew:
+    name = "clock_skew"
+    description = "restart the node with its clock shifted (libfaketime; not for Go binaries)"
+    params: Mapping[str, tuple[str, str]] = {"seconds": ("30", "offset, may be negative")}
+    modes: tuple[str, ...] = MODES
+    target = NODE
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        import shutil
+
+        seconds = int(_number(params, "seconds", -(10**7), 10**7))
+        node = lab.state.node(target)
+        binary = shutil.which(node.command[0]) or node.command[0]
+        if is_go_binary(binary):
+            raise FaultUnsupported(
+                f"{target} runs {binary}, a Go binary: Go reads the clock without libc, so "
+                "libfaketime cannot skew it, and skewing the host clock would break every node",
+                hint="Use clock_skew on nodes that are not Go programs (the rate limiter's).",
+            )
+        if not Path(FAKETIME_LIB).exists():
+            raise FaultUnsupported(f"{FAKETIME_LIB} is missing", hint="apt-get install faketime")
+        lab.write_launcher(node, {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"{seconds:+d}s"})
+        _restart(lab, target)
+        return {}
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        lab.write_launcher(lab.state.node(injection.target))
+        _restart(lab, injection.target)
+
+
+def _restart(lab: Lab, target: str) -> None:
+    lab.supervisor.stop(target)
+    lab.supervisor.start(target)
+
+
+class CpuStress:
+    name = "cpu_stress"
+    description = "load the CPUs with stress-ng (bounded by its own timeout)"
+    params: Mapping[str, tuple[str, str]] = {
+        "workers": ("1", "CPU workers"),
+        "load": ("100", "percent load per worker"),
+        "timeout": ("300", "seconds before stress-ng stops by itself"),
+    }
+    modes: tuple[str, ...] = MODES
+    target = CLUSTER
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        workers = int(_number(params, "workers", 1, os.cpu_count() or 1))
+        load = int(_number(params, "load", 1, 100))
+        timeout = int(_number(params, "timeout", 1, 3600))
+        try:
+            proc = subprocess.Popen(
+                ["stress-ng", "--cpu", str(workers), "--cpu-load", str(load),
+                 "--timeout", f"{timeout}s", "--temp-path", str(lab.path / "tmp"), "--quiet"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        except FileNotFoundError as exc:
+            raise FaultUnsupported(
+                "stress-ng is not installed", hint="apt-get install stress-ng"
+            ) from exc
+        return {"helpers": [proc.pid]}
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        for pid in injection.state["helpers"]:
+            if procs.alive(pid):
+                procs.signal_tree(pid, signal.SIGTERM)
+
+
+GENERIC: dict[str, Fault] = {
+    f.name: f
+    for f in (
+        Kill(),
+        Stop(),
+        Pause(),
+        Partition(),
+        Loss(),
+        Delay(),
+        DiskFull(),
+        ClockSkew(),
+        CpuStress(),
+    )
+}
+
+
+def _number(params: dict[str, str], name: str, low: float, high: float) -> float:
+    try:
+        value = float(params[name])
+    except ValueError:
+        raise LabError(f"--param {name}={params[name]} is not a number") from None
+    if not low <= value <= high:
+        raise LabError(f"--param {name} must be between {low:g} and {high:g}")
+    return value
+
+
+# -- injecting and reverting ---------------------------------------------------------------
+
+
+def catalogue(lab_subject_faults: Mapping[str, Fault]) -> dict[str, Fault]:
+    return {**GENERIC, **lab_subject_faults}
+
+
+def inject(lab: Lab, name: str, target: str | None, given: dict[str, str]) -> Injection:
+    faults = catalogue(lab.subject.faults())
+    fault = faults.get(name)
+    if fault is None:
+        raise LabError(f"no fault named {name!r}", hint=f"Faults: {', '.join(sorted(faults))}.")
+    if lab.state.mode not in fault.modes:
+        raise FaultUnsupported(
+            f"{name} cannot run in a {lab.state.mode}-mode lab"
+            + (" (it needs namespaces: run as root)" if lab.state.mode == LOOPBACK else "")
+        )
+    unknown = set(given) - set(fault.params)
+    if unknown:
+        valid = ", ".join(fault.params) or "none"
+        raise LabError(f"{name} takes no parameter {', '.join(sorted(unknown))} (valid: {valid})")
+    params = {k: default for k, (default, _) in fault.params.items()} | given
+    resolved = _resolve_target(lab, fault, target)
+    for active in Injections(lab.path).active():
+        if active.fault == name and active.target == resolved:
+            raise LabError(
+                f"{name} is already active on {resolved} (injection {active.id})",
+                hint=f"`operator chaos revert {active.id}` first.",
+            )
+    injected_at = _now()
+    state = fault.inject(lab, resolved, params)
+    return Injections(lab.path).add(name, resolved, params, {**state, "injected_at": injected_at})
+
+
+def _resolve_target(lab: Lab, fault: Fault, target: str | None) -> str:
+    if fault.target == CLUSTER:
+        return target or CLUSTER
+    if target is None:
+        raise LabError(f"{fault.name} needs --target NODE (or leader, follower)")
+    if target in ("leader", "follower"):
+        leader = lab.leader()
+        if leader is None:
+            raise LabError("the cluster has no leader right now; name the node instead")
+        if target == "leader":
+            return leader
+        return next(n.name for n in lab.state.nodes if n.name != leader)
+    return lab.state.node(target).name
+
+
+def revert(lab: Lab, injection_id: int) -> Injection:
+    record = Injections(lab.path)
+    injection = next((i for i in record.all() if i.id == injection_id), None)
+    if injection is None:
+        raise LabError(f"no injection {injection_id}", hint="`operator chaos list` shows them.")
+    if not injection.active:
+        return injection
+    fault = catalogue(lab.subject.faults()).get(injection.fault)
+    if fault is not None:
+        fault.revert(lab, injection)
+    return record.close(injection_id, "reverted")

@@ -1,0 +1,306 @@
+"""Bringing a lab up and down: network, supervisor, node data dirs, and the subject's nodes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shlex
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from operator_ai.errors import LabError, SubjectUnreachable
+from operator_ai.lab import network, procs
+from operator_ai.lab.state import LOOPBACK, NETNS, LabDir, LabState, Node
+from operator_ai.lab.supervisor import Supervisor
+from operator_ai.lab.supervisor import render_config as render_supervisor
+from operator_ai.lab.supervisor import start as start_supervisor
+from operator_ai.subjects import Observation, Subject, load_subject
+
+Progress = Callable[[str], None]
+TMPFS_SIZE = "512m"
+CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class Lab:
+    """One lab directory and the running lab it describes."""
+
+    def __init__(self, lab_dir: LabDir) -> None:
+        self.dir = lab_dir
+        self._state: LabState | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dir.path
+
+    @property
+    def state(self) -> LabState:
+        if self._state is None:
+            self._state = self.dir.load()
+        return self._state
+
+    @property
+    def subject(self) -> Subject:
+        return load_subject(self.state.subject)
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return Supervisor(self.path / "supervisor.sock")
+
+    def pid(self, node: str) -> int | None:
+        info = self.supervisor.info(node)
+        return int(info["pid"]) if info["statename"] == "RUNNING" and info["pid"] else None
+
+    def observe(self, timeout: float = 2.0) -> Observation:
+        return self.subject.observe(self.state, self.path, timeout)
+
+    def leader(self, timeout: float = 2.0) -> str | None:
+        try:
+            return self.subject.leader(self.observe(timeout))
+        except SubjectUnreachable:
+            return None
+
+    def running(self) -> bool:
+        pid = self.state.supervisor_pid
+        return bool(pid and procs.alive(pid) and str(self.path) in " ".join(procs.cmdline(pid)))
+
+    # -- up ----------------------------------------------------------------------------
+
+    def up(
+        self,
+        subject: Subject,
+        nodes: int,
+        mode: str | None,
+        user: str,
+        progress: Progress = _quiet,
+    ) -> LabState:
+        """Start the lab, or return it as it is when it is already running."""
+        if self.dir.exists():
+            if self.running():
+                progress(f"lab {self.dir.name} is already up")
+                return self.state
+            progress("found a lab that is no longer running; cleaning it up first")
+            self.down(progress)
+        mode = mode or (NETNS if is_root() else LOOPBACK)
+        if mode == NETNS and not is_root():
+            raise LabError(
+                "netns mode needs root (namespaces, nft, tmpfs mounts)",
+                hint="Run as root, or pass --mode loopback (fewer faults, weaker isolation).",
+            )
+        if nodes < 1:
+            raise LabError("a lab needs at least one node")
+        if not is_root():
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        try:
+            account = pwd.getpwnam(user)
+        except KeyError:
+            raise LabError(
+                f"the lab user {user!r} does not exist",
+                hint="`make setup` (as root) creates it, or set lab_user in the config.",
+            ) from None
+
+        names = [f"{subject.name}{i}" for i in range(1, nodes + 1)]
+        state = LabState(
+            name=self.dir.name,
+            subject=subject.name,
+            mode=mode,
+            prefix=self.dir.prefix,
+            user=user,
+            nodes=[],
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        try:
+            self._prepare_dirs(names, account)
+            if mode == NETNS:
+                progress(f"creating network namespaces ({state.prefix}-*)")
+                subnet = network.pick_subnet(state.prefix)
+                addresses = network.create(state.prefix, subnet, [*names, "ops"])
+                state.subnet = str(subnet)
+                state.host_address = addresses["host"]
+                state.ops_address = addresses["ops"]
+                state.ops_netns = f"{state.prefix}-ops"
+                state.nodes = [
+                    Node(n, addresses[n], dict(subject.ports), f"{state.prefix}-{n}") for n in names
+                ]
+            else:
+                state.nodes = [
+                    Node(n, "127.0.0.1", {port: _free_port() for port in subject.ports})
+                    for n in names
+                ]
+            self.dir.save(state)
+            self._state = state
+
+            commands = subject.node_commands(state, self.path)
+            for node in state.nodes:
+                node.command = commands[node.name]
+                self.write_launcher(node)
+            _chown_tree(self.path / "conf", account)
+            owner = user if is_root() else None
+            (self.path / "supervisord.conf").write_text(
+                render_supervisor(self.path, state.prefix, names, owner)
+            )
+            progress("starting supervisord")
+            state.supervisor_pid = start_supervisor(
+                self.path, private_mounts=mode == NETNS, env=_clean_env()
+            )
+            self.dir.save(state)
+            if mode == NETNS:
+                for name in names:
+                    self.mount_data(name, account)
+            progress(f"starting {len(names)} {subject.name} nodes")
+            self.supervisor.call("supervisor.startAllProcesses", True)
+            self._wait_ready(progress)
+        except BaseException:
+            progress("start failed; cleaning up")
+            self.down(_quiet)
+            raise
+        return state
+
+    def _prepare_dirs(self, names: list[str], account: pwd.struct_passwd) -> None:
+        for sub in ("run", "conf", "data", "logs", "tmp"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.path, 0o755)
+        for name in names:
+            (self.path / "data" / name).mkdir(exist_ok=True)
+        for sub in ("data", "tmp"):
+            _chown_tree(self.path / sub, account)
+
+    def mount_data(self, node: str, account: pwd.struct_passwd) -> None:
+        """Give a node's data dir its own tmpfs, inside the lab's private mount namespace."""
+        self.in_mounts(
+            "mount", "-t", "tmpfs", "-o",
+            f"size={TMPFS_SIZE},mode=0700,uid={account.pw_uid},gid={account.pw_gid}",
+            "tmpfs", str(self.path / "data" / node),
+        )  # fmt: skip
+
+    def in_mounts(self, *argv: str) -> str:
+        """Run a command in the lab's mount namespace (supervisord's)."""
+        pid = self.state.supervisor_pid
+        if not pid:
+            raise LabError("the lab's supervisord is not running")
+        return network.sh("nsenter", "-t", str(pid), "-m", "--", *argv)
+
+    def write_launcher(self, node: Node, env: dict[str, str] | None = None) -> None:
+        """The script supervisord runs for a node: a clean environment, the node's network
+        namespace, and the lab user. Root owns it, so the lab user cannot change what runs."""
+        account = pwd.getpwnam(self.state.user)
+        variables = {"PATH": CLEAN_PATH, "HOME": str(self.path / "tmp"), **(env or {})}
+        prefix: list[str] = []
+        if node.netns:
+            prefix = ["nsenter", f"--net=/run/netns/{node.netns}", "--"]
+        if is_root():
+            prefix += [
+                "setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
+                "--clear-groups", "--",
+            ]  # fmt: skip
+        line = shlex.join(
+            [*prefix, "env", "-i", *(f"{k}={v}" for k, v in variables.items()), *node.command]
+        )
+        script = self.path / "run" / f"{node.name}.sh"
+        script.write_text(f"#!/bin/sh\n# Written by `operator lab up`.\nexec {line}\n")
+        os.chmod(script, 0o644)
+
+    def _wait_ready(self, progress: Progress, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            try:
+                observation = self.observe(timeout=1.0)
+                if self.subject.leader(observation) and not self.subject.check(observation, []):
+                    progress("lab is healthy")
+                    return
+                last = "; ".join(v.message for v in self.subject.check(observation, []))
+                last = last or "no leader yet"
+            except SubjectUnreachable as exc:
+                last = str(exc)
+            time.sleep(0.2)
+        raise LabError(
+            f"the lab did not become healthy within {timeout:.0f} s: {last}",
+            hint=f"Read the node logs in {self.path / 'logs'}.",
+        )
+
+    # -- down --------------------------------------------------------------------------
+
+    def down(self, progress: Progress = _quiet) -> list[str]:
+        """Stop everything the lab started and remove its namespaces; idempotent.
+
+        Leftovers are found by the lab's directory and prefix, not only by what lab.json
+        says, so this also cleans up after a CLI that crashed half-way."""
+        removed: list[str] = []
+        state: LabState | None
+        try:
+            state = self.dir.load() if self.dir.exists() else None
+        except LabError:
+            state = None
+        if state and state.supervisor_pid and procs.alive(state.supervisor_pid):
+            progress("stopping supervisord and its nodes")
+            with contextlib.suppress(LabError):
+                Supervisor(self.path / "supervisor.sock", timeout=10).shutdown()
+            deadline = time.monotonic() + 15
+            while procs.alive(state.supervisor_pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            removed.append(f"supervisord {state.supervisor_pid}")
+        leftovers = procs.referencing(str(self.path) + "/")
+        if leftovers:
+            progress(f"stopping {len(leftovers)} leftover processes")
+            procs.terminate(leftovers)
+            removed += [f"process {pid}" for pid in leftovers]
+        if is_root():
+            removed += network.destroy(self.dir.prefix)
+            removed += _unmount_under(self.path)
+        from operator_ai.lab.faults import Injections
+
+        Injections(self.path).close_all("lab down")
+        (self.path / "lab.json").unlink(missing_ok=True)
+        (self.path / "supervisor.sock").unlink(missing_ok=True)
+        self._state = None
+        return removed
+
+    def wipe(self) -> None:
+        if self.path.exists():
+            shutil.rmtree(self.path)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _clean_env() -> dict[str, str]:
+    """supervisord and its nodes inherit nothing of ours: no API keys, no OPERATOR_*."""
+    return {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
+
+
+def _chown_tree(path: Path, account: pwd.struct_passwd) -> None:
+    if not is_root():
+        return
+    for root, dirs, files in os.walk(path):
+        for name in [root, *(os.path.join(root, d) for d in dirs)]:
+            os.chown(name, account.pw_uid, account.pw_gid)
+        for name in files:
+            os.chown(os.path.join(root, name), account.pw_uid, account.pw_gid)
+
+
+def _unmount_under(path: Path) -> list[str]:
+    """Mounts under the lab dir in *our* namespace; normally none (they live in the lab's)."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount_point = line.split()[4]
+        if mount_point.startswith(str(path) + "/"):
+            found.append(mount_point)
+    for mount_point in sorted(found, reverse=True):
+        network.sh("umount", "-l", mount_point, check=False)
+    return [f"mount {m}" for m in found]

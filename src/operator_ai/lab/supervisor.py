@@ -1,0 +1,134 @@
+"""supervisord for lab nodes: its config, its start, and a client over its unix socket.
+
+One program per node with ``autorestart=false``: a killed node stays down until someone
+starts it, which is what makes a fault last and `supervisorctl` part of the agent's tools.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import time
+import xmlrpc.client
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from operator_ai.errors import LabError
+
+RUNNING = "RUNNING"
+
+
+def render_config(lab_dir: Path, prefix: str, programs: Sequence[str], owner: str | None) -> str:
+    """The supervisord.conf of a lab; ``owner`` is who may use the socket besides root."""
+    chown = f"chown={owner}:{owner}\n" if owner else ""
+    sections = [
+        f"[unix_http_server]\nfile={lab_dir}/supervisor.sock\nchmod=0770\n{chown}",
+        f"[supervisord]\nlogfile={lab_dir}/logs/supervisord.log\n"
+        f"pidfile={lab_dir}/supervisord.pid\nidentifier={prefix}\nnodaemon=true\n"
+        f"childlogdir={lab_dir}/logs\n",
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
+        f"[supervisorctl]\nserverurl=unix://{lab_dir}/supervisor.sock\n",
+    ]
+    for name in programs:
+        sections.append(
+            f"[program:{name}]\ncommand=/bin/sh {lab_dir}/run/{name}.sh\n"
+            "autostart=false\nautorestart=false\nstartsecs=1\nstartretries=0\n"
+            "stopasgroup=true\nkillasgroup=true\nstopwaitsecs=5\nredirect_stderr=true\n"
+            f"stdout_logfile={lab_dir}/logs/{name}.log\n"
+            "stdout_logfile_maxbytes=20MB\nstdout_logfile_backups=1\n"
+        )
+    return "\n".join(sections)
+
+
+def start(lab_dir: Path, private_mounts: bool, env: dict[str, str]) -> int:
+    """Start supervisord detached from us; with ``private_mounts`` it gets its own mount
+    namespace, so the nodes' tmpfs data dirs exist only for the lab and vanish with it."""
+    argv = ["supervisord", "-c", str(lab_dir / "supervisord.conf")]
+    if private_mounts:
+        argv = ["unshare", "--mount", "--propagation", "private", "--", *argv]
+    with open(lab_dir / "logs" / "supervisord.out", "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=env,
+            start_new_session=True,
+        )
+    client = Supervisor(lab_dir / "supervisor.sock")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log = (lab_dir / "logs" / "supervisord.out").read_text(errors="replace")[-500:]
+            raise LabError(f"supervisord exited at start: {log.strip()}")
+        try:
+            if client.call("supervisor.getState")["statename"] == RUNNING:
+                return proc.pid
+        except LabError:
+            pass
+        time.sleep(0.05)
+    raise LabError("supervisord did not answer on its socket within 15 s")
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__()
+        self._path = path
+        self._timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        return _UnixConnection(self._path, self._timeout)
+
+
+class Supervisor:
+    """The XML-RPC API that supervisorctl itself uses, over the lab's socket."""
+
+    def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
+        self.socket_path = socket_path
+        self._proxy = xmlrpc.client.ServerProxy(
+            "http://localhost", transport=_UnixTransport(str(socket_path), timeout)
+        )
+
+    def call(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self._proxy, method)(*args)
+        except xmlrpc.client.Fault as exc:
+            raise LabError(f"supervisord: {method}{args}: {exc.faultString}") from exc
+        except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
+            raise LabError(
+                f"supervisord is not answering on {self.socket_path}: {exc}",
+                hint="The lab may be down; `operator lab status` tells, `lab up` restarts it.",
+            ) from exc
+
+    def info(self, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.call("supervisor.getProcessInfo", name))
+
+    def all_info(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.call("supervisor.getAllProcessInfo"))
+
+    def start(self, name: str) -> None:
+        """Start a node and wait until it has stayed up for `startsecs`."""
+        if self.info(name)["statename"] != RUNNING:
+            self.call("supervisor.startProcess", name, True)
+
+    def stop(self, name: str) -> None:
+        if self.info(name)["statename"] == RUNNING:
+            self.call("supervisor.stopProcess", name, True)
+
+    def shutdown(self) -> None:
+        self.call("supervisor.shutdown")

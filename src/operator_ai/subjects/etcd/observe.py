@@ -1,0 +1,150 @@
+"""Looking at an etcd cluster through its HTTP/JSON gateway and its /metrics endpoint.
+
+Per member, in parallel and within one deadline: `/health`, `/v3/maintenance/status`
+(leader, term, raft index, DB size) and four gauges from `/metrics`. Once per cluster:
+the member list and the alarms, asked of the first member that answered.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from operator_ai.errors import SubjectUnreachable
+from operator_ai.lab.load import read_workload
+from operator_ai.lab.state import LabState, Node
+from operator_ai.subjects import Observation
+
+METRICS = {
+    "etcd_server_has_leader": "has_leader",
+    "etcd_server_leader_changes_seen_total": "leader_changes",
+    "etcd_server_quota_backend_bytes": "quota",
+    "etcd_mvcc_db_total_size_in_bytes": "db_size",
+}
+
+
+class Observer:
+    """Keeps one HTTP client and one thread pool, so a monitor cycle costs little CPU."""
+
+    def __init__(self) -> None:
+        self._client: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                limits=httpx.Limits(max_keepalive_connections=32), trust_env=False
+            )
+        return self._client
+
+    def observe(self, lab: LabState, lab_dir: Path, timeout: float) -> Observation:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="observe")
+        deadline = time.monotonic() + timeout
+        at = datetime.now(UTC)
+        seen = dict(
+            zip(
+                [n.name for n in lab.nodes],
+                self._pool.map(lambda n: self._member(n, deadline), lab.nodes),
+                strict=True,
+            )
+        )
+        answering = [lab.node(name) for name, m in seen.items() if m["reachable"]]
+        if not answering:
+            errors = "; ".join(f"{name}: {m['error']}" for name, m in seen.items())
+            raise SubjectUnreachable(f"no etcd member answered: {errors}")
+        cluster = self._cluster(answering[0], seen, deadline)
+        cluster["workload"] = read_workload(lab_dir)
+        return Observation(subject="etcd", at=at, nodes=seen, cluster=cluster)
+
+    def _post(self, node: Node, path: str, body: dict[str, Any], deadline: float) -> Any:
+        response = self.client.post(f"{node.url()}{path}", json=body, timeout=_left(deadline))
+        response.raise_for_status()
+        return response.json()
+
+    def _member(self, node: Node, deadline: float) -> dict[str, Any]:
+        seen: dict[str, Any] = {"reachable": False, "address": node.url()}
+        try:
+            started = time.monotonic()
+            status = self._post(node, "/v3/maintenance/status", {}, deadline)
+            seen["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+            seen["reachable"] = True
+            seen.update(
+                member_id=status["header"]["member_id"],
+                leader_id=status.get("leader", "0"),
+                term=int(status.get("raftTerm", 0)),
+                raft_index=int(status.get("raftIndex", 0)),
+                db_size=int(status.get("dbSize", 0)),
+                db_in_use=int(status.get("dbSizeInUse", 0)),
+                version=status.get("version"),
+            )
+            metrics = self.client.get(f"{node.url()}/metrics", timeout=_left(deadline))
+            seen.update(parse_metrics(metrics.text))
+            health = self.client.get(f"{node.url()}/health", timeout=_left(deadline))
+            seen["healthy"] = _healthy(health)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            seen["error"] = _describe(exc)
+        return seen
+
+    def _cluster(
+        self, node: Node, seen: dict[str, dict[str, Any]], deadline: float
+    ) -> dict[str, Any]:
+        cluster: dict[str, Any] = {"members": [], "alarms": [], "leader": None}
+        names = {m.get("member_id"): name for name, m in seen.items() if m["reachable"]}
+        try:
+            listed = self._post(node, "/v3/cluster/member/list", {}, deadline)
+            for member in listed.get("members", []):
+                names.setdefault(member["ID"], member.get("name") or member["ID"])
+                cluster["members"].append(
+                    {"id": member["ID"], "name": member.get("name", ""),
+                     "peer_urls": member.get("peerURLs", [])}
+                )  # fmt: skip
+            alarms = self._post(node, "/v3/maintenance/alarm", {"action": "GET"}, deadline)
+            for alarm in alarms.get("alarms", []):
+                member = names.get(alarm.get("memberID"), alarm.get("memberID"))
+                cluster["alarms"].append({"member": member, "alarm": alarm.get("alarm")})
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            cluster["error"] = _describe(exc)
+        for name, member in seen.items():
+            leader_id = member.get("leader_id")
+            member["leader"] = names.get(leader_id) if leader_id not in (None, "0") else None
+            member["is_leader"] = member["reachable"] and member["leader"] == name
+        leaders = {m["leader"] for m in seen.values() if m["reachable"] and m["leader"]}
+        cluster["leader"] = leaders.pop() if len(leaders) == 1 else None
+        return cluster
+
+
+def _left(deadline: float) -> float:
+    return max(0.05, deadline - time.monotonic())
+
+
+def _healthy(response: httpx.Response) -> bool:
+    try:
+        return bool(response.json().get("health") in ("true", True))
+    except ValueError:
+        return False
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """The few unlabelled samples we need, without parsing the other ~1,500 lines."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        key = METRICS.get(name)
+        if key is not None:
+            found[key] = float(value)
+    return found

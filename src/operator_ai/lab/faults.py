@@ -11,7 +11,6 @@ import contextlib
 import os
 import pwd
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -259,15 +258,12 @@ class Delay:
         node = lab.state.node(target)
         ports = ", ".join(str(p) for p in sorted(set(node.ports.values())))
         uid = pwd.getpwnam(lab.state.user).pw_uid
-        proxy = subprocess.Popen(
+        proxy = procs.spawn(
             ["ip", "netns", "exec", netns, sys.executable, "-m", "operator_ai.lab.delayproxy",
              "--port", str(self.proxy_port), "--delay-ms", str(delay)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(lab.path / "logs" / f"delay-{target}.log", "ab"),  # noqa: SIM115
-            start_new_session=True,
+            lab.path / "logs" / f"delay-{target}.log",
         )  # fmt: skip
-        state = {"netns": netns, "table": table, "helpers": [proxy.pid]}
+        state = {"netns": netns, "table": table, "helpers": [proxy]}
         try:
             _wait_listening(netns, self.proxy_port)
             _nft(netns, f"""table inet {table} {{
@@ -278,7 +274,7 @@ class Delay:
 redirect to :{self.proxy_port}; }}
 }}""", self.name)  # fmt: skip
         except OperatorError:
-            procs.terminate([proxy.pid])
+            procs.terminate([proxy])
             raise
         # Established connections bypass new NAT rules: cut them so they reconnect through us.
         _cut_connections(netns, ports)
@@ -392,18 +388,12 @@ class CpuStress:
         workers = int(_number(params, "workers", 1, os.cpu_count() or 1))
         load = int(_number(params, "load", 1, 100))
         timeout = int(_number(params, "timeout", 1, 3600))
-        try:
-            proc = subprocess.Popen(
-                ["stress-ng", "--cpu", str(workers), "--cpu-load", str(load),
-                 "--timeout", f"{timeout}s", "--temp-path", str(lab.path / "tmp"), "--quiet"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        except FileNotFoundError as exc:
-            raise FaultUnsupported(
-                "stress-ng is not installed", hint="apt-get install stress-ng"
-            ) from exc
-        return {"helpers": [proc.pid]}
+        pid = procs.spawn(
+            ["stress-ng", "--cpu", str(workers), "--cpu-load", str(load),
+             "--timeout", f"{timeout}s", "--temp-path", str(lab.path / "tmp"), "--quiet"],
+            lab.path / "logs" / "cpu-stress.log",
+        )  # fmt: skip
+        return {"helpers": [pid]}
 
     def revert(self, lab: Lab, injection: Injection) -> None:
         for pid in injection.state["helpers"]:

@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+from operator_ai.errors import LabError
+
 
 def cmdline(pid: int) -> list[str]:
     try:
@@ -48,7 +50,29 @@ def signal_tree(pid: int, sig: signal.Signals) -> list[int]:
     return pids
 
 
+def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Start a long-lived helper in its own session, detached from our terminal; its output
+    goes to ``log``. Returns its PID (no Popen object, which would warn when collected)."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, fd, 1),
+            (os.POSIX_SPAWN_DUP2, fd, 2),
+        ]
+        return os.posix_spawnp(
+            argv[0], argv, dict(os.environ) if env is None else env,
+            file_actions=actions, setsid=True,
+        )  # fmt: skip
+    except FileNotFoundError as exc:
+        raise LabError(f"{argv[0]} is not installed", hint="Run `make setup` as root.") from exc
+    finally:
+        os.close(fd)
+
+
 def alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child and has exited
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):

@@ -8,6 +8,7 @@ import pwd
 import shlex
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -123,6 +124,7 @@ class Lab:
         )
         try:
             self._prepare_dirs(names, account)
+            _check_reachable(self.path, account)
             if mode == NETNS:
                 progress(f"creating network namespaces ({state.prefix}-*)")
                 subnet = network.pick_subnet(state.prefix)
@@ -271,6 +273,20 @@ class Lab:
     def wipe(self) -> None:
         if self.path.exists():
             shutil.rmtree(self.path)
+
+
+def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
+    """Nodes run as the lab user, who must be able to reach their config and data."""
+    if not is_root():
+        return
+    probe = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
+             "--clear-groups", "test", "-x", str(path)]  # fmt: skip
+    if subprocess.run(probe, capture_output=True).returncode != 0:
+        raise LabError(
+            f"the lab user {account.pw_name!r} cannot reach {path}",
+            hint="A parent directory is private (like /root). Point OPERATOR_HOME (or --home) "
+            "somewhere the lab user can traverse, e.g. /var/lib/operator.",
+        )
 
 
 def _free_port() -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import socket
-import subprocess
 import time
 import xmlrpc.client
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from operator_ai.errors import LabError
+from operator_ai.lab import procs
 
 RUNNING = "RUNNING"
 
@@ -49,24 +49,16 @@ def start(lab_dir: Path, private_mounts: bool, env: dict[str, str]) -> int:
     argv = ["supervisord", "-c", str(lab_dir / "supervisord.conf")]
     if private_mounts:
         argv = ["unshare", "--mount", "--propagation", "private", "--", *argv]
-    with open(lab_dir / "logs" / "supervisord.out", "ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env=env,
-            start_new_session=True,
-        )
+    pid = procs.spawn(argv, lab_dir / "logs" / "supervisord.out", env)
     client = Supervisor(lab_dir / "supervisor.sock")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if not procs.alive(pid):
             log = (lab_dir / "logs" / "supervisord.out").read_text(errors="replace")[-500:]
             raise LabError(f"supervisord exited at start: {log.strip()}")
         try:
             if client.call("supervisor.getState")["statename"] == RUNNING:
-                return proc.pid
+                return pid
         except LabError:
             pass
         time.sleep(0.05)
@@ -81,7 +73,11 @@ class _UnixConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(self._path)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
         self.sock = sock
 
 
@@ -92,7 +88,9 @@ class _UnixTransport(xmlrpc.client.Transport):
         self._timeout = timeout
 
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        return _UnixConnection(self._path, self._timeout)
+        # Cached where the base class expects it, so that closing the transport closes it.
+        self._connection = host, _UnixConnection(self._path, self._timeout)
+        return self._connection[1]
 
 
 class Supervisor:
@@ -114,6 +112,8 @@ class Supervisor:
                 f"supervisord is not answering on {self.socket_path}: {exc}",
                 hint="The lab may be down; `operator lab status` tells, `lab up` restarts it.",
             ) from exc
+        finally:
+            self._proxy("close")()
 
     def info(self, name: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.call("supervisor.getProcessInfo", name))

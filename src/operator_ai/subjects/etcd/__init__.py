@@ -12,7 +12,7 @@ from operator_ai.store.records import Violation
 from operator_ai.subjects import Invariant, Observation
 from operator_ai.subjects.etcd import invariants, load
 from operator_ai.subjects.etcd.briefing import briefing
-from operator_ai.subjects.etcd.observe import Observer
+from operator_ai.subjects.etcd.observe import observe
 
 if TYPE_CHECKING:
     from operator_ai.lab.faults import Fault
@@ -27,9 +27,6 @@ class Etcd:
     invariants: Sequence[Invariant] = invariants.INVARIANTS
     ports: Mapping[str, int] = {"client": 2379, "peer": 2380}
     default_nodes = 3
-
-    def __init__(self) -> None:
-        self._observer = Observer()
 
     def node_commands(self, lab: LabState, lab_dir: Path) -> dict[str, list[str]]:
         cluster = ",".join(f"{n.name}={n.url('peer')}" for n in lab.nodes)
@@ -60,7 +57,7 @@ class Etcd:
         return commands
 
     def observe(self, lab: LabState, lab_dir: Path, timeout: float) -> Observation:
-        return self._observer.observe(lab, lab_dir, timeout)
+        return observe(lab, lab_dir, timeout)
 
     def check(self, observation: Observation, history: Sequence[Observation]) -> list[Violation]:
         return invariants.check(observation, history)

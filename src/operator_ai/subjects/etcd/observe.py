@@ -28,51 +28,46 @@ METRICS = {
 }
 
 
-class Observer:
-    """Keeps one HTTP client and one thread pool, so a monitor cycle costs little CPU."""
-
-    def __init__(self) -> None:
-        self._client: httpx.Client | None = None
-        self._pool: ThreadPoolExecutor | None = None
-
-    @property
-    def client(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(
-                limits=httpx.Limits(max_keepalive_connections=32), trust_env=False
-            )
-        return self._client
-
-    def observe(self, lab: LabState, lab_dir: Path, timeout: float) -> Observation:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="observe")
-        deadline = time.monotonic() + timeout
-        at = datetime.now(UTC)
+def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
+    """One look at every member, all within ``timeout`` seconds."""
+    at = datetime.now(UTC)
+    # A client per look: nothing to leak between cycles. The lab speaks plain HTTP, so the
+    # client skips building a TLS context, which would cost more CPU than the whole look.
+    with (
+        httpx.Client(trust_env=False, verify=False) as client,
+        ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool,
+    ):
+        probe = _Probe(client, time.monotonic() + timeout)
         seen = dict(
-            zip(
-                [n.name for n in lab.nodes],
-                self._pool.map(lambda n: self._member(n, deadline), lab.nodes),
-                strict=True,
-            )
+            zip([n.name for n in lab.nodes], pool.map(probe.member, lab.nodes), strict=True)
         )
         answering = [lab.node(name) for name, m in seen.items() if m["reachable"]]
         if not answering:
             errors = "; ".join(f"{name}: {m['error']}" for name, m in seen.items())
             raise SubjectUnreachable(f"no etcd member answered: {errors}")
-        cluster = self._cluster(answering[0], seen, deadline)
-        cluster["workload"] = read_workload(lab_dir)
-        return Observation(subject="etcd", at=at, nodes=seen, cluster=cluster)
+        cluster = probe.cluster(answering[0], seen)
+    cluster["workload"] = read_workload(lab_dir)
+    return Observation(subject="etcd", at=at, nodes=seen, cluster=cluster)
 
-    def _post(self, node: Node, path: str, body: dict[str, Any], deadline: float) -> Any:
-        response = self.client.post(f"{node.url()}{path}", json=body, timeout=_left(deadline))
+
+class _Probe:
+    def __init__(self, client: httpx.Client, deadline: float) -> None:
+        self.client = client
+        self.deadline = deadline
+
+    def _post(self, node: Node, path: str, body: dict[str, Any]) -> Any:
+        response = self.client.post(f"{node.url()}{path}", json=body, timeout=self._left())
         response.raise_for_status()
         return response.json()
 
-    def _member(self, node: Node, deadline: float) -> dict[str, Any]:
+    def _left(self) -> float:
+        return max(0.05, self.deadline - time.monotonic())
+
+    def member(self, node: Node) -> dict[str, Any]:
         seen: dict[str, Any] = {"reachable": False, "address": node.url()}
         try:
             started = time.monotonic()
-            status = self._post(node, "/v3/maintenance/status", {}, deadline)
+            status = self._post(node, "/v3/maintenance/status", {})
             seen["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
             seen["reachable"] = True
             seen.update(
@@ -84,28 +79,26 @@ class Observer:
                 db_in_use=int(status.get("dbSizeInUse", 0)),
                 version=status.get("version"),
             )
-            metrics = self.client.get(f"{node.url()}/metrics", timeout=_left(deadline))
+            metrics = self.client.get(f"{node.url()}/metrics", timeout=self._left())
             seen.update(parse_metrics(metrics.text))
-            health = self.client.get(f"{node.url()}/health", timeout=_left(deadline))
+            health = self.client.get(f"{node.url()}/health", timeout=self._left())
             seen["healthy"] = _healthy(health)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             seen["error"] = _describe(exc)
         return seen
 
-    def _cluster(
-        self, node: Node, seen: dict[str, dict[str, Any]], deadline: float
-    ) -> dict[str, Any]:
+    def cluster(self, node: Node, seen: dict[str, dict[str, Any]]) -> dict[str, Any]:
         cluster: dict[str, Any] = {"members": [], "alarms": [], "leader": None}
         names = {m.get("member_id"): name for name, m in seen.items() if m["reachable"]}
         try:
-            listed = self._post(node, "/v3/cluster/member/list", {}, deadline)
+            listed = self._post(node, "/v3/cluster/member/list", {})
             for member in listed.get("members", []):
                 names.setdefault(member["ID"], member.get("name") or member["ID"])
                 cluster["members"].append(
                     {"id": member["ID"], "name": member.get("name", ""),
                      "peer_urls": member.get("peerURLs", [])}
                 )  # fmt: skip
-            alarms = self._post(node, "/v3/maintenance/alarm", {"action": "GET"}, deadline)
+            alarms = self._post(node, "/v3/maintenance/alarm", {"action": "GET"})
             for alarm in alarms.get("alarms", []):
                 member = names.get(alarm.get("memberID"), alarm.get("memberID"))
                 cluster["alarms"].append({"member": member, "alarm": alarm.get("alarm")})
@@ -118,10 +111,6 @@ class Observer:
         leaders = {m["leader"] for m in seen.values() if m["reachable"] and m["leader"]}
         cluster["leader"] = leaders.pop() if len(leaders) == 1 else None
         return cluster
-
-
-def _left(deadline: float) -> float:
-    return max(0.05, deadline - time.monotonic())
 
 
 def _healthy(response: httpx.Response) -> bool:

@@ -1,0 +1,90 @@
+"""Helpers for tests that run a real lab: bring one up, drive the monitor, wait for tickets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from operator_ai.lab import Lab, LabDir
+from operator_ai.lab.faults import Injections
+from operator_ai.lab.faults import revert as revert_fault
+from operator_ai.monitor import Monitor
+from operator_ai.store import Store
+from operator_ai.store.records import Ticket
+from operator_ai.subjects import load_subject
+
+ROOT = os.geteuid() == 0
+MODE = "netns" if ROOT else "loopback"
+
+
+@contextmanager
+def lab_home() -> Iterator[Path]:
+    """A home the lab user can traverse (pytest's own temp dirs are private to root)."""
+    home = Path(tempfile.mkdtemp(prefix="operator-test-"))
+    home.chmod(0o755)
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def running_lab(
+    home: Path, subject: str = "etcd", mode: str = MODE, name: str | None = None
+) -> Iterator[Lab]:
+    lab = Lab(LabDir(home, name or subject))
+    try:
+        lab.up(load_subject(subject), 3, mode, "operator-lab")
+        yield lab
+    finally:
+        lab.down()
+
+
+def heal(lab: Lab, timeout: float = 30.0) -> None:
+    """Revert every fault, start every node, and wait until no invariant is broken."""
+    for injection in Injections(lab.path).active():
+        revert_fault(lab, injection.id)
+    for node in lab.state.nodes:
+        lab.supervisor.start(node.name)
+    deadline = time.monotonic() + timeout
+    problems: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            observation = lab.observe(1.0)
+            problems = [v.key for v in lab.subject.check(observation, [])]
+            if not problems and lab.subject.leader(observation):
+                return
+        except Exception as exc:  # the lab may still be coming back
+            problems = [str(exc)]
+        time.sleep(0.2)
+    raise AssertionError(f"the lab did not heal: {problems}")
+
+
+def live(store: Store, key: str) -> Ticket | None:
+    return next((t for t in store.live() if t.key == key), None)
+
+
+def cycle_until(
+    monitor: Monitor, predicate: Callable[[], object], timeout: float = 30.0, what: str = ""
+) -> None:
+    """Run monitor cycles, about twice a second, until ``predicate`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        monitor.cycle()
+        if predicate():
+            return
+        time.sleep(0.5)
+    tickets = [(t.key, t.status) for t in monitor.store.tickets()]
+    raise AssertionError(f"timed out waiting for {what or predicate}; tickets: {tickets}")
+
+
+def cycle_for(monitor: Monitor, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        monitor.cycle()
+        time.sleep(0.5)

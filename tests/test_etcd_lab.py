@@ -188,3 +188,20 @@ def test_bad_fault_requests_say_what_is_valid(lab: Lab) -> None:
         chaos.inject(lab, "cpu_stress", None, {"seconds": "3"})
     with pytest.raises(LabError, match="has no node 'etcd9'"):
         chaos.inject(lab, "kill", "etcd9", {})
+
+
+@netns_only
+def test_a_stale_wal_panics_on_restart_until_the_member_is_replaced(
+    lab: Lab, monitor: Monitor
+) -> None:
+    target = follower(lab)
+    injection = chaos.inject(lab, "stale_wal", target, {})
+    cycle_until(monitor, lambda: live(monitor.store, f"etcd:member_down:{target}"))
+
+    with pytest.raises(LabError, match="SPAWN_ERROR"):
+        lab.supervisor.start(target)
+    assert "is out of range" in (lab.path / "logs" / f"{target}.log").read_text()
+
+    chaos.revert(lab, injection.id)  # replaces the member
+    cycle_until(monitor, lambda: not monitor.store.live(), what="every ticket cleared")
+    assert len(lab.observe().cluster["members"]) == 3

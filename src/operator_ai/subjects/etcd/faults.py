@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 from collections.abc import Mapping
@@ -61,8 +62,6 @@ class NoSpace:
 
 
 def _json(text: str) -> list[dict[str, Any]]:
-    import json
-
     value = json.loads(text)
     return value if isinstance(value, list) else [value]
 
@@ -91,18 +90,60 @@ class QuorumLoss:
 class StaleWal:
     name = "stale_wal"
     description = (
-        "fill the member's disk so it crashes, leaving a data dir behind the cluster: "
-        "restarting it panics, and the member must be replaced"
+        "fill a follower's disk until it crashes, then lose the tail of its WAL as a full "
+        "disk can: a restart panics (tocommit out of range) and the member must be replaced"
     )
     params: Mapping[str, tuple[str, str]] = {}
     modes: tuple[str, ...] = (NETNS,)
     target = NODE
+    keep_bytes = 32 * 1024
 
     def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        raise NotImplementedError
+        leader = lab.leader()
+        if leader is None or leader == target:
+            # With another leader, the new one probes the member and it quietly catches up.
+            raise LabError(
+                "stale_wal needs a follower of a cluster that has a leader",
+                hint="Use --target follower.",
+            )
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            url = f"{lab.state.node(leader).url()}/v3/kv/put"
+            for n in range(2000):  # WAL entries beyond the point where the tail is cut
+                client.post(url, json={"key": _b64(f"operator-fault/wal/{n}"), "value": _b64("x")})
+            disk = DiskFull()
+            state = disk.inject(lab, target, {})
+            big = base64.b64encode(os.urandom(16 * 1024)).decode()
+            for n in range(2000):
+                if lab.pid(target) is None:
+                    break
+                client.post(
+                    url, json={"key": _b64(f"operator-fault/wal/big{n % 50}"), "value": big}
+                )
+            else:
+                disk.revert(lab, Injection(0, disk.name, target, {}, "", state=state))
+                raise LabError(f"{target} did not crash on its full disk")
+        disk.revert(lab, Injection(0, disk.name, target, {}, "", state=state))
+        wal_dir = f"{state['data']}/member/wal"
+        newest = sorted(lab.in_mounts("ls", wal_dir).split())[-1]
+        lab.in_mounts("truncate", "-s", str(self.keep_bytes), f"{wal_dir}/{newest}")
+        return {"wal": f"{wal_dir}/{newest}"}
 
     def revert(self, lab: Lab, injection: Injection) -> None:
-        DiskFull().revert(lab, injection)
+        """Replace the member: remove it, add it back, and start it on an empty data dir."""
+        name = injection.target
+        node = lab.state.node(name)
+        lab.supervisor.stop(name)
+        listed = json.loads(etcdctl(lab, "member", "list", "-w", "json"))
+        for member in listed.get("members", []):
+            if member.get("name") == name or node.url("peer") in member.get("peerURLs", []):
+                etcdctl(lab, "member", "remove", f"{member['ID']:x}")
+        etcdctl(lab, "member", "add", name, f"--peer-urls={node.url('peer')}")
+        lab.in_mounts("rm", "-rf", str(lab.path / "data" / name / "member"))
+        config_path = lab.path / "conf" / f"{name}.yml"
+        config = json.loads(config_path.read_text())
+        config["initial-cluster-state"] = "existing"
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+        lab.supervisor.start(name)
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (NoSpace(), QuorumLoss(), StaleWal())}

@@ -1,0 +1,107 @@
+"""The lab runtime through the real CLI: up, status, down (idempotent, and after a crash),
+loopback mode, and the faults it refuses there."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from lab_helpers import ROOT, lab_home
+from operator_ai.lab import Lab, LabDir, procs
+
+pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    with lab_home() as path:
+        yield path
+        run_cli("lab", "down", "etcd", home=path)  # whatever a failed test left
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def leftovers(home: Path) -> list[str]:
+    lab_dir = LabDir(home, "etcd")
+    found = [f"pid {pid}" for pid in procs.referencing(str(lab_dir.path) + "/")]
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [line for line in netns.splitlines() if line.startswith(lab_dir.prefix)]
+    return found
+
+
+@pytest.mark.skipif(not ROOT, reason="netns mode needs root")
+def test_up_status_and_down_leave_nothing_behind(home: Path) -> None:
+    ok(run_cli("lab", "up", "etcd", home=home))
+    status = json.loads(ok(run_cli("lab", "status", "--json", home=home)))
+    assert status["mode"] == "netns" and status["supervisor"]["running"]
+    assert [n["state"] for n in status["nodes"]] == ["RUNNING"] * 3
+    assert [n["role"] for n in status["nodes"]].count("leader") == 1
+    assert all(n["address"].startswith("http://10.") for n in status["nodes"])
+    assert leftovers(home)
+
+    # Nodes run as the unprivileged lab user, not as root.
+    pid = status["nodes"][0]["pid"]
+    assert os.stat(f"/proc/{pid}").st_uid != 0
+
+    ok(run_cli("lab", "down", "etcd", home=home))
+    assert leftovers(home) == []
+    ok(run_cli("lab", "down", "etcd", home=home))  # idempotent
+    result = run_cli("lab", "status", home=home)
+    assert result.returncode == 1 and "lab up" in result.stderr
+
+
+@pytest.mark.skipif(not ROOT, reason="netns mode needs root")
+def test_down_cleans_up_after_a_crashed_supervisor_and_a_lost_lab_json(home: Path) -> None:
+    ok(run_cli("lab", "up", "etcd", home=home))
+    lab = Lab(LabDir(home, "etcd"))
+    pid = lab.state.supervisor_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # the nodes are orphaned, still running
+    (lab.path / "lab.json").unlink()
+    assert leftovers(home)
+
+    ok(run_cli("lab", "down", "etcd", home=home))
+    assert leftovers(home) == []
+
+
+def test_loopback_mode_runs_and_refuses_network_faults(home: Path) -> None:
+    ok(run_cli("lab", "up", "etcd", "--mode", "loopback", home=home))
+    status = json.loads(ok(run_cli("lab", "status", "--json", home=home)))
+    assert status["mode"] == "loopback"
+    assert all(n["address"].startswith("http://127.0.0.1:") for n in status["nodes"])
+
+    refused = run_cli("chaos", "inject", "partition", "--target", "etcd1", home=home)
+    assert refused.returncode == 1 and "loopback" in refused.stderr
+
+    injected = json.loads(
+        ok(run_cli("chaos", "inject", "kill", "-t", "follower", "--json", home=home))
+    )
+    status = json.loads(ok(run_cli("lab", "status", "--json", home=home)))
+    down = [n for n in status["nodes"] if n["name"] == injected["target"]]
+    assert down[0]["state"] != "RUNNING"
+    assert [f["id"] for f in status["faults"]] == [injected["id"]]
+
+    ok(run_cli("chaos", "revert", "--all", home=home))
+    listed = json.loads(ok(run_cli("chaos", "list", "--history", "--json", home=home)))
+    assert listed["injections"][0]["reverted_at"] is not None
+    assert {"kill", "partition", "nospace", "stale_wal"} <= {f["name"] for f in listed["faults"]}
+    ok(run_cli("lab", "down", home=home))
+
+
+def test_subjects_are_plugins_listed_by_the_cli(home: Path) -> None:
+    subjects = json.loads(ok(run_cli("subjects", "list", "--json", home=home)))
+    etcd = next(s for s in subjects if s["name"] == "etcd")
+    assert "member_down" in [i["name"] for i in etcd["invariants"]]
+    result = run_cli("lab", "up", "nope", home=home)
+    assert result.returncode == 1 and "subjects list" in result.stderr

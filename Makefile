@@ -15,6 +15,7 @@ lint: setup
 
 bench: setup
 	$(VENV)/python bench/store.py
+	$(VENV)/python bench/detect.py
 
 clean:
 	rm -rf .venv build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from operator_ai.lab import Lab, LabDir
-from operator_ai.lab.faults import Injections
-from operator_ai.lab.faults import revert as revert_fault
 from operator_ai.monitor import Monitor
 from operator_ai.store import Store
 from operator_ai.store.records import Ticket
@@ -43,26 +41,6 @@ def running_lab(
         yield lab
     finally:
         lab.down()
-
-
-def heal(lab: Lab, timeout: float = 30.0) -> None:
-    """Revert every fault, start every node, and wait until no invariant is broken."""
-    for injection in Injections(lab.path).active():
-        revert_fault(lab, injection.id)
-    for node in lab.state.nodes:
-        lab.supervisor.start(node.name)
-    deadline = time.monotonic() + timeout
-    problems: list[str] = []
-    while time.monotonic() < deadline:
-        try:
-            observation = lab.observe(1.0)
-            problems = [v.key for v in lab.subject.check(observation, [])]
-            if not problems and lab.subject.leader(observation):
-                return
-        except Exception as exc:  # the lab may still be coming back
-            problems = [str(exc)]
-        time.sleep(0.2)
-    raise AssertionError(f"the lab did not heal: {problems}")
 
 
 def live(store: Store, key: str) -> Ticket | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lab_helpers import ROOT, cycle_for, cycle_until, heal, lab_home, live, running_lab
+from lab_helpers import ROOT, cycle_for, cycle_until, lab_home, live, running_lab
 from operator_ai.errors import FaultUnsupported, LabError
 from operator_ai.lab import Lab
 from operator_ai.lab import faults as chaos
@@ -35,7 +35,7 @@ def monitor(lab: Lab, tmp_path: Path) -> Iterator[Monitor]:
     try:
         yield Monitor(store, lab, interval=1.0)
     finally:
-        heal(lab)
+        lab.heal()
         store.close()
 
 

@@ -6,6 +6,7 @@ import time
 
 import typer
 
+from operator_ai.cli.context import app_context
 from operator_ai.cli.lab import LabOption, open_lab
 from operator_ai.cli.output import JsonOption, console, err_console, print_json, table
 from operator_ai.errors import LabError
@@ -24,8 +25,6 @@ def list_(
     json: bool = JsonOption,
 ) -> None:
     """The faults this lab can take, and its injections."""
-    from operator_ai.cli.context import app_context
-
     home = app_context(ctx).settings.home
     lab = open_lab(ctx, lab_name) if lab_name or lab_names(home) else None
     catalogue = faults.catalogue(lab.subject.faults() if lab else {})

@@ -8,10 +8,13 @@ lab's mode, the kernel's nft support, the binary), and a refusal says why.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
+import shutil
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from operator_ai.errors import FaultUnsupported, LabError, OperatorError
 from operator_ai.lab import network, procs
-from operator_ai.lab.state import LOOPBACK, MODES, NETNS, locked, write_json
+from operator_ai.lab.state import LOOPBACK, MODES, NETNS, TMPFS_SIZE, locked, write_json
 
 if TYPE_CHECKING:
     from operator_ai.lab.runtime import Lab
@@ -75,8 +78,6 @@ class Injections:
 
     def all(self) -> list[Injection]:
         try:
-            import json
-
             return [Injection(**entry) for entry in json.loads(self.path.read_text())]
         except FileNotFoundError:
             return []
@@ -286,8 +287,6 @@ redirect to :{self.proxy_port}; }}
 
 
 def _wait_listening(netns: str, port: int, timeout: float = 10.0) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = network.sh("ip", "netns", "exec", netns, "ss", "-Hltn", f"sport = :{port}")
@@ -321,8 +320,6 @@ class DiskFull:
         return {"data": data}
 
     def revert(self, lab: Lab, injection: Injection) -> None:
-        from operator_ai.lab.runtime import TMPFS_SIZE
-
         data = injection.state["data"]
         lab.in_mounts("rm", "-f", f"{data}/{FILL_FILE}")
         lab.in_mounts("mount", "-o", f"remount,size={TMPFS_SIZE}", data)
@@ -346,8 +343,6 @@ class ClockSkew:
     target = NODE
 
     def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        import shutil
-
         seconds = int(_number(params, "seconds", -(10**7), 10**7))
         node = lab.state.node(target)
         binary = shutil.which(node.command[0]) or node.command[0]

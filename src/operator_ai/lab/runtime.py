@@ -16,14 +16,13 @@ from pathlib import Path
 
 from operator_ai.errors import LabError, SubjectUnreachable
 from operator_ai.lab import network, procs
-from operator_ai.lab.state import LOOPBACK, NETNS, LabDir, LabState, Node
+from operator_ai.lab.state import LOOPBACK, NETNS, TMPFS_SIZE, LabDir, LabState, Node
 from operator_ai.lab.supervisor import Supervisor
 from operator_ai.lab.supervisor import render_config as render_supervisor
 from operator_ai.lab.supervisor import start as start_supervisor
 from operator_ai.subjects import Observation, Subject, load_subject
 
 Progress = Callable[[str], None]
-TMPFS_SIZE = "512m"
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -213,6 +212,17 @@ class Lab:
         script = self.path / "run" / f"{node.name}.sh"
         script.write_text(f"#!/bin/sh\n# Written by `operator lab up`.\nexec {line}\n")
         os.chmod(script, 0o644)
+
+    def heal(self, progress: Progress = _quiet, timeout: float = 30.0) -> None:
+        """Revert every active fault, start every node, and wait until nothing is broken."""
+        from operator_ai.lab import faults
+
+        for injection in faults.Injections(self.path).active():
+            progress(f"reverting {injection.fault} on {injection.target}")
+            faults.revert(self, injection.id)
+        for node in self.state.nodes:
+            self.supervisor.start(node.name)
+        self._wait_ready(progress, timeout)
 
     def _wait_ready(self, progress: Progress, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

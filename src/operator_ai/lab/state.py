@@ -32,6 +32,8 @@ from operator_ai.errors import LabError
 NETNS = "netns"
 LOOPBACK = "loopback"
 MODES = (NETNS, LOOPBACK)
+TMPFS_SIZE = "512m"
+"""Each node's data tmpfs in netns mode (only what is used costs memory)."""
 
 
 @dataclass

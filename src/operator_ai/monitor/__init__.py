@@ -104,7 +104,10 @@ class Monitor:
         transitions = []
         for v in violations:
             first = self._first_seen.setdefault(v.key, now)
-            if v.key not in live and (now - first).total_seconds() < self.grace.get(v.invariant, 0):
+            # Sightings come once per interval: a breach seen across the grace period, to
+            # within half a cycle of jitter, has lasted it.
+            lasted = (now - first).total_seconds() + self.interval / 2
+            if v.key not in live and lasted < self.grace.get(v.invariant, 0):
                 continue
             returning = v.key in live and live[v.key].cleared_at is not None
             seen = replace(v, first_seen_at=first)

@@ -75,10 +75,16 @@ def trial(lab: Lab, store: Store, fault: str, target: str, interval: float) -> f
 def settle(store: Store, timeout: float = 30.0) -> None:
     """Wait until the monitor has cleared every ticket, so the next trial starts clean."""
     deadline = time.monotonic() + timeout
-    while store.live() and time.monotonic() < deadline:
+    while open_tickets(store) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if store.live():
-        raise RuntimeError(f"tickets stayed open after healing: {[t.key for t in store.live()]}")
+    if open_tickets(store):
+        raise RuntimeError(f"tickets stayed open after healing: {open_tickets(store)}")
+
+
+def open_tickets(store: Store) -> list[str]:
+    # Killing the leader trial after trial is leader flapping, rightly reported; its ticket
+    # names the cluster, not a trial's target, and clears a minute after the last kill.
+    return [t.key for t in store.live() if t.invariant != "leader_flapping"]
 
 
 def main() -> int:

@@ -203,6 +203,16 @@ def _peers(lab: Lab, target: str) -> str:
     return ", ".join(n.address for n in lab.state.nodes if n.name != target)
 
 
+def _drop_rules(lab: Lab, target: str, fault: str, inbound: str, outbound: str) -> dict[str, Any]:
+    """Load a filter table in the node's namespace; revert deletes the table."""
+    netns, table = _netns(lab, target), f"operator_{fault}"
+    _nft(netns, f"""table inet {table} {{
+  chain in {{ type filter hook input priority -10; {inbound} }}
+  chain out {{ type filter hook output priority -10; {outbound} }}
+}}""", fault)  # fmt: skip
+    return {"netns": netns, "table": table}
+
+
 class Partition:
     name = "partition"
     description = "drop all traffic between the node and its peers (host and ops still reach it)"
@@ -211,13 +221,10 @@ class Partition:
     target = NODE
 
     def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        netns, table = _netns(lab, target), "operator_partition"
         peers = _peers(lab, target)
-        _nft(netns, f"""table inet {table} {{
-  chain in {{ type filter hook input priority -10; ip saddr {{ {peers} }} drop; }}
-  chain out {{ type filter hook output priority -10; ip daddr {{ {peers} }} drop; }}
-}}""", self.name)  # fmt: skip
-        return {"netns": netns, "table": table}
+        return _drop_rules(
+            lab, target, self.name, f"ip saddr {{ {peers} }} drop;", f"ip daddr {{ {peers} }} drop;"
+        )
 
     def revert(self, lab: Lab, injection: Injection) -> None:
         _drop_table(injection.state["netns"], injection.state["table"])
@@ -232,14 +239,10 @@ class Loss:
 
     def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
         percent = _number(params, "percent", 0, 100)
-        netns, table = _netns(lab, target), "operator_loss"
-        rule = f'iifname "eth0" numgen random mod 100 < {int(percent)} drop;'
-        out = rule.replace("iifname", "oifname")
-        _nft(netns, f"""table inet {table} {{
-  chain in {{ type filter hook input priority -10; {rule} }}
-  chain out {{ type filter hook output priority -10; {out} }}
-}}""", self.name)  # fmt: skip
-        return {"netns": netns, "table": table}
+        rule = f"numgen random mod 100 < {int(percent)} drop;"
+        return _drop_rules(
+            lab, target, self.name, f'iifname "eth0" {rule}', f'oifname "eth0" {rule}'
+        )
 
     def revert(self, lab: Lab, injection: Injection) -> None:
         _drop_table(injection.state["netns"], injection.state["table"])

@@ -6,12 +6,13 @@ import base64
 import json
 import os
 import signal
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from operator_ai.errors import LabError
+from operator_ai.errors import LabError, SubjectUnreachable
 from operator_ai.lab import network
 from operator_ai.lab.faults import CLUSTER, NODE, DiskFull, Fault, Injection
 from operator_ai.lab.state import MODES, NETNS
@@ -27,9 +28,18 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def etcdctl(lab: Lab, *args: str) -> str:
-    endpoints = ",".join(n.url() for n in lab.state.nodes)
+def etcdctl(lab: Lab, *args: str, nodes: list[str] | None = None) -> str:
+    chosen = [n for n in lab.state.nodes if nodes is None or n.name in nodes]
+    endpoints = ",".join(n.url() for n in chosen)
     return network.sh("etcdctl", f"--endpoints={endpoints}", "--command-timeout=20s", *args)
+
+
+def compact(lab: Lab, nodes: list[str] | None = None) -> None:
+    """Drop the key history and give the space back, on ``nodes`` (all by default)."""
+    status = _json(etcdctl(lab, "endpoint", "status", "-w", "json", nodes=nodes))
+    current = max(int(m["Status"]["header"]["revision"]) for m in status)
+    etcdctl(lab, "compaction", "--physical", str(current), nodes=nodes)
+    etcdctl(lab, "defrag", nodes=nodes)
 
 
 class NoSpace:
@@ -54,10 +64,7 @@ class NoSpace:
 
     def revert(self, lab: Lab, injection: Injection) -> None:
         etcdctl(lab, "del", "--prefix", NOSPACE_PREFIX)
-        revision = etcdctl(lab, "endpoint", "status", "-w", "json")
-        current = max(int(m["Status"]["header"]["revision"]) for m in _json(revision))
-        etcdctl(lab, "compaction", "--physical", str(current))
-        etcdctl(lab, "defrag", "--cluster")
+        compact(lab)
         etcdctl(lab, "alarm", "disarm")
 
 
@@ -123,6 +130,9 @@ class StaleWal:
                 disk.revert(lab, Injection(0, disk.name, target, {}, "", state=state))
                 raise LabError(f"{target} did not crash on its full disk")
         disk.revert(lab, Injection(0, disk.name, target, {}, "", state=state))
+        # The big writes leave history that would trip db_near_quota; only the WAL is the fault.
+        etcdctl(lab, "del", "--prefix", "operator-fault/wal/", nodes=[leader])
+        compact(lab, [n.name for n in lab.state.nodes if n.name != target])
         wal_dir = f"{state['data']}/member/wal"
         newest = sorted(lab.in_mounts("ls", wal_dir).split())[-1]
         lab.in_mounts("truncate", "-s", str(self.keep_bytes), f"{wal_dir}/{newest}")
@@ -144,6 +154,23 @@ class StaleWal:
         config["initial-cluster-state"] = "existing"
         config_path.write_text(json.dumps(config, indent=2) + "\n")
         lab.supervisor.start(name)
+        # The new member replays the raft log, big writes included; defrag gives the space back.
+        _wait_caught_up(lab, name)
+        etcdctl(lab, "defrag", nodes=[name])
+
+
+def _wait_caught_up(lab: Lab, name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            nodes = lab.observe().nodes
+        except SubjectUnreachable:
+            nodes = {}
+        applied = [m["raft_applied"] for o, m in nodes.items() if o != name and m["reachable"]]
+        if applied and nodes[name].get("raft_applied", 0) >= min(applied):
+            return
+        time.sleep(0.5)
+    raise LabError(f"the replaced member {name} did not catch up within {timeout:.0f} s")
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (NoSpace(), QuorumLoss(), StaleWal())}

@@ -75,6 +75,7 @@ class _Probe:
                 leader_id=status.get("leader", "0"),
                 term=int(status.get("raftTerm", 0)),
                 raft_index=int(status.get("raftIndex", 0)),
+                raft_applied=int(status.get("raftAppliedIndex", 0)),
                 db_size=int(status.get("dbSize", 0)),
                 db_in_use=int(status.get("dbSizeInUse", 0)),
                 version=status.get("version"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,3 +67,25 @@ def cycle_for(monitor: Monitor, seconds: float) -> None:
     while time.monotonic() < deadline:
         monitor.cycle()
         time.sleep(0.5)
+
+
+@contextmanager
+def running_monitor(store: Store, lab: Lab, interval: float = 0.5) -> Iterator[Monitor]:
+    """The real monitor, cycling on a thread for as long as the block runs."""
+    monitor = Monitor(store, lab, interval=interval)
+    stop = threading.Event()
+    thread = threading.Thread(target=monitor.run, args=(lambda t: None, stop), daemon=True)
+    thread.start()
+    try:
+        yield monitor
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
+        time.sleep(0.2)

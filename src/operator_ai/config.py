@@ -38,6 +38,10 @@ class Settings(BaseModel):
         "operator-lab", description="The unprivileged user lab nodes and the sandbox run as"
     )
     model: str | None = Field(None, description="Model spec, e.g. anthropic:claude-sonnet-4-5")
+    summary_model: str | None = Field(
+        None,
+        description="Small model for one-line audit summaries, e.g. anthropic:claude-haiku-4-5",
+    )
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None

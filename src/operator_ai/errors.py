@@ -14,9 +14,14 @@ cross into our code, with ``raise Ours(...) from exc``, so the CLI catches only 
         └── LeaseLost          the worker no longer holds the ticket's claim
     ├── LabError               the lab cannot be brought up, found, or changed
     │   └── FaultUnsupported   a fault cannot run here (kernel, privileges, mode, binary)
-    └── SubjectError           anything about one subject system
-        ├── UnknownSubject     no plugin registered under that name
-        └── SubjectUnreachable no member of the system answered an observation
+    ├── SubjectError           anything about one subject system
+    │   ├── UnknownSubject     no plugin registered under that name
+    │   └── SubjectUnreachable no member of the system answered an observation
+    ├── ModelError             anything about a language model provider
+    │   ├── NoModel            no model configured, or a spec that names no provider
+    │   ├── ModelUnavailable   the API kept failing (rate limits, 5xx, overload, network)
+    │   └── ModelRejected      the API refused the request for good (auth, bad request)
+    └── SandboxError           the sandbox itself cannot start or run a command
 """
 
 from __future__ import annotations
@@ -79,3 +84,27 @@ class UnknownSubject(SubjectError):
 
 class SubjectUnreachable(SubjectError):
     hint = "Check that the lab is up (`operator lab status`) and that its nodes are running."
+
+
+class ModelError(OperatorError):
+    pass
+
+
+class NoModel(ModelError):
+    hint = (
+        "Set ANTHROPIC_API_KEY and pass --model anthropic:claude-sonnet-4-5, or OPENAI_API_KEY "
+        "and --model openai:gpt-4.1; a local server: --model openai:NAME@http://HOST:PORT/v1; "
+        "no key at all: --model scripted:PATH.yaml. OPERATOR_MODEL sets a default."
+    )
+
+
+class ModelUnavailable(ModelError):
+    hint = "The provider kept failing after retries; the ticket returns to the queue."
+
+
+class ModelRejected(ModelError):
+    hint = "Check the API key and the model name in --model / OPERATOR_MODEL."
+
+
+class SandboxError(OperatorError):
+    hint = "Run `make setup` (it installs bubblewrap), or `operator lab status` for the lab."

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from operator_ai import __version__
-from operator_ai.cli import audit, chaos, config_cmd, lab, monitor, subjects, tickets
+from operator_ai.cli import agent, audit, chaos, config_cmd, lab, monitor, subjects, tickets
 from operator_ai.cli.context import AppContext
 from operator_ai.cli.output import err_console
 from operator_ai.errors import OperatorError
@@ -20,6 +20,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(tickets.app, name="tickets")
+app.add_typer(agent.app, name="agent")
 app.add_typer(audit.app, name="audit")
 app.add_typer(lab.app, name="lab")
 app.add_typer(chaos.app, name="chaos")

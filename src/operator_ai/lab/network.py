@@ -99,6 +99,14 @@ def create(prefix: str, subnet: ipaddress.IPv4Network, members: Sequence[str]) -
     return addresses
 
 
+def fence_ops(prefix: str, host_address: str) -> None:
+    """Keep the ops namespace (the agent's sandbox) off the host: the host may open
+    connections into the lab, but nothing in ops may open one to the host's address."""
+    nft(f"{prefix}-ops", f"""table inet operator_fence {{
+  chain out {{ type filter hook output priority 0; ip daddr {host_address} ct state new drop; }}
+}}""")  # fmt: skip
+
+
 def destroy(prefix: str) -> list[str]:
     """Delete every namespace and host link carrying ``prefix``; return what was removed."""
     removed = []

@@ -132,6 +132,7 @@ class Lab:
                 state.host_address = addresses["host"]
                 state.ops_address = addresses["ops"]
                 state.ops_netns = f"{state.prefix}-ops"
+                network.fence_ops(state.prefix, state.host_address)
                 state.nodes = [
                     Node(n, addresses[n], dict(subject.ports), f"{state.prefix}-{n}") for n in names
                 ]

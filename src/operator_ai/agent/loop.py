@@ -1,0 +1,233 @@
+"""The agent loop: ask the model, run its commands in the sandbox, verify with the monitor.
+
+A session ends by raising one of the ``End`` exceptions below, each carrying its outcome;
+``Agent.run`` catches them and always writes the closing record."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from operator_ai.agent.budget import Budget, Spend
+from operator_ai.agent.prompts import (
+    GIVE_UP,
+    for_model,
+    full_output,
+    still_failing,
+    system_prompt,
+    ticket_prompt,
+)
+from operator_ai.agent.summary import Summarizer
+from operator_ai.errors import LeaseLost, ModelError, SandboxError, StoreError
+from operator_ai.models import (
+    SHELL,
+    AssistantMessage,
+    Message,
+    Model,
+    ToolCall,
+    ToolResult,
+    ToolResults,
+    UserMessage,
+)
+from operator_ai.models.prices import cost
+from operator_ai.sandbox import DEFAULT_TIMEOUT, Sandbox
+from operator_ai.store import AuditKind, Claim, Outcome, Status, Store
+
+EMPTY_REPLY = "Your reply was empty. Call the shell tool, or say what you found and did."
+
+
+class End(Exception):
+    outcome: Outcome
+
+
+class Resolved(End):
+    outcome = Outcome.RESOLVED
+
+
+class Escalated(End):
+    outcome = Outcome.ESCALATED
+
+
+class Failed(End):
+    outcome = Outcome.FAILED
+
+
+class Interrupted(End):
+    outcome = Outcome.INTERRUPTED
+
+
+Listener = Callable[[str, dict[str, object]], None]
+
+
+@dataclass
+class Agent:
+    """Works one claimed ticket to an outcome."""
+
+    store: Store
+    model: Model
+    sandbox: Sandbox
+    subject: str
+    briefing: str
+    budget: Budget = field(default_factory=Budget)
+    settle_seconds: float = 30.0
+    command_timeout: float = DEFAULT_TIMEOUT
+    lease_seconds: float = 120.0
+    backoff_seconds: float = 60.0
+    summarize: Summarizer = field(default_factory=Summarizer)
+    stop: threading.Event = field(default_factory=threading.Event)
+    listener: Listener = lambda kind, data: None
+
+    def run(self, claim: Claim) -> Outcome:
+        self.session, self.ticket = claim.session.id, claim.ticket
+        self.spend = Spend()
+        self.lease_lost = threading.Event()
+        finished = threading.Event()
+        self._emit("claimed", key=claim.ticket.key, model=self.model.spec)
+        started = f"session started on {claim.ticket.key} with model {self.model.spec}"
+        self._audit(AuditKind.NOTE, f"{started}, sandbox {self.sandbox.name}; {self.budget}")
+        keeper = threading.Thread(target=self._keep_lease, args=(finished,), daemon=True)
+        keeper.start()
+        try:
+            self._converse()
+            raise AssertionError("the conversation ends by raising")  # pragma: no cover
+        except End as end:
+            outcome, reason = end.outcome, str(end)
+        except ModelError as exc:
+            outcome, reason = Outcome.FAILED, f"model error: {exc}"
+        except SandboxError as exc:
+            outcome, reason = Outcome.FAILED, f"sandbox error: {exc}"
+        finally:
+            finished.set()
+        keeper.join()
+        self._close(outcome, reason)
+        return outcome
+
+    def _converse(self) -> None:
+        system = system_prompt(self.subject, self.briefing, self.command_timeout)
+        events = self.store.events(self.ticket.id)
+        messages: list[Message] = [UserMessage(ticket_prompt(self.ticket, events))]
+        while True:
+            self._check()
+            turn = self.model.complete(system, messages, [SHELL])
+            self.spend.steps += 1
+            self.spend.usage += turn.usage
+            self.spend.cost += cost(self.model.name, turn.usage)
+            messages.append(AssistantMessage(turn))
+            if turn.text.strip():
+                self._audit(AuditKind.REASONING, turn.text, summary=self.summarize(turn.text))
+                self._emit("reasoning", text=turn.text)
+            if turn.tool_calls:
+                messages.append(ToolResults(tuple(self._call(c) for c in turn.tool_calls)))
+            elif not turn.text.strip():
+                self._audit(AuditKind.NOTE, "the model returned an empty reply; asked again")
+                messages.append(UserMessage(EMPTY_REPLY))
+            elif turn.text.lstrip().startswith(GIVE_UP):
+                raise Escalated(turn.text.lstrip()[len(GIVE_UP) :].strip() or "the agent gave up")
+            else:
+                messages.append(UserMessage(self._verify()))
+
+    def _call(self, call: ToolCall) -> ToolResult:
+        command = call.arguments.get("command")
+        problem = (
+            f"unknown tool {call.name!r}; the only tool is shell(command, reasoning)"
+            if call.name != SHELL.name
+            else call.error
+            or (None if isinstance(command, str) and command.strip() else "no command given")
+        )
+        if problem:
+            self._audit(
+                AuditKind.NOTE, f"rejected tool call {call.name}({call.arguments}): {problem}"
+            )
+            return ToolResult(call.id, f"error: {problem}", is_error=True)
+        if self.stop.is_set() or self.lease_lost.is_set():
+            return ToolResult(call.id, "not run: the worker is stopping", is_error=True)
+        assert isinstance(command, str)
+        reasoning = str(call.arguments.get("reasoning", ""))
+        params = {"command": command, "reasoning": reasoning}
+        self._audit(AuditKind.TOOL_CALL, command, tool=SHELL.name, params=params)
+        self._emit("command", command=command, reasoning=reasoning)
+        result = self.sandbox.run(command, self.command_timeout)
+        self.spend.commands += 1
+        output = full_output(result)
+        self._audit(
+            AuditKind.TOOL_RESULT,
+            output,
+            summary=self.summarize(output),
+            tool=SHELL.name,
+            exit_code=result.exit_code,
+            duration_ms=result.duration_ms,
+        )
+        self._emit("result", exit_code=result.exit_code, output=output, ms=result.duration_ms)
+        return ToolResult(call.id, for_model(result), is_error=result.exit_code != 0)
+
+    def _verify(self) -> str:
+        """Wait for the monitor to see the invariant hold; resolve, or say what still fails."""
+        key = self.ticket.key
+        wait = f"waiting up to {self.settle_seconds:g} s for the monitor to confirm {key} holds"
+        self._audit(AuditKind.VERIFICATION, wait)
+        deadline = time.monotonic() + self.settle_seconds
+        while True:
+            ticket = self.store.ticket(self.ticket.id)
+            if ticket.status != Status.WORKING or self.lease_lost.is_set():
+                raise Interrupted(f"the ticket was taken out of this session ({ticket.status})")
+            if ticket.cleared_at is not None:
+                seen = f"{ticket.cleared_at:%H:%M:%S} UTC"
+                self._audit(
+                    AuditKind.VERIFICATION, f"confirmed: the monitor saw {key} hold at {seen}"
+                )
+                raise Resolved(f"verified: the monitor saw {key} hold again at {seen}")
+            if time.monotonic() >= deadline or self.stop.is_set():
+                break
+            time.sleep(0.25)
+        message = still_failing(ticket, self.settle_seconds)
+        self._audit(AuditKind.VERIFICATION, f"not confirmed: {ticket.message}")
+        self._emit("unverified", message=ticket.message)
+        return message
+
+    def _check(self) -> None:
+        if self.lease_lost.is_set():
+            raise Interrupted("the lease was lost: another worker or a human took the ticket")
+        if self.stop.is_set():
+            raise Interrupted("the worker was asked to stop")
+        reason = self.spend.over(self.budget)
+        if reason:
+            raise Escalated(reason)
+
+    def _keep_lease(self, finished: threading.Event) -> None:
+        while not finished.wait(self.lease_seconds / 3):
+            try:
+                self.store.renew(self.session, self.lease_seconds)
+            except LeaseLost:
+                self.lease_lost.set()
+                return
+            except StoreError:
+                continue  # the store may be back before the lease runs out
+
+    def _close(self, outcome: Outcome, reason: str) -> None:
+        self._audit(AuditKind.NOTE, f"session {outcome}: {reason}")
+        failures = sum(s.outcome == Outcome.FAILED for s in self.store.sessions(self.ticket.id))
+        backoff = min(self.backoff_seconds * 2**failures, 900.0)
+        usage = self.spend.usage
+        try:
+            self.store.end_session(
+                self.session,
+                outcome,
+                reason,
+                steps=self.spend.steps,
+                tokens_in=usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
+                tokens_out=usage.output_tokens,
+                cost_usd=self.spend.cost,
+                backoff_seconds=backoff if outcome == Outcome.FAILED else 0.0,
+            )
+        except LeaseLost:
+            reason += " (the session had already been taken over)"
+        self._emit("ended", outcome=str(outcome), reason=reason)
+
+    def _audit(self, kind: AuditKind, content: str, **fields: Any) -> None:
+        self.store.append_audit(self.session, kind, content, **fields)
+
+    def _emit(self, kind: str, **data: object) -> None:
+        self.listener(kind, {"session": self.session, "ticket": self.ticket.id, **data})

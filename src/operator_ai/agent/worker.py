@@ -1,0 +1,120 @@
+"""Workers: claim tickets and hand each to a fresh ``Agent``, until asked to stop."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from operator_ai.agent.budget import Budget
+from operator_ai.agent.loop import Agent, Listener
+from operator_ai.agent.summary import Summarizer
+from operator_ai.config import Settings
+from operator_ai.errors import LabError, OperatorError
+from operator_ai.lab import Lab, LabDir
+from operator_ai.models.spec import load_model
+from operator_ai.sandbox import DEFAULT_TIMEOUT, sandbox_for
+from operator_ai.store import Claim, Outcome, Store
+from operator_ai.subjects import load_subject
+
+AgentFor = Callable[[Claim], Agent]
+
+
+def worker_name(index: int) -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-w{index}"
+
+
+def work(
+    store: Store,
+    name: str,
+    agent_for: AgentFor,
+    stop: threading.Event,
+    *,
+    model: str,
+    lease_seconds: float,
+    once: bool = False,
+    poll: float = 1.0,
+    on_error: Callable[[str, OperatorError], None] = lambda name, exc: None,
+) -> list[Outcome]:
+    """Claim and work tickets one at a time. With ``once``, work at most one and return."""
+    outcomes: list[Outcome] = []
+    while not stop.is_set():
+        store.release_expired()  # tickets of workers that died go back to the queue first
+        claim = store.claim(name, lease_seconds, model=model)
+        if claim is None:
+            if once:
+                break
+            stop.wait(poll)
+            continue
+        try:
+            agent = agent_for(claim)
+        except OperatorError as exc:  # no lab or sandbox for this ticket: let it wait
+            on_error(name, exc)
+            store.end_session(claim.session.id, Outcome.FAILED, str(exc), backoff_seconds=60)
+            outcomes.append(Outcome.FAILED)
+        else:
+            outcomes.append(agent.run(claim))
+        if once:
+            break
+    return outcomes
+
+
+def run_workers(count: int, target: Callable[[str], object]) -> None:
+    """Run ``target(worker_name)`` on ``count`` threads and wait for them all."""
+    threads = [
+        threading.Thread(target=target, args=(worker_name(i),), name=worker_name(i))
+        for i in range(1, count + 1)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """How every session of a run is set up: the CLI's flags, resolved."""
+
+    model: str
+    budget: Budget = field(default_factory=Budget)
+    settle_seconds: float = 30.0
+    command_timeout: float = DEFAULT_TIMEOUT
+    unsafe_host: bool = False
+    lab: str | None = None  # default: the lab named after the ticket's subject
+
+
+def agent_factory(
+    settings: Settings,
+    store: Store,
+    options: AgentOptions,
+    stop: threading.Event,
+    listener: Listener,
+) -> AgentFor:
+    """Build a fresh Agent for each claim: its lab, sandbox, briefing and model."""
+    summarize = Summarizer(
+        load_model(settings.summary_model, settings) if settings.summary_model else None
+    )
+
+    def agent_for(claim: Claim) -> Agent:
+        lab = Lab(LabDir(settings.home, options.lab or claim.ticket.subject))
+        if not lab.running():
+            raise LabError(f"lab {lab.dir.name!r} for ticket #{claim.ticket.id} is not running")
+        subject = load_subject(lab.state.subject)
+        return Agent(
+            store=store,
+            model=load_model(options.model, settings),
+            sandbox=sandbox_for(lab, settings.home, unsafe_host=options.unsafe_host),
+            subject=subject.name,
+            briefing=subject.briefing(lab.state, lab.path),
+            budget=options.budget,
+            settle_seconds=options.settle_seconds,
+            command_timeout=options.command_timeout,
+            lease_seconds=settings.lease_seconds,
+            summarize=summarize,
+            stop=stop,
+            listener=listener,
+        )
+
+    return agent_for

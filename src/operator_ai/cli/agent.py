@@ -1,0 +1,123 @@
+"""`operator agent`: workers that claim tickets and let a model repair the lab, verified."""
+
+from __future__ import annotations
+
+import json as _json
+import signal
+import threading
+from datetime import UTC, datetime
+from types import FrameType
+
+import typer
+from rich.markup import escape
+
+from operator_ai.agent import Budget, run_workers, work
+from operator_ai.agent.worker import AgentOptions, agent_factory
+from operator_ai.cli.context import app_context
+from operator_ai.cli.output import console, err_console, styled
+from operator_ai.errors import NoModel, OperatorError
+from operator_ai.models.spec import load_model
+
+app = typer.Typer(help="Run agent workers on the ticket queue.", no_args_is_help=True)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="anthropic:NAME, openai:NAME[@BASE_URL] or scripted:PATH (default: OPERATOR_MODEL).",
+    ),
+    workers: int = typer.Option(1, "--workers", min=1, help="Tickets worked at the same time."),
+    once: bool = typer.Option(False, "--once", help="Each worker takes at most one ticket."),
+    max_steps: int = typer.Option(30, "--max-steps", min=1, help="Model turns per session."),
+    max_tokens: int = typer.Option(1_000_000, "--max-tokens", min=1, help="Tokens per session."),
+    max_minutes: float = typer.Option(15.0, "--max-minutes", help="Wall time per session."),
+    max_cost: float = typer.Option(2.0, "--max-cost", help="USD per session."),
+    settle: float = typer.Option(
+        30.0, "--settle", help="Seconds to wait for the monitor to confirm a fix."
+    ),
+    command_timeout: float = typer.Option(
+        120.0, "--command-timeout", help="Seconds before a command's sandbox is torn down."
+    ),
+    lab_name: str | None = typer.Option(
+        None, "--lab", help="The lab to work in (default: the one named after the subject)."
+    ),
+    unsafe_host: bool = typer.Option(
+        False, "--unsafe-host", help="Run commands on the host, without the sandbox. Unsafe."
+    ),
+    json: bool = typer.Option(False, "--json", help="Print each event as a JSON line."),
+) -> None:
+    """Claim tickets and work each to a verified outcome. Needs `operator monitor run` (or
+    `operator run`) alongside: only the monitor can confirm a fix."""
+    context = app_context(ctx)
+    settings = context.settings
+    spec = model or settings.model
+    if not spec:
+        raise NoModel("no model configured")
+    load_model(spec, settings)  # fail now, not in the first session, on a bad spec or key
+    if unsafe_host:
+        err_console.print("[bold red]warning:[/] --unsafe-host: commands run on this host as you")
+    options = AgentOptions(
+        model=spec,
+        budget=Budget(max_steps, max_tokens, max_minutes, max_cost),
+        settle_seconds=settle,
+        command_timeout=command_timeout,
+        unsafe_host=unsafe_host,
+        lab=lab_name,
+    )
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    show = _print_json if json else _print
+    store = context.store
+    agent_for = agent_factory(settings, store, options, stop, show)
+
+    def on_error(worker: str, exc: OperatorError) -> None:
+        show("error", {"message": str(exc), "hint": exc.hint})
+
+    def target(name: str) -> None:
+        work(store, name, agent_for, stop, model=spec, lease_seconds=settings.lease_seconds,
+             once=once, on_error=on_error)  # fmt: skip
+
+    if not json:
+        mode = "one ticket each" if once else "Ctrl-C stops"
+        err_console.print(f"agent: {workers} worker(s) with {spec}; {mode}")
+    run_workers(workers, target)
+
+
+def _print_json(kind: str, data: dict[str, object]) -> None:
+    record = {"at": datetime.now(UTC).isoformat(), "worker": threading.current_thread().name}
+    print(_json.dumps({**record, "event": kind, **data}, default=str), flush=True)
+
+
+def _print(kind: str, data: dict[str, object]) -> None:
+    who = f"{datetime.now():%H:%M:%S} [dim]{threading.current_thread().name}[/]"
+    ticket = f"#{data.get('ticket')}"
+    if kind == "claimed":
+        line = f"[bold]claimed[/] {ticket} {data['key']} (session {data['session']})"
+    elif kind == "reasoning":
+        line = f"  [italic]{escape(_first_line(str(data['text'])))}[/]"
+    elif kind == "command":
+        line = f"  [bold cyan]$ {escape(str(data['command']))}[/]"
+    elif kind == "result":
+        code = data["exit_code"]
+        mark = "[green]exit 0[/]" if code == 0 else f"[red]exit {code}[/]"
+        line = f"    {mark} {escape(_first_line(str(data['output'])))}"
+    elif kind == "unverified":
+        line = f"  [yellow]not verified yet:[/] {escape(str(data['message']))}"
+    elif kind == "ended":
+        line = f"{styled(str(data['outcome']))} {ticket}: {escape(str(data['reason']))}"
+    else:
+        line = f"[red]{kind}:[/] {escape(str(data.get('message')))}"
+    console.print(f"{who} {line}", soft_wrap=True)
+
+
+def _first_line(text: str, width: int = 100) -> str:
+    line = next((s for s in text.splitlines() if s.strip()), "")
+    return line if len(line) <= width else line[: width - 1] + "…"

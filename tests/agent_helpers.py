@@ -1,0 +1,56 @@
+"""Helpers for agent tests: scripted models written on the fly, and a model that records
+what it was sent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from operator_ai.config import Settings
+from operator_ai.models import Message, Model, Tool, ToolResults, Turn, UserMessage
+from operator_ai.models.spec import load_model
+
+
+def scripted(path: Path, *turns: dict[str, Any]) -> str:
+    """Write a script of turns and return its model spec."""
+    path.write_text(yaml.safe_dump({"turns": list(turns)}))
+    return f"scripted:{path}"
+
+
+def shell(command: str, reasoning: str = "test step") -> dict[str, Any]:
+    return {"text": f"Running {command}", "shell": [{"command": command, "reasoning": reasoning}]}
+
+
+@dataclass
+class Recording:
+    """A real model, with every conversation it was sent kept for the test to read."""
+
+    model: Model
+    sent: list[list[Message]] = field(default_factory=list)
+
+    @property
+    def spec(self) -> str:
+        return self.model.spec
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def complete(self, system: str, messages: Sequence[Message], tools: Sequence[Tool]) -> Turn:
+        self.sent.append(list(messages))
+        return self.model.complete(system, messages, tools)
+
+    def tool_results(self) -> list[str]:
+        last = self.sent[-1]
+        return [r.content for m in last if isinstance(m, ToolResults) for r in m.results]
+
+    def user_texts(self) -> list[str]:
+        return [m.text for m in self.sent[-1] if isinstance(m, UserMessage)]
+
+
+def recording(spec: str, settings: Settings) -> Recording:
+    return Recording(load_model(spec, settings))

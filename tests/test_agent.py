@@ -1,0 +1,210 @@
+"""The agent loop against the scripted model and the host sandbox: bad model output,
+verification, budgets, giving up, stopping and lost leases. Here the test plays the monitor
+by clearing the ticket in the store; tests/test_agent_lab.py runs the real monitor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent_helpers import Recording, recording, scripted, shell
+from conftest import run_cli
+from operator_ai.agent import Agent, Budget
+from operator_ai.agent.prompts import for_model
+from operator_ai.config import Settings
+from operator_ai.sandbox import CommandResult
+from operator_ai.sandbox.host import HostSandbox
+from operator_ai.store import AuditKind, Claim, Outcome, Status, Store, Violation
+
+KEY = "etcd:member_down:etcd2"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path, db=f"sqlite:///{tmp_path / 'operator.db'}")
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    with Store(settings.db) as s:
+        yield s
+
+
+def claim(store: Store) -> Claim:
+    store.report_violation(Violation("etcd", "member_down", "etcd2", "etcd2 is down"))
+    claimed = store.claim("worker-1", 60)
+    assert claimed is not None
+    return claimed
+
+
+def agent(store: Store, model: Recording, **options: object) -> Agent:
+    return Agent(
+        store=store,
+        model=model,
+        sandbox=HostSandbox(),
+        subject="etcd",
+        briefing="(a test cluster)",
+        settle_seconds=0.5,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def clear_after_commands(store: Store, count: int = 1):  # type: ignore[no-untyped-def]
+    """A listener that plays the monitor: the violation is gone after ``count`` commands."""
+    seen = []
+
+    def listener(kind: str, data: dict[str, object]) -> None:
+        if kind == "result":
+            seen.append(data)
+            if len(seen) >= count:
+                store.clear(KEY)
+
+    return listener
+
+
+def test_a_fix_the_monitor_confirms_resolves_the_ticket_with_a_complete_audit(
+    tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    spec = scripted(tmp_path / "s.yaml", shell("echo restarting etcd2"), {"text": "Fixed."})
+    model = recording(spec, settings)
+    c = claim(store)
+    outcome = agent(store, model, listener=clear_after_commands(store)).run(c)
+
+    assert outcome == Outcome.RESOLVED
+    ticket = store.ticket(c.ticket.id)
+    assert (ticket.status, ticket.resolved_by) == (Status.RESOLVED, "agent")
+    entries = store.audit_entries(c.session.id)
+    kinds = [e.kind for e in entries]
+    call = kinds.index(AuditKind.TOOL_CALL)
+    assert kinds[call + 1] == AuditKind.TOOL_RESULT  # logged before it ran, result after
+    assert entries[call].params == {"command": "echo restarting etcd2", "reasoning": "test step"}
+    assert entries[call + 1].exit_code == 0
+    assert "restarting etcd2" in entries[call + 1].content
+    assert any(e.kind == AuditKind.VERIFICATION and "confirmed" in e.content for e in entries)
+    assert store.session(c.session.id).outcome == Outcome.RESOLVED
+    assert store.verify_audit().ok
+
+
+def test_bad_model_output_is_recorded_and_answered_with_errors(
+    tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    spec = scripted(
+        tmp_path / "s.yaml",
+        {"text": "", "calls": [{"name": "shell", "arguments": "{not json"}]},
+        {"text": "", "calls": [{"name": "kubectl", "arguments": {"command": "get pods"}}]},
+        {"text": ""},
+        {"text": "", "calls": [{"name": "shell", "arguments": {"reasoning": "no command"}}]},
+        shell("echo fine"),
+        {"text": "Done."},
+    )
+    model = recording(spec, settings)
+    c = claim(store)
+    outcome = agent(store, model, listener=clear_after_commands(store)).run(c)
+
+    assert outcome == Outcome.RESOLVED
+    answers = "\n".join(model.tool_results())
+    assert "unknown tool 'kubectl'" in answers
+    assert "no command given" in answers
+    assert answers.count("error:") == 3
+    assert any("empty" in t for t in model.user_texts())
+    notes = [e.content for e in store.audit_entries(c.session.id) if e.kind == AuditKind.NOTE]
+    assert sum("rejected tool call" in n for n in notes) == 3
+    assert any("empty reply" in n for n in notes)
+
+
+def test_claiming_success_without_a_fix_never_resolves_and_escalates_on_budget(
+    tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    spec = scripted(
+        tmp_path / "s.yaml",
+        shell("true"),
+        {"text": "I restarted it, all good."},
+        {"text": "It is definitely fixed now."},
+    )
+    model = recording(spec, settings)
+    c = claim(store)
+    outcome = agent(store, model, budget=Budget(max_steps=3)).run(c)
+
+    assert outcome == Outcome.ESCALATED
+    assert any("Verification failed" in t and KEY in t for t in model.user_texts())
+    ticket = store.ticket(c.ticket.id)
+    assert ticket.status == Status.ESCALATED
+    session = store.session(c.session.id)
+    assert "step budget spent: 3 of 3" in (session.summary or "")
+    unconfirmed = [
+        e for e in store.audit_entries(c.session.id)
+        if e.kind == AuditKind.VERIFICATION and e.content.startswith("not confirmed")
+    ]  # fmt: skip
+    assert len(unconfirmed) == 2
+
+
+def test_the_model_can_give_up_honestly(tmp_path: Path, settings: Settings, store: Store) -> None:
+    spec = scripted(tmp_path / "s.yaml", {"text": "ESCALATE: the disk is gone; needs a human"})
+    c = claim(store)
+    outcome = agent(store, recording(spec, settings)).run(c)
+    assert outcome == Outcome.ESCALATED
+    assert store.session(c.session.id).summary == "the disk is gone; needs a human"
+
+
+def test_token_and_cost_budgets_escalate(tmp_path: Path, settings: Settings, store: Store) -> None:
+    turn = {**shell("true"), "usage": {"input_tokens": 600, "output_tokens": 100}}
+    spec = scripted(tmp_path / "s.yaml", turn, turn, turn)
+    c = claim(store)
+    outcome = agent(store, recording(spec, settings), budget=Budget(max_tokens=1000)).run(c)
+    assert outcome == Outcome.ESCALATED
+    session = store.session(c.session.id)
+    assert "token budget spent: 1,400 of 1,000" in (session.summary or "")
+    assert (session.steps, session.tokens_in, session.tokens_out) == (2, 1200, 200)
+
+
+def test_a_stop_request_interrupts_and_releases_the_ticket(
+    tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    spec = scripted(tmp_path / "s.yaml", shell("echo one"), shell("echo two"))
+    c = claim(store)
+    a = agent(store, recording(spec, settings))
+    a.listener = lambda kind, data: a.stop.set() if kind == "result" else None
+    assert a.run(c) == Outcome.INTERRUPTED
+    assert store.ticket(c.ticket.id).status == Status.OPEN
+    commands = [e for e in store.audit_entries(c.session.id) if e.kind == AuditKind.TOOL_CALL]
+    assert [e.content for e in commands] == ["echo one"]
+
+
+def test_a_ticket_taken_by_a_human_interrupts_the_session(
+    tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    spec = scripted(tmp_path / "s.yaml", shell("echo one"), {"text": "Fixed."})
+    c = claim(store)
+    a = agent(store, recording(spec, settings))
+    a.listener = lambda kind, data: store.hold(c.ticket.id) if kind == "result" else None
+    assert a.run(c) == Outcome.INTERRUPTED
+    ticket = store.ticket(c.ticket.id)
+    assert ticket.held and ticket.status == Status.OPEN
+
+
+def test_the_model_sees_a_capped_result_with_exit_code_and_stderr() -> None:
+    big = "".join(f"line {i}\n" for i in range(20000))
+    result = CommandResult(3, big, "boom: failed", 1234)
+    text = for_model(result)
+    assert text.startswith("exit code 3 after 1.2 s")
+    assert "line 0\n" in text and "line 19999" in text
+    assert "bytes left out" in text and "boom: failed" in text
+    assert len(text) < 10_000
+
+
+def test_agent_run_without_a_model_says_how_to_configure_one(tmp_path: Path) -> None:
+    done = run_cli("agent", "run", "--once", home=tmp_path)
+    assert done.returncode == 1
+    assert "no model configured" in done.stderr
+    for needle in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "--model", "scripted:"):
+        assert needle in done.stderr
+
+
+def test_agent_run_with_a_broken_script_says_what_is_wrong(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("turns: [{shell: 3}]")
+    done = run_cli("agent", "run", "--once", "--model", f"scripted:{tmp_path / 'bad.yaml'}",
+                   home=tmp_path)  # fmt: skip
+    assert done.returncode == 1
+    assert "bad.yaml" in done.stderr

@@ -1,0 +1,213 @@
+"""The whole loop against a real etcd lab: a fault, the real monitor, the scripted model,
+the bwrap sandbox in the lab's ops namespace, and verification. Also what happens when a
+worker is killed or told to stop in the middle of a command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent_helpers import scripted, shell
+from conftest import run_cli
+from lab_helpers import ROOT, lab_home, live, running_lab, running_monitor, wait_for
+from operator_ai.agent import Budget, work
+from operator_ai.agent.worker import AgentOptions, agent_factory
+from operator_ai.config import Settings
+from operator_ai.lab import Lab
+from operator_ai.lab import faults as chaos
+from operator_ai.store import AuditKind, Outcome, Status, Store
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed"),
+    pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed"),
+    pytest.mark.skipif(not ROOT, reason="the sandbox in the lab's ops namespace needs root"),
+]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with lab_home() as home, running_lab(home) as lab:
+        yield lab
+
+
+@pytest.fixture
+def settings(lab: Lab, tmp_path: Path) -> Iterator[Settings]:
+    home = lab.dir.home
+    db = home / f"{tmp_path.name}.db"
+    try:
+        yield Settings(home=home, db=f"sqlite:///{db}", lease_seconds=3)
+    finally:
+        lab.heal()
+        db.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    with Store(settings.db) as s:
+        yield s
+
+
+def kill_follower(lab: Lab, store: Store) -> str:
+    leader = lab.leader()
+    target = next(n.name for n in lab.state.nodes if n.name != leader)
+    chaos.inject(lab, "kill", target, {})
+    wait_for(lambda: live(store, f"etcd:member_down:{target}"), what="the member_down ticket")
+    return target
+
+
+def run_one(settings: Settings, store: Store, spec: str, **options: object) -> list[Outcome]:
+    stop = threading.Event()
+    agent_for = agent_factory(
+        settings,
+        store,
+        AgentOptions(model=spec, **options),
+        stop,
+        lambda k, d: None,  # type: ignore[arg-type]
+    )
+    return work(store, "test-worker", agent_for, stop, model=spec,
+                lease_seconds=settings.lease_seconds, once=True)  # fmt: skip
+
+
+def supervisorctl(lab: Lab, *args: str) -> str:
+    return f"supervisorctl -c {lab.path}/supervisord.conf {' '.join(args)}"
+
+
+def test_the_agent_restarts_a_killed_follower_and_the_monitor_confirms_it(
+    lab: Lab, settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    with running_monitor(store, lab):
+        target = kill_follower(lab, store)
+        spec = scripted(
+            tmp_path / "fix.yaml",
+            shell(supervisorctl(lab, "status"), "see which member is down"),
+            shell(supervisorctl(lab, "start", target), "start the member that died"),
+            {"text": f"{target} had exited; I started it again."},
+        )
+        assert run_one(settings, store, spec, settle_seconds=20) == [Outcome.RESOLVED]
+
+    ticket = store.tickets()[0]
+    assert (ticket.status, ticket.resolved_by) == (Status.RESOLVED, "agent")
+    [session] = store.sessions(ticket.id)
+    entries = store.audit_entries(session.id)
+    calls = [e for e in entries if e.kind == AuditKind.TOOL_CALL]
+    results = [e for e in entries if e.kind == AuditKind.TOOL_RESULT]
+    assert [c.content for c in calls] == [supervisorctl(lab, "status"),
+                                         supervisorctl(lab, "start", target)]  # fmt: skip
+    assert [r.exit_code for r in results] == [3, 0]  # status exits 3 while a program is down
+    assert target in results[0].content and f"{target}: started" in results[1].content
+    assert any(e.kind == AuditKind.REASONING for e in entries)
+    assert any(e.kind == AuditKind.VERIFICATION and "confirmed" in e.content for e in entries)
+    assert lab.pid(target) is not None
+    verified = run_cli("audit", "verify", home=settings.home, env={"OPERATOR_DB": settings.db})
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_claiming_success_without_fixing_is_not_verified_and_escalates(
+    lab: Lab, settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    with running_monitor(store, lab):
+        target = kill_follower(lab, store)
+        endpoints = ",".join(n.url() for n in lab.state.nodes)
+        spec = scripted(
+            tmp_path / "claim.yaml",
+            shell(f"etcdctl --endpoints={endpoints} endpoint health", "look around"),
+            {"text": "Everything is fine now."},
+            {"text": "I am sure it is fixed."},
+        )
+        outcomes = run_one(settings, store, spec, settle_seconds=3, budget=Budget(max_steps=3))
+
+    assert outcomes == [Outcome.ESCALATED]
+    ticket = store.tickets()[0]
+    assert ticket.status == Status.ESCALATED
+    assert lab.pid(target) is None  # nothing was fixed, and nothing said otherwise
+    [session] = store.sessions(ticket.id)
+    assert "step budget spent" in (session.summary or "")
+    verifications = [e.content for e in store.audit_entries(session.id)
+                     if e.kind == AuditKind.VERIFICATION]  # fmt: skip
+    assert sum(v.startswith("not confirmed") for v in verifications) == 2
+
+
+def _worker(settings: Settings, spec: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPERATOR_")}
+    env.update(OPERATOR_HOME=str(settings.home), OPERATOR_DB=settings.db,
+               OPERATOR_LEASE_SECONDS=str(settings.lease_seconds))  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "operator_ai", "agent", "run", "--once", "--model", spec],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _running(store: Store, command: str) -> bool:
+    return any(
+        e.kind == AuditKind.TOOL_CALL and e.content == command
+        for s in store.sessions()
+        for e in store.audit_entries(s.id)
+    )
+
+
+def test_a_killed_worker_loses_its_ticket_and_another_finishes_it(
+    lab: Lab, settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    slow = "sleep 57.25"
+    with running_monitor(store, lab):
+        target = kill_follower(lab, store)
+        worker = _worker(settings, scripted(tmp_path / "slow.yaml", shell(slow)))
+        try:
+            wait_for(lambda: _running(store, slow), what="the slow command to start")
+        finally:
+            worker.kill()
+            worker.communicate()
+        wait_for(lambda: not _processes_with(slow), timeout=10, what="the sandbox to die")
+
+        fix = scripted(tmp_path / "fix.yaml", shell(supervisorctl(lab, "start", target)),
+                       {"text": "Started it."})  # fmt: skip
+        wait_for(store.release_expired, timeout=10, what="the lease to expire")
+        assert run_one(settings, store, fix, settle_seconds=20) == [Outcome.RESOLVED]
+
+    ticket = store.tickets()[0]
+    first, second = sorted(store.sessions(ticket.id), key=lambda s: s.id)
+    assert first.outcome == Outcome.INTERRUPTED
+    assert second.outcome == Outcome.RESOLVED
+    assert (ticket.status, ticket.resolved_by) == (Status.RESOLVED, "agent")
+
+
+def test_sigterm_ends_the_session_interrupted_and_releases_the_ticket(
+    lab: Lab, settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    slow = "sleep 3.25"
+    with running_monitor(store, lab):
+        kill_follower(lab, store)
+        spec = scripted(tmp_path / "slow.yaml", shell(slow), shell("echo never"))
+        worker = _worker(settings, spec)
+        try:
+            wait_for(lambda: _running(store, slow), what="the slow command to start")
+            worker.send_signal(signal.SIGTERM)
+            output, _ = worker.communicate(timeout=60)
+        finally:
+            worker.kill()
+    assert worker.returncode == 0, output
+    ticket = store.tickets()[0]
+    assert ticket.status == Status.OPEN and ticket.claimed_by is None
+    [session] = store.sessions(ticket.id)
+    assert session.outcome == Outcome.INTERRUPTED
+    assert not _running(store, "echo never")
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

@@ -5,15 +5,19 @@ by clearing the ticket in the store; tests/test_agent_lab.py runs the real monit
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from agent_helpers import Recording, recording, scripted, shell
 from conftest import run_cli
-from operator_ai.agent import Agent, Budget
+from fake_providers import anthropic_error, fake_provider
+from operator_ai.agent import Agent, Budget, Summarizer
 from operator_ai.agent.prompts import for_model
 from operator_ai.config import Settings
+from operator_ai.models.spec import load_model
 from operator_ai.sandbox import CommandResult
 from operator_ai.sandbox.host import HostSandbox
 from operator_ai.store import AuditKind, Claim, Outcome, Status, Store, Violation
@@ -208,3 +212,54 @@ def test_agent_run_with_a_broken_script_says_what_is_wrong(tmp_path: Path) -> No
                    home=tmp_path)  # fmt: skip
     assert done.returncode == 1
     assert "bad.yaml" in done.stderr
+
+
+def test_a_provider_that_stays_down_fails_the_session_and_backs_the_ticket_off(
+    settings: Settings, store: Store
+) -> None:
+    with fake_provider() as server:
+        server.always = anthropic_error(529, "overloaded_error", "Overloaded")
+        spec = f"anthropic:claude-haiku-4-5@{server.url}"
+        model = load_model(
+            spec,
+            Settings(home=settings.home, db=settings.db, anthropic_api_key=SecretStr("sk-ant-x")),
+        )
+        c = claim(store)
+        outcome = agent(store, Recording(model)).run(c)
+        assert len(server.received) > 1  # retried before giving up
+
+    assert outcome == Outcome.FAILED
+    session = store.session(c.session.id)
+    assert "HTTP 529 overloaded_error" in (session.summary or "")
+    ticket = store.ticket(c.ticket.id)
+    assert ticket.status == Status.OPEN
+    assert store.claim("worker-2", 60) is None  # backing off, not claimable at once
+    assert ticket.lease_until is not None
+    assert (ticket.lease_until - datetime.now(UTC)).total_seconds() > 30
+
+
+def test_summaries_come_from_the_small_model_beside_the_raw_record(
+    tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    spec = scripted(tmp_path / "s.yaml", shell("seq 1 500"), {"text": "ESCALATE: stop here"})
+    small = scripted(tmp_path / "small.yaml", {"text": "Ran seq.\nignored"},
+                     {"text": "Printed 1 to 500."})  # fmt: skip
+    c = claim(store)
+    summarize = Summarizer(recording(small, settings))
+    agent(store, recording(spec, settings), summarize=summarize).run(c)
+
+    entries = {e.kind: e for e in reversed(store.audit_entries(c.session.id))}  # first of each
+    assert entries[AuditKind.REASONING].summary == "Ran seq."
+    assert entries[AuditKind.TOOL_RESULT].summary == "Printed 1 to 500."
+    assert entries[AuditKind.TOOL_RESULT].content.splitlines()[-1] == "500"  # the raw record
+
+
+def test_without_a_small_model_summaries_are_truncations(
+    tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    spec = scripted(tmp_path / "s.yaml", shell("seq 1 500"), {"text": "ESCALATE: stop here"})
+    c = claim(store)
+    agent(store, recording(spec, settings)).run(c)
+    result = next(e for e in store.audit_entries(c.session.id) if e.kind == AuditKind.TOOL_RESULT)
+    assert result.summary.startswith("1 2 3 4 5")
+    assert len(result.summary) < 200 and result.content.count("\n") >= 499

@@ -40,7 +40,7 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture
 def settings(lab: Lab, tmp_path: Path) -> Iterator[Settings]:
-    home = lab.dir.home
+    home = lab.path.parent.parent
     db = home / f"{tmp_path.name}.db"
     try:
         yield Settings(home=home, db=f"sqlite:///{db}", lease_seconds=3)

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from lab_helpers import ROOT, lab_home, running_lab, wait_for
+from operator_ai.agent.worker import store_files
 from operator_ai.errors import SandboxError
 from operator_ai.lab import Lab, LabDir, procs
 from operator_ai.sandbox import OUTPUT_CAP, limits, sandbox_for
@@ -91,6 +93,10 @@ def uid_threads(uid: int) -> int:
     return total
 
 
+def node_pids(lab: Lab) -> dict[str, int]:
+    return {p["name"]: p["pid"] for p in lab.supervisor.all_info()}
+
+
 def leftover_cgroups() -> list[Path]:
     return list(Path("/sys/fs/cgroup").glob(f"**/{PREFIX}{os.getpid()}-*"))
 
@@ -138,6 +144,19 @@ def test_the_operator_database_cannot_be_read(sandbox: BwrapSandbox, lab: Lab) -
     assert DB_MARKER not in result.stdout + result.stderr
     assert "No such file or directory" in result.stderr
     assert result.stdout.split() == ["labs"]
+
+
+def test_a_database_kept_outside_home_is_hidden_too(lab: Lab) -> None:
+    with tempfile.TemporaryDirectory(prefix="operator-db-", dir="/var/tmp") as where:
+        Path(where).chmod(0o755)
+        db = Path(where) / "store.db"
+        db.write_text(DB_MARKER)
+        db.chmod(0o644)
+        sandbox = sandbox_for(lab, home_of(lab), hide=store_files(f"sqlite:///{db}"))
+        result = sandbox.run(f"cat {db}; echo")
+        assert result.exit_code == 0
+        assert DB_MARKER not in result.stdout
+        assert DB_MARKER in sandbox_for(lab, home_of(lab)).run(f"cat {db}").stdout  # the control
 
 
 # -- the file system --------------------------------------------------------------------
@@ -247,19 +266,21 @@ def test_the_lab_nodes_and_its_supervisor_can_be_reached(sandbox: BwrapSandbox, 
 def test_a_fork_bomb_is_contained_and_leaves_the_lab_running(
     sandbox: BwrapSandbox, lab: Lab
 ) -> None:
-    uid = sandbox.user.pw_uid
-    nodes_before = {p["name"]: p["pid"] for p in lab.supervisor.all_info()}
-    before = uid_processes(uid)
+    # Each bomb's forks keep its command line, tagged so that only this test's processes
+    # are counted: other labs may run as the same lab user.
+    tag = f"bomb-{uuid.uuid4().hex[:8]}"
+    nodes_before = node_pids(lab)
 
-    classic = sandbox.run(":(){ :|:& };:", timeout=10)  # forks in the background, exits
+    classic = sandbox.run(f":(){{ :|:& }};: # {tag}", timeout=10)  # forks in the background
     assert not classic.timed_out
-    bounded = sandbox.run("bomb() { bomb | bomb; }; bomb", timeout=5)  # in the foreground
+    assert procs.referencing(tag) == []
+    bounded = sandbox.run(f"bomb() {{ bomb | bomb; }}; bomb # {tag}", timeout=5)
     assert bounded.timed_out and bounded.exit_code == 124
     assert bounded.duration_ms < 15_000
     assert "Resource temporarily unavailable" in bounded.stderr  # it hit the limit
+    assert procs.referencing(tag) == []
 
-    wait_for(lambda: uid_processes(uid) <= before, timeout=10, what="the bomb to be gone")
-    assert {p["name"]: p["pid"] for p in lab.supervisor.all_info()} == nodes_before
+    assert node_pids(lab) == nodes_before
     assert all(p["statename"] == "RUNNING" for p in lab.supervisor.all_info())
     assert subprocess.run(["true"], timeout=10).returncode == 0  # the host can still fork
     assert sandbox.run("echo still here").stdout == "still here\n"
@@ -291,20 +312,20 @@ def test_without_a_cgroup_rlimit_nproc_alone_contains_a_fork_bomb(
 ) -> None:
     """Where no pids controller is usable (no root, cgroup v2 not delegated to us)."""
     monkeypatch.setattr(limits.CommandCgroup, "create", classmethod(lambda cls, limits: None))
-    uid = sandbox.user.pw_uid
-    nodes_before = {p["name"]: p["pid"] for p in lab.supervisor.all_info()}
-    before = uid_processes(uid)
+    tag = f"bomb-{uuid.uuid4().hex[:8]}"
+    nodes_before = node_pids(lab)
 
     # The limit counts this command's tasks only, not the nodes' threads (the same uid).
     small = BwrapSandbox(lab, home_of(lab), limits=Limits(tasks=16))
-    assert uid_threads(uid) > 16
+    assert uid_threads(sandbox.user.pw_uid) > 16
     result = small.run("ulimit -u; for i in $(seq 10); do sleep 30 & done; echo started")
     assert (result.stdout, result.stderr) == ("16\nstarted\n", "")
-    result = sandbox.run("bomb() { bomb | bomb; }; bomb", timeout=5)
+
+    result = sandbox.run(f"bomb() {{ bomb | bomb; }}; bomb # {tag}", timeout=5)
     assert result.timed_out
     assert "Resource temporarily unavailable" in result.stderr
-    assert uid_processes(uid) <= before  # gone by the time run returned
-    assert {p["name"]: p["pid"] for p in lab.supervisor.all_info()} == nodes_before
+    assert procs.referencing(tag) == []  # gone by the time run returned
+    assert node_pids(lab) == nodes_before
     assert sandbox.run("echo fine").stdout == "fine\n"
 
 

@@ -15,6 +15,12 @@ class Budget:
     max_minutes: float = 15.0
     max_cost: float = 2.0  # USD
 
+    def __str__(self) -> str:
+        return (
+            f"budget {self.max_steps} turns, {self.max_tokens:,} tokens, "
+            f"{self.max_minutes:g} min, ${self.max_cost:g}"
+        )
+
 
 @dataclass(slots=True)
 class Spend:

@@ -88,6 +88,9 @@ class Agent:
         self._emit("claimed", key=claim.ticket.key, model=self.model.spec)
         started = f"session started on {claim.ticket.key} with model {self.model.spec}"
         self._audit(AuditKind.NOTE, f"{started}, sandbox {self.sandbox.name}; {self.budget}")
+        if self.sandbox.warning:
+            self._audit(AuditKind.NOTE, f"weaker isolation: {self.sandbox.warning}")
+            self._emit("warning", message=self.sandbox.warning)
         keeper = threading.Thread(target=self._keep_lease, args=(finished,), daemon=True)
         keeper.start()
         try:

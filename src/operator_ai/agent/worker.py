@@ -7,6 +7,9 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from operator_ai.agent.budget import Budget
 from operator_ai.agent.loop import Agent, Listener
@@ -105,7 +108,9 @@ def agent_factory(
         return Agent(
             store=store,
             model=load_model(options.model, settings),
-            sandbox=sandbox_for(lab, settings.home, unsafe_host=options.unsafe_host),
+            sandbox=sandbox_for(
+                lab, settings.home, hide=store_files(settings.db), unsafe_host=options.unsafe_host
+            ),
             subject=subject.name,
             briefing=subject.briefing(lab.state, lab.path),
             budget=options.budget,
@@ -118,3 +123,11 @@ def agent_factory(
         )
 
     return agent_for
+
+
+def store_files(url: str) -> list[Path]:
+    """A SQLite store's files, which the sandbox hides wherever they are."""
+    database = make_url(url).database
+    if not url.startswith("sqlite") or not database:
+        return []
+    return [Path(database + suffix) for suffix in ("", "-wal", "-shm", "-journal")]

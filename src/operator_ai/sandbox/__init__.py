@@ -7,6 +7,7 @@ passes ``--unsafe-host``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -31,18 +32,22 @@ class CommandResult:
 
 class Sandbox(Protocol):
     name: str
+    warning: str | None  # how isolation is weaker than the default; None when it is not
 
     def run(self, command: str, timeout: float = DEFAULT_TIMEOUT) -> CommandResult: ...
 
 
-def sandbox_for(lab: Lab, home: Path, *, unsafe_host: bool = False) -> Sandbox:
+def sandbox_for(
+    lab: Lab, home: Path, *, hide: Sequence[Path] = (), unsafe_host: bool = False
+) -> Sandbox:
     """The sandbox for the agent's commands on ``lab``: bubblewrap in the lab's ops namespace,
     or, only with ``unsafe_host``, the host itself. ``home`` is the operator's directory,
-    which the sandbox hides. Both have a ``warning`` (None when isolation is complete)."""
+    which the sandbox hides, as it does the files in ``hide``. Both have a ``warning`` (None
+    when isolation is complete)."""
     if unsafe_host:
         from operator_ai.sandbox.host import HostSandbox
 
         return HostSandbox(cwd=lab.path)
     from operator_ai.sandbox.bwrap import BwrapSandbox
 
-    return BwrapSandbox(lab, home)
+    return BwrapSandbox(lab, home, hide=hide)

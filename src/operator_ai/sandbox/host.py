@@ -28,7 +28,7 @@ class HostSandbox:
     """UNSAFE: ``bash -c COMMAND`` on the host as this user, with a clean environment."""
 
     name = "host"
-    warning = "--unsafe-host: commands run on this host as you, with no sandbox"
+    warning: str | None = "--unsafe-host: commands run on this host as you, with no sandbox"
 
     def __init__(self, cwd: Path | None = None) -> None:
         self.cwd = cwd

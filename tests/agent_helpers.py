@@ -44,6 +44,9 @@ class Recording:
         self.sent.append(list(messages))
         return self.model.complete(system, messages, tools)
 
+    def close(self) -> None:
+        self.model.close()
+
     def tool_results(self) -> list[str]:
         last = self.sent[-1]
         return [r.content for m in last if isinstance(m, ToolResults) for r in m.results]

@@ -225,7 +225,10 @@ def test_a_provider_that_stays_down_fails_the_session_and_backs_the_ticket_off(
             Settings(home=settings.home, db=settings.db, anthropic_api_key=SecretStr("sk-ant-x")),
         )
         c = claim(store)
-        outcome = agent(store, Recording(model)).run(c)
+        try:
+            outcome = agent(store, Recording(model)).run(c)
+        finally:
+            model.close()
         assert len(server.received) > 1  # retried before giving up
 
     assert outcome == Outcome.FAILED

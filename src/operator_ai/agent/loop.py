@@ -21,7 +21,7 @@ from operator_ai.agent.prompts import (
     ticket_prompt,
 )
 from operator_ai.agent.summary import Summarizer
-from operator_ai.errors import LeaseLost, ModelError, SandboxError, StoreError
+from operator_ai.errors import LeaseLost, ModelError, OperatorError, StoreError
 from operator_ai.models import (
     SHELL,
     AssistantMessage,
@@ -32,7 +32,7 @@ from operator_ai.models import (
     ToolResults,
     UserMessage,
 )
-from operator_ai.models.prices import cost
+from operator_ai.models.prices import cost, price
 from operator_ai.sandbox import DEFAULT_TIMEOUT, Sandbox
 from operator_ai.store import AuditKind, Claim, Outcome, Status, Store
 
@@ -88,6 +88,8 @@ class Agent:
         self._emit("claimed", key=claim.ticket.key, model=self.model.spec)
         started = f"session started on {claim.ticket.key} with model {self.model.spec}"
         self._audit(AuditKind.NOTE, f"{started}, sandbox {self.sandbox.name}; {self.budget}")
+        if self.model.name != "scripted" and price(self.model.name) is None:
+            self._audit(AuditKind.NOTE, f"no price known for {self.model.name}: cost counts as 0")
         if self.sandbox.warning:
             self._audit(AuditKind.NOTE, f"weaker isolation: {self.sandbox.warning}")
             self._emit("warning", message=self.sandbox.warning)
@@ -100,8 +102,8 @@ class Agent:
             outcome, reason = end.outcome, str(end)
         except ModelError as exc:
             outcome, reason = Outcome.FAILED, f"model error: {exc}"
-        except SandboxError as exc:
-            outcome, reason = Outcome.FAILED, f"sandbox error: {exc}"
+        except OperatorError as exc:  # the sandbox, the lab or the store broke
+            outcome, reason = Outcome.FAILED, f"platform error: {exc}"
         finally:
             finished.set()
         keeper.join()

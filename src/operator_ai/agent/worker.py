@@ -15,7 +15,7 @@ from operator_ai.agent.budget import Budget
 from operator_ai.agent.loop import Agent, Listener
 from operator_ai.agent.summary import Summarizer
 from operator_ai.config import Settings
-from operator_ai.errors import LabError, OperatorError
+from operator_ai.errors import LabError, OperatorError, StoreError
 from operator_ai.lab import Lab, LabDir
 from operator_ai.models.spec import load_model
 from operator_ai.sandbox import DEFAULT_TIMEOUT, sandbox_for
@@ -44,24 +44,43 @@ def work(
     """Claim and work tickets one at a time. With ``once``, work at most one and return."""
     outcomes: list[Outcome] = []
     while not stop.is_set():
-        store.release_expired()  # tickets of workers that died go back to the queue first
-        claim = store.claim(name, lease_seconds, model=model)
-        if claim is None:
-            if once:
-                break
-            stop.wait(poll)
-            continue
         try:
-            agent = agent_for(claim)
-        except OperatorError as exc:  # no lab or sandbox for this ticket: let it wait
+            outcome = _work_one(store, name, agent_for, model, lease_seconds, on_error)
+        except StoreError as exc:  # the store is down: keep trying, the lease protects the rest
             on_error(name, exc)
-            store.end_session(claim.session.id, Outcome.FAILED, str(exc), backoff_seconds=60)
-            outcomes.append(Outcome.FAILED)
-        else:
-            outcomes.append(agent.run(claim))
+            outcome = None
+        if outcome is not None:
+            outcomes.append(outcome)
         if once:
             break
+        if outcome is None:
+            stop.wait(poll)
     return outcomes
+
+
+def _work_one(
+    store: Store,
+    name: str,
+    agent_for: AgentFor,
+    model: str,
+    lease_seconds: float,
+    on_error: Callable[[str, OperatorError], None],
+) -> Outcome | None:
+    """Claim one ticket and work it; None when there was nothing to claim."""
+    store.release_expired()  # tickets of workers that died go back to the queue first
+    claim = store.claim(name, lease_seconds, model=model)
+    if claim is None:
+        return None
+    try:
+        agent = agent_for(claim)
+    except OperatorError as exc:  # no lab or sandbox for this ticket: let it wait
+        on_error(name, exc)
+        store.end_session(claim.session.id, Outcome.FAILED, str(exc), backoff_seconds=60)
+        return Outcome.FAILED
+    try:
+        return agent.run(claim)
+    finally:
+        agent.model.close()
 
 
 def run_workers(count: int, target: Callable[[str], object]) -> None:

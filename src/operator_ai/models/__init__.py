@@ -114,7 +114,7 @@ SHELL = Tool(
     name="shell",
     description=(
         "Run one bash command inside the lab's sandbox and get its exit code, stdout and "
-        "stderr. Long output is cut to its head and tail. Commands time out after 120 s."
+        "stderr. Long output is cut to its head and tail, and each command has a timeout."
     ),
     parameters={
         "type": "object",
@@ -136,4 +136,8 @@ class Model(Protocol):
 
     def complete(self, system: str, messages: Sequence[Message], tools: Sequence[Tool]) -> Turn:
         """One turn. Raises ModelUnavailable after retries, ModelRejected on a refusal."""
+        ...
+
+    def close(self) -> None:
+        """Release the HTTP connections, if any."""
         ...

@@ -52,6 +52,9 @@ class ScriptedModel:
     def __repr__(self) -> str:
         return f"ScriptedModel({self.spec!r})"
 
+    def close(self) -> None:
+        pass  # nothing held open
+
     def complete(self, system: str, messages: Sequence[Message], tools: Sequence[Tool]) -> Turn:
         """The next turn of the script, or a closing one when it has run out."""
         self.played += 1

@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# As root, the lab user runs the rate limiter's nodes from .venv, so .venv is built on
+# Debian's python3: an interpreter under /root (pyenv, say) is out of that user's reach.
+if [[ $EUID -eq 0 && -z ${PYTHON:-} && -x /usr/bin/python3 ]]; then
+  PYTHON=/usr/bin/python3
+fi
 PYTHON=${PYTHON:-python3}
 LAB_USER=${OPERATOR_LAB_USER:-operator-lab}
 
@@ -33,6 +38,12 @@ fi
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "setup: Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11" >&2
   exit 1
+fi
+
+if [[ $EUID -eq 0 && -x .venv/bin/python ]] &&
+  ! runuser -u "$LAB_USER" -- .venv/bin/python -c '' 2>/dev/null; then
+  echo "setup: rebuilding .venv on $PYTHON: the lab user '$LAB_USER' cannot run the current one"
+  rm -rf .venv
 fi
 
 stamp=.venv/.installed

@@ -47,7 +47,7 @@ def test_up_status_and_down_leave_nothing_behind(home: Path) -> None:
     assert status["mode"] == "netns" and status["supervisor"]["running"]
     assert [n["state"] for n in status["nodes"]] == ["RUNNING"] * 3
     assert [n["role"] for n in status["nodes"]].count("leader") == 1
-    assert all(n["address"].startswith("http://10.") for n in status["nodes"])
+    assert all(n["address"].startswith("10.") for n in status["nodes"])
     assert leftovers(home)
 
     # Nodes run as the unprivileged lab user, not as root.
@@ -79,7 +79,7 @@ def test_loopback_mode_runs_and_refuses_network_faults(home: Path) -> None:
     ok(run_cli("lab", "up", "etcd", "--mode", "loopback", home=home))
     status = json.loads(ok(run_cli("lab", "status", "--json", home=home)))
     assert status["mode"] == "loopback"
-    assert all(n["address"].startswith("http://127.0.0.1:") for n in status["nodes"])
+    assert all(n["address"].startswith("127.0.0.1:") for n in status["nodes"])
 
     refused = run_cli("chaos", "inject", "partition", "--target", "etcd1", home=home)
     assert refused.returncode == 1 and "loopback" in refused.stderr

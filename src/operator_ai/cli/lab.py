@@ -86,7 +86,7 @@ def _status(lab: Lab) -> dict[str, Any]:
         nodes.append(
             {
                 "name": node.name,
-                "address": node.url(),
+                "address": f"{node.address}:{next(iter(node.ports.values()))}",
                 "netns": node.netns,
                 "pid": process.get("pid") or None,
                 "state": process.get("statename", "unknown" if running else "lab down"),
@@ -114,7 +114,7 @@ def _status(lab: Lab) -> dict[str, Any]:
 def _role(name: str, leader: str | None, seen: dict[str, Any]) -> str | None:
     if name == leader:
         return "leader"
-    return "follower" if seen.get("reachable") else None
+    return "follower" if leader and seen.get("reachable") else None
 
 
 def _print_status(lab: Lab, as_json: bool) -> None:

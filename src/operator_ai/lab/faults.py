@@ -195,7 +195,7 @@ def _nft(netns: str, script: str, fault: str) -> None:
         ) from exc
 
 
-def _drop_table(netns: str, table: str) -> None:
+def drop_table(netns: str, table: str) -> None:
     network.sh("ip", "netns", "exec", netns, "nft", "delete", "table", "inet", table, check=False)
 
 
@@ -203,7 +203,7 @@ def _peers(lab: Lab, target: str) -> str:
     return ", ".join(n.address for n in lab.state.nodes if n.name != target)
 
 
-def _drop_rules(lab: Lab, target: str, fault: str, inbound: str, outbound: str) -> dict[str, Any]:
+def drop_rules(lab: Lab, target: str, fault: str, inbound: str, outbound: str) -> dict[str, Any]:
     """Load a filter table in the node's namespace; revert deletes the table."""
     netns, table = _netns(lab, target), f"operator_{fault}"
     _nft(netns, f"""table inet {table} {{
@@ -222,12 +222,12 @@ class Partition:
 
     def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
         peers = _peers(lab, target)
-        return _drop_rules(
+        return drop_rules(
             lab, target, self.name, f"ip saddr {{ {peers} }} drop;", f"ip daddr {{ {peers} }} drop;"
         )
 
     def revert(self, lab: Lab, injection: Injection) -> None:
-        _drop_table(injection.state["netns"], injection.state["table"])
+        drop_table(injection.state["netns"], injection.state["table"])
 
 
 class Loss:
@@ -240,12 +240,12 @@ class Loss:
     def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
         percent = _number(params, "percent", 0, 100)
         rule = f"numgen random mod 100 < {int(percent)} drop;"
-        return _drop_rules(
+        return drop_rules(
             lab, target, self.name, f'iifname "eth0" {rule}', f'oifname "eth0" {rule}'
         )
 
     def revert(self, lab: Lab, injection: Injection) -> None:
-        _drop_table(injection.state["netns"], injection.state["table"])
+        drop_table(injection.state["netns"], injection.state["table"])
 
 
 class Delay:
@@ -261,6 +261,10 @@ class Delay:
         netns, table = _netns(lab, target), "operator_delay"
         node = lab.state.node(target)
         ports = ", ".join(str(p) for p in sorted(set(node.ports.values())))
+        peer_ports = ", ".join(
+            str(p) for p in sorted({p for n in lab.state.nodes if n.name != target
+                                    for p in n.ports.values()})
+        )  # fmt: skip
         uid = pwd.getpwnam(lab.state.user).pw_uid
         proxy = procs.spawn(
             ["ip", "netns", "exec", netns, sys.executable, "-m", "operator_ai.lab.delayproxy",
@@ -274,18 +278,18 @@ class Delay:
   chain pre {{ type nat hook prerouting priority -100;
     iifname "eth0" tcp dport {{ {ports} }} redirect to :{self.proxy_port}; }}
   chain out {{ type nat hook output priority -100;
-    meta skuid {uid} ip daddr {{ {_peers(lab, target)} }} tcp dport {{ {ports} }} \
+    meta skuid {uid} ip daddr {{ {_peers(lab, target)} }} tcp dport {{ {peer_ports} }} \
 redirect to :{self.proxy_port}; }}
 }}""", self.name)  # fmt: skip
         except OperatorError:
             procs.terminate([proxy])
             raise
         # Established connections bypass new NAT rules: cut them so they reconnect through us.
-        _cut_connections(netns, ports)
+        _cut_connections(netns, f"{ports}, {peer_ports}")
         return state
 
     def revert(self, lab: Lab, injection: Injection) -> None:
-        _drop_table(injection.state["netns"], injection.state["table"])
+        drop_table(injection.state["netns"], injection.state["table"])
         procs.terminate(injection.state["helpers"], grace=2.0)
 
 

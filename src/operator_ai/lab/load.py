@@ -7,9 +7,12 @@ for its sparkline. The file is replaced atomically, so readers never see half of
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ class LoadStats:
         self.ops = 0
         self.errors = 0
         self.last_error: str | None = None
+        self.extra: dict[str, Any] = {}  # a subject's own figures, written alongside
         self._seconds: deque[_Second] = deque(maxlen=SERIES_SECONDS)
 
     def _current(self) -> _Second:
@@ -90,6 +94,7 @@ class LoadStats:
                 for s in self._seconds
                 if s.at < now
             ],
+            **self.extra,
         }
 
     def write(self) -> dict[str, Any]:
@@ -107,3 +112,44 @@ def read_workload(lab_dir: Path) -> dict[str, Any] | None:
     if time.time() - float(stats.get("updated_at", 0)) > FRESH_SECONDS:
         return None
     return stats
+
+
+async def drive(
+    rate: float,
+    duration: float | None,
+    request: Callable[[int], Awaitable[None]],
+    publish: Callable[[], None],
+    max_in_flight: int = 256,
+) -> None:
+    """Start ``request(n)`` at ``rate`` a second (open loop, at most ``max_in_flight`` at
+    once) for ``duration`` seconds or until cancelled; ``publish`` once a second and at the end."""
+    slots = asyncio.Semaphore(max_in_flight)
+
+    async def one(n: int) -> None:
+        try:
+            await request(n)
+        finally:
+            slots.release()
+
+    async def publisher() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            publish()
+
+    publishing = asyncio.create_task(publisher())
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.monotonic()
+    try:
+        for n in itertools.count():
+            due = start + n / rate
+            if duration is not None and due - start >= duration:
+                break
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await slots.acquire()
+            task = asyncio.create_task(one(n))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+    finally:
+        publishing.cancel()
+        publish()

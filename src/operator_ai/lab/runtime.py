@@ -111,7 +111,8 @@ class Lab:
                 hint="`make setup` (as root) creates it, or set lab_user in the config.",
             ) from None
 
-        names = [f"{subject.name}{i}" for i in range(1, nodes + 1)]
+        topology = subject.topology(nodes)
+        names = list(topology)
         state = LabState(
             name=self.dir.name,
             subject=subject.name,
@@ -134,11 +135,11 @@ class Lab:
                 state.ops_netns = f"{state.prefix}-ops"
                 network.fence_ops(state.prefix, state.host_address)
                 state.nodes = [
-                    Node(n, addresses[n], dict(subject.ports), f"{state.prefix}-{n}") for n in names
+                    Node(n, addresses[n], dict(topology[n]), f"{state.prefix}-{n}") for n in names
                 ]
             else:
                 state.nodes = [
-                    Node(n, "127.0.0.1", {port: _free_port() for port in subject.ports})
+                    Node(n, "127.0.0.1", {port: _free_port() for port in topology[n]})
                     for n in names
                 ]
             self.dir.save(state)
@@ -231,11 +232,12 @@ class Lab:
         while time.monotonic() < deadline:
             try:
                 observation = self.observe(timeout=1.0)
-                if self.subject.leader(observation) and not self.subject.check(observation, []):
+                # A missing leader is a violation of its own where a subject has one.
+                violations = self.subject.check(observation, [])
+                if not violations:
                     progress("lab is healthy")
                     return
-                last = "; ".join(v.message for v in self.subject.check(observation, []))
-                last = last or "no leader yet"
+                last = "; ".join(v.message for v in violations)
             except SubjectUnreachable as exc:
                 last = str(exc)
             time.sleep(0.2)

@@ -52,8 +52,12 @@ class Subject(Protocol):
     name: str
     description: str
     invariants: Sequence[Invariant]
-    ports: Mapping[str, int]
     default_nodes: int
+
+    def topology(self, nodes: int) -> dict[str, dict[str, int]]:
+        """The lab's nodes for a size of ``nodes``: each name with its named ports (in
+        loopback mode the lab picks free ports under the same names)."""
+        ...
 
     def node_commands(self, lab: LabState, lab_dir: Path) -> dict[str, list[str]]:
         """Write each node's own config under ``lab_dir`` and return how to start it."""

@@ -25,8 +25,10 @@ class Etcd:
     name = "etcd"
     description = "etcd 3.x: a Raft key-value store (observed through its gateway and /metrics)"
     invariants: Sequence[Invariant] = invariants.INVARIANTS
-    ports: Mapping[str, int] = {"client": 2379, "peer": 2380}
     default_nodes = 3
+
+    def topology(self, nodes: int) -> dict[str, dict[str, int]]:
+        return {f"etcd{i}": {"client": 2379, "peer": 2380} for i in range(1, nodes + 1)}
 
     def node_commands(self, lab: LabState, lab_dir: Path) -> dict[str, list[str]]:
         cluster = ",".join(f"{n.name}={n.url('peer')}" for n in lab.nodes)

@@ -13,12 +13,11 @@ from typing import Any
 
 import httpx
 
-from operator_ai.lab.load import LoadStats
+from operator_ai.lab.load import LoadStats, drive
 from operator_ai.lab.state import LabState
 
 KEYS = 1000
 VALUE_BYTES = 128
-MAX_IN_FLIGHT = 256
 TIMEOUT = 2.0
 
 
@@ -36,10 +35,9 @@ async def _run(
     stats = LoadStats(lab_dir / "load.json", "etcd", rate)
     endpoints = itertools.cycle([n.url() for n in lab.nodes])
     tries = len(lab.nodes)
-    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
     value = _b64(os.urandom(VALUE_BYTES))
 
-    async def put(client: httpx.AsyncClient, n: int) -> None:
+    async def put(n: int) -> None:
         body = {"key": _b64(f"load/{n % KEYS:04d}".encode()), "value": value}
         started = time.monotonic()
         why = "no endpoint"
@@ -59,32 +57,9 @@ async def _run(
             stats.error(why)
         except httpx.HTTPError as exc:
             stats.error(f"{type(exc).__name__}: {exc}")
-        finally:
-            slots.release()
-
-    async def publish() -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            report(stats.write())
 
     async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
-        publisher = asyncio.create_task(publish())
-        tasks: set[asyncio.Task[None]] = set()
-        start = time.monotonic()
-        try:
-            for n in itertools.count():
-                due = start + n / rate
-                if duration is not None and due - start >= duration:
-                    break
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-                await slots.acquire()
-                task = asyncio.create_task(put(client, n))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            await asyncio.gather(*tasks)
-        finally:
-            publisher.cancel()
-            report(stats.write())
+        await drive(rate, duration, put, lambda: report(stats.write()))
 
 
 def run(

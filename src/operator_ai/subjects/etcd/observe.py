@@ -19,6 +19,7 @@ from operator_ai.errors import SubjectUnreachable
 from operator_ai.lab.load import read_workload
 from operator_ai.lab.state import LabState, Node
 from operator_ai.subjects import Observation
+from operator_ai.subjects.http import describe
 
 METRICS = {
     "etcd_server_has_leader": "has_leader",
@@ -83,7 +84,7 @@ class _Probe:
             metrics = self.client.get(f"{node.url()}/metrics", timeout=self._left())
             seen.update(parse_metrics(metrics.text))
         except (httpx.HTTPError, ValueError, KeyError) as exc:
-            seen["error"] = _describe(exc)
+            seen["error"] = describe(exc)
         return seen
 
     def cluster(self, node: Node, seen: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -102,7 +103,7 @@ class _Probe:
                 member = names.get(alarm.get("memberID"), alarm.get("memberID"))
                 cluster["alarms"].append({"member": member, "alarm": alarm.get("alarm")})
         except (httpx.HTTPError, ValueError, KeyError) as exc:
-            cluster["error"] = _describe(exc)
+            cluster["error"] = describe(exc)
         for name, member in seen.items():
             leader_id = member.get("leader_id")
             member["leader"] = names.get(leader_id) if leader_id not in (None, "0") else None
@@ -115,14 +116,6 @@ class _Probe:
         for name, member in seen.items():
             member["healthy"] = bool(member["leader"]) and name not in alarmed
         return cluster
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def parse_metrics(text: str) -> dict[str, float]:

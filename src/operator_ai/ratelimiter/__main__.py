@@ -1,0 +1,3 @@
+from operator_ai.ratelimiter.cli import main
+
+raise SystemExit(main())

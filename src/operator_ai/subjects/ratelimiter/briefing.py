@@ -1,0 +1,67 @@
+"""What the agent is told about a rate limiter lab. It names the parts and the tools, not
+the fixes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from operator_ai.lab.state import NETNS, LabState
+
+
+def briefing(lab: LabState, lab_dir: Path) -> str:
+    redis = lab.node("redis")
+    redis_url = f"{redis.address}:{redis.ports['redis']}"
+    rows = "\n".join(
+        f"| {n.name} | {n.url('http')} | {lab_dir}/logs/{n.name}.log |"
+        for n in lab.nodes
+        if n.name != "redis"
+    )
+    limits = json.loads((lab_dir / "conf" / "limits.json").read_text())
+    network = (
+        f"Each node and Redis run in their own network namespace on {lab.subnet}; your shell "
+        "runs in the lab's ops namespace on the same bridge. You cannot change the network "
+        "itself; keeping the service correct and available despite a network fault is your job."
+        if lab.mode == NETNS
+        else "Every process listens on 127.0.0.1 with its own port (loopback mode)."
+    )
+    return f"""\
+## The system: a distributed rate limiter, {len(lab.nodes) - 1} nodes and one Redis
+
+Each node is a FastAPI service (`python -m operator_ai.ratelimiter`). Clients ask any node
+`POST /check {{"key": K}}`; the answer is 200 (allowed) or 429 (denied). The limit is a
+sliding window: at most `limit` requests per key in any `window_ms`. All state is in Redis,
+at {redis_url}; nodes share nothing else. A Lua script makes each check atomic; it scores
+each request with the NODE's own clock, so the nodes' clocks must agree.
+
+| node | URL | log |
+|---|---|---|
+{rows}
+
+Redis: {redis_url}, config {lab_dir}/conf/redis.conf, log {lab_dir}/logs/redis.log.
+{network}
+
+Declared limits (the source of truth, {lab_dir}/conf/limits.json, read by nodes at start):
+```json
+{json.dumps(limits, indent=2)}
+```
+
+### Keys in Redis (every one expires)
+- `rl:log:KEY`: sorted set, one member per admitted request, score = the node's clock in ms.
+- `rl:limit:KEY`: hash {{limit, window_ms}}, an override set through the API (24 h TTL).
+- `rl:node:NODE`: hash {{node, address, started_at, heartbeat_ms}}, each node's heartbeat.
+
+### Each node's API
+- `GET /health` (checks Redis), `GET /metrics` (Prometheus, labelled by node)
+- `GET /admin/nodes`, `GET /admin/limits`, `PUT /admin/limits/KEY {{"limit", "window_ms"}}`,
+  `DELETE /admin/limits/KEY` (drop an override), `GET /admin/counters[/KEY]`,
+  `DELETE /admin/counters/KEY` (reset a counter), `GET /admin/blocks`
+
+### Supervision and tools
+Nodes and Redis are supervisord programs of the same names (`redis`, `rl1`...), with
+`autorestart=false`: `supervisorctl -c {lab_dir}/supervisord.conf status|start|stop|restart
+NAME`. They run as the unprivileged user `{lab.user}`, as you do.
+Tools: `curl`, `redis-cli -h {redis.address} -p {redis.ports["redis"]}`, `date`, the logs,
+and the usual shell tools. How supervisord starts each program (environment included) is
+in {lab_dir}/run/NAME.sh, which you can read but not change.
+"""

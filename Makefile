@@ -19,5 +19,12 @@ bench: setup
 	$(VENV)/python bench/ratelimiter.py
 	$(VENV)/python bench/agent.py
 
+# The demo's home must be one the lab user can traverse; MODEL=SPEC picks the agent's model.
+DEMO_HOME ?= $(CURDIR)/.operator-demo
+
+demo: setup
+	@mkdir -p $(DEMO_HOME) && chmod 755 $(DEMO_HOME)
+	OPERATOR_HOME=$(DEMO_HOME) $(VENV)/operator demo etcd $(if $(MODEL),--model $(MODEL)) $(if $(AUTO),--auto)
+
 clean:
 	rm -rf .venv build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

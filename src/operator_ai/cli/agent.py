@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 from types import FrameType
 
 import typer
-from rich.markup import escape
 
 from operator_ai.agent import Budget, run_workers, work
 from operator_ai.agent.worker import AgentOptions, agent_factory
 from operator_ai.cli.context import app_context
-from operator_ai.cli.output import console, err_console, styled
+from operator_ai.cli.output import console, err_console
 from operator_ai.errors import NoModel, OperatorError
 from operator_ai.models.spec import load_model
+from operator_ai.tui.transcript import Event, describe
 
 app = typer.Typer(help="Run agent workers on the ticket queue.", no_args_is_help=True)
 
@@ -97,27 +97,6 @@ def _print_json(kind: str, data: dict[str, object]) -> None:
 
 
 def _print(kind: str, data: dict[str, object]) -> None:
-    who = f"{datetime.now():%H:%M:%S} [dim]{threading.current_thread().name}[/]"
-    ticket = f"#{data.get('ticket')}"
-    if kind == "claimed":
-        line = f"[bold]claimed[/] {ticket} {data['key']} (session {data['session']})"
-    elif kind == "reasoning":
-        line = f"  [italic]{escape(_first_line(str(data['text'])))}[/]"
-    elif kind == "command":
-        line = f"  [bold cyan]$ {escape(str(data['command']))}[/]"
-    elif kind == "result":
-        code = data["exit_code"]
-        mark = "[green]exit 0[/]" if code == 0 else f"[red]exit {code}[/]"
-        line = f"    {mark} {escape(_first_line(str(data['output'])))}"
-    elif kind == "unverified":
-        line = f"  [yellow]not verified yet:[/] {escape(str(data['message']))}"
-    elif kind == "ended":
-        line = f"{styled(str(data['outcome']))} {ticket}: {escape(str(data['reason']))}"
-    else:
-        line = f"[red]{kind}:[/] {escape(str(data.get('message')))}"
-    console.print(f"{who} {line}", soft_wrap=True)
-
-
-def _first_line(text: str, width: int = 100) -> str:
-    line = next((s for s in text.splitlines() if s.strip()), "")
-    return line if len(line) <= width else line[: width - 1] + "…"
+    worker = threading.current_thread().name
+    console.print(describe(Event(datetime.now(UTC), kind, {**data, "worker": worker})),
+                  soft_wrap=True)  # fmt: skip

@@ -8,7 +8,18 @@ from pathlib import Path
 import typer
 
 from operator_ai import __version__
-from operator_ai.cli import agent, audit, chaos, config_cmd, lab, monitor, subjects, tickets
+from operator_ai.cli import (
+    agent,
+    audit,
+    chaos,
+    config_cmd,
+    demo,
+    lab,
+    monitor,
+    run,
+    subjects,
+    tickets,
+)
 from operator_ai.cli.context import AppContext
 from operator_ai.cli.output import err_console
 from operator_ai.errors import OperatorError
@@ -20,6 +31,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(tickets.app, name="tickets")
+app.command("run")(run.run)
+app.command("demo")(demo.demo)
 app.add_typer(agent.app, name="agent")
 app.add_typer(audit.app, name="audit")
 app.add_typer(lab.app, name="lab")

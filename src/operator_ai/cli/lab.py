@@ -58,13 +58,13 @@ def up(
             "[yellow]loopback mode:[/] nodes share the host's network and run as you; "
             "network faults are unavailable and the sandbox isolates less."
         )
-    _print_status(lab, json)
+    print_status(lab, json)
 
 
 @app.command()
 def status(ctx: typer.Context, lab_name: str | None = LabOption, json: bool = JsonOption) -> None:
     """Nodes, addresses, PIDs, state, leader and active faults."""
-    _print_status(open_lab(ctx, lab_name), json)
+    print_status(open_lab(ctx, lab_name), json)
 
 
 def _status(lab: Lab) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def _role(name: str, leader: str | None, seen: dict[str, Any]) -> str | None:
     return "follower" if leader and seen.get("reachable") else None
 
 
-def _print_status(lab: Lab, as_json: bool) -> None:
+def print_status(lab: Lab, as_json: bool) -> None:
     status = _status(lab)
     if as_json:
         print_json(status)
@@ -194,7 +194,7 @@ def reset(
     lab.down(progress)
     lab.wipe()
     lab.up(load_subject(state.subject), len(state.nodes), state.mode, state.user, progress)
-    _print_status(lab, json)
+    print_status(lab, json)
 
 
 @app.command()

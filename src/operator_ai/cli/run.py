@@ -1,0 +1,122 @@
+"""`operator run`: the lab, load, monitor and agent in one process, on one screen."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import signal
+import sys
+import termios
+import threading
+import tty
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+import typer
+from rich.live import Live
+
+from operator_ai.cli.context import app_context
+from operator_ai.cli.lab import progress
+from operator_ai.cli.output import console, err_console
+from operator_ai.errors import OperatorError
+from operator_ai.lab import Lab, LabDir
+from operator_ai.lab import faults as chaos
+from operator_ai.models.spec import load_model
+from operator_ai.subjects import load_subject
+from operator_ai.tui.dashboard import screen
+from operator_ai.tui.runner import Runner, victim
+from operator_ai.tui.transcript import AGENT_EVENTS, Event, describe
+
+KEYS = "[bold]k[/] kill a node · [bold]r[/] revert faults · [bold]q[/] quit"
+
+
+def run(
+    ctx: typer.Context,
+    subject: str = typer.Option(..., "--subject", help="What to run, e.g. etcd or ratelimiter."),
+    model: str | None = typer.Option(
+        None, "--model", help="The agent's model (default OPERATOR_MODEL); none: no remediation."
+    ),
+    workers: int = typer.Option(1, "--workers", min=1, help="Agent workers."),
+    rate: float = typer.Option(50.0, "--rate", help="Load, in requests per second."),
+    lab_name: str | None = typer.Option(None, "--lab", help="Lab name (default: the subject)."),
+    down: bool = typer.Option(False, "--down", help="Take the lab down on exit."),
+    no_ui: bool = typer.Option(False, "--no-ui", help="Print transitions and agent steps."),
+) -> None:
+    """Bring the lab up if needed, then run load, monitor and agent workers with a live
+    dashboard. Inject faults with the keys shown, or `operator chaos inject` elsewhere."""
+    context = app_context(ctx)
+    settings = context.settings
+    spec = model or settings.model
+    if spec:
+        load_model(spec, settings).close()  # a bad spec or key fails now
+    lab = Lab(LabDir(settings.home, lab_name or subject))
+    lab.up(load_subject(subject), load_subject(subject).default_nodes, None,
+           settings.lab_user, progress)  # fmt: skip
+    runner = Runner(settings, context.store, lab, model=spec, workers=workers, rate=rate,
+                    on_event=_print if no_ui else lambda e: None)  # fmt: skip
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if not spec:
+        err_console.print("[yellow]no model configured:[/] tickets open, nobody repairs them "
+                          "(see `operator agent run --help` for --model)")  # fmt: skip
+    runner.start()
+    try:
+        if no_ui or not sys.stdin.isatty():
+            err_console.print(f"run: {subject} in lab {lab.dir.name}; Ctrl-C stops")
+            stop.wait()
+        else:
+            _dashboard(runner, stop)
+    finally:
+        err_console.print("run: stopping the load, the monitor and the agent…")
+        runner.stop()
+        if down:
+            lab.down(progress)
+
+
+def _print(event: Event) -> None:
+    if event.kind in AGENT_EVENTS:
+        console.print(describe(event), soft_wrap=True)
+    else:
+        data = event.data
+        line = f"#{data['ticket']} {data['key']}: {data['message']}"
+        at = f"[dim]{event.at.astimezone():%H:%M:%S}[/]"
+        console.print(f"{at} [bold]{event.kind}[/] {line}", soft_wrap=True)
+
+
+def _dashboard(runner: Runner, stop: threading.Event) -> None:
+    with _keys() as read, Live(screen(runner, KEYS), console=console, screen=True) as live:
+        while not stop.is_set():
+            key = read(0.5)
+            try:
+                if key == "q":
+                    stop.set()
+                elif key == "k":
+                    chaos.inject(runner.lab, "kill", victim(runner.lab), {})
+                elif key == "r":
+                    for injection in chaos.Injections(runner.lab.path).active():
+                        chaos.revert(runner.lab, injection.id)
+            except OperatorError as exc:
+                runner.emit("error", {"message": str(exc)})
+            live.update(screen(runner, KEYS))
+
+
+@contextlib.contextmanager
+def _keys() -> Iterator[Callable[[float], str | None]]:
+    """Single key presses from the terminal, without echo, for as long as the screen runs."""
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def read(timeout: float) -> str | None:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return sys.stdin.read(1) if ready else None
+
+    try:
+        yield read
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)

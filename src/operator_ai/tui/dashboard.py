@@ -1,0 +1,103 @@
+"""The live screen of `operator run`: cluster, workload, tickets, the agent, faults."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.console import RenderableType
+from rich.layout import Layout
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from operator_ai.cli.output import styled
+from operator_ai.lab.faults import Injections
+from operator_ai.lab.load import read_workload
+from operator_ai.tui.runner import Runner
+from operator_ai.tui.transcript import AGENT_EVENTS, describe
+
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    values = values[-width:]
+    top = max(values, default=0) or 1
+    return "".join(BARS[min(len(BARS) - 1, round(v / top * (len(BARS) - 1)))] for v in values)
+
+
+def cluster(runner: Runner) -> RenderableType:
+    observation = runner.monitor.last
+    rows = Table.grid(padding=(0, 2))
+    if observation is None:
+        return Panel(runner.monitor.last_error or "observing…", title="cluster")
+    leader = runner.lab.subject.leader(observation)
+    for name, seen in observation.nodes.items():
+        if not seen.get("reachable"):
+            state = "[bold red]down[/]"
+        elif seen.get("healthy") is False:
+            state = "[yellow]unhealthy[/]"
+        else:
+            state = "[green]healthy[/]"
+        role = "[bold]leader[/]" if name == leader else ""
+        rows.add_row(name, escape(str(seen.get("address", ""))), state, role)
+    title = f"cluster: {runner.lab.state.subject} ({runner.lab.state.mode})"
+    return Panel(rows, title=title, subtitle=runner.monitor.last_error or None)
+
+
+def workload(runner: Runner) -> RenderableType:
+    stats = read_workload(runner.lab.path)
+    if stats is None:
+        return Panel("no load running", title="workload")
+    series = stats.get("series", [])
+    ops = [float(s["ops"]) for s in series]
+    errors = [float(s["errors"]) for s in series]
+    window = stats["window"]
+    text = (
+        f"ops/s    [cyan]{sparkline(ops)}[/] {ops[-1] if ops else 0:.0f}\n"
+        f"errors/s [red]{sparkline(errors)}[/] {errors[-1] if errors else 0:.0f}\n"
+        f"p99 {window.get('p99_ms') or '-'} ms over the last {window['seconds']} s"
+    )
+    return Panel(text, title="workload")
+
+
+def tickets(runner: Runner) -> RenderableType:
+    rows = Table("#", "key", "status", "seen→opened", box=None, pad_edge=False)
+    for ticket in runner.store.tickets(limit=6):
+        rows.add_row(str(ticket.id), escape(ticket.key), styled(ticket.status),
+                     f"{ticket.time_to_detect:.1f} s")  # fmt: skip
+    return Panel(rows, title="tickets")
+
+
+def faults(runner: Runner) -> RenderableType:
+    active = Injections(runner.lab.path).active()
+    lines = [
+        f"#{i.id} {i.fault} on {escape(i.target)} since {i.injected_at[11:19]}" for i in active
+    ]
+    return Panel("\n".join(lines) or "none", title="active faults")
+
+
+def transcript(runner: Runner, height: int) -> RenderableType:
+    if not runner.model:
+        return Panel(
+            "No model configured: detection runs, remediation does not.\n"
+            "Set ANTHROPIC_API_KEY and pass --model anthropic:claude-sonnet-4-5, or "
+            "OPENAI_API_KEY and --model openai:gpt-4.1, or a local server with "
+            "--model openai:NAME@http://HOST:PORT/v1, or --model scripted:PATH.yaml.",
+            title="agent",
+        )
+    lines = [describe(e) for e in runner.events if e.kind in AGENT_EVENTS]
+    return Panel("\n".join(lines[-height:]) or "waiting for a ticket…", title="agent")
+
+
+def screen(runner: Runner, keys: str) -> RenderableType:
+    layout = Layout()
+    layout.split_column(
+        Layout(f"[bold]Operator[/] · {datetime.now():%H:%M:%S} · {keys}", size=1),
+        Layout(name="top", size=9),
+        Layout(name="middle", size=9),
+        Layout(name="agent"),
+    )
+    layout["top"].split_row(Layout(cluster(runner)), Layout(workload(runner)))
+    layout["middle"].split_row(Layout(tickets(runner), ratio=2), Layout(faults(runner)))
+    layout["agent"].update(transcript(runner, 14))
+    return layout

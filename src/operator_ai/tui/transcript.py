@@ -1,0 +1,48 @@
+"""Agent events as transcript lines, for `operator agent run`, `operator run` and the demo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rich.markup import escape
+
+from operator_ai.cli.output import styled
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime
+    kind: str  # a monitor transition (opened, cleared...) or an agent event (command...)
+    data: dict[str, Any]
+
+
+AGENT_EVENTS = ("claimed", "reasoning", "command", "result", "unverified", "ended", "warning")
+
+
+def describe(event: Event) -> str:
+    """An agent event as one line of the transcript."""
+    data, at = event.data, f"[dim]{event.at.astimezone():%H:%M:%S}[/]"
+    if "worker" in data:
+        at += f" [dim]{data['worker']}[/]"
+    if event.kind == "claimed":
+        return f"{at} [bold]claimed #{data['ticket']}[/] {escape(str(data['key']))}"
+    if event.kind == "reasoning":
+        return f"{at} [italic]{escape(first_line(str(data['text'])))}[/]"
+    if event.kind == "command":
+        return f"{at} [bold cyan]$ {escape(str(data['command']))}[/]"
+    if event.kind == "result":
+        code = data["exit_code"]
+        mark = "[green]exit 0[/]" if code == 0 else f"[red]exit {code}[/]"
+        return f"{at}   {mark} {escape(first_line(str(data['output'])))}"
+    if event.kind == "unverified":
+        return f"{at} [yellow]not verified yet:[/] {escape(str(data['message']))}"
+    if event.kind == "ended":
+        return f"{at} {styled(str(data['outcome']))}: {escape(str(data['reason']))}"
+    return f"{at} [red]{event.kind}:[/] {escape(str(data.get('message')))}"
+
+
+def first_line(text: str, width: int = 100) -> str:
+    line = next((s for s in text.splitlines() if s.strip()), "")
+    return line if len(line) <= width else line[: width - 1] + "…"

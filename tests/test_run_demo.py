@@ -1,0 +1,91 @@
+"""The one-command run and the demo, driven as a user would: the demo in a real terminal
+(tmux), `operator run` headless, each against its own real etcd lab."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from lab_helpers import lab_home
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed"),
+    pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed"),
+]
+
+RESTART = Path(__file__).resolve().parents[1] / "examples" / "restart-stopped.yaml"
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    with lab_home() as home:
+        try:
+            yield home
+        finally:
+            run_cli("lab", "down", "etcd", home=home)
+
+
+def env(home: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OPERATOR_")}
+    return clean | {"OPERATOR_HOME": str(home), "COLUMNS": "160"}
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_the_demo_shows_fault_detection_repair_and_recovery_in_a_terminal(home: Path) -> None:
+    socket = f"operator-test-{os.getpid()}"
+    command = (f"{sys.executable} -m operator_ai demo etcd --auto "
+               f"--model scripted:{RESTART}; sleep 600")  # fmt: skip
+    tmux = ["tmux", "-L", socket]
+    subprocess.run([*tmux, "new-session", "-d", "-x", "160", "-y", "100", command],
+                   env=env(home), check=True)  # fmt: skip
+    try:
+        screen = ""
+        deadline = time.monotonic() + 180
+        while "agent session" not in screen and time.monotonic() < deadline:
+            time.sleep(1)
+            screen = subprocess.run([*tmux, "capture-pane", "-p", "-S", "-200"],
+                                    capture_output=True, text=True).stdout  # fmt: skip
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)
+    for shown in ("1. Health", "3. Fault", "fault: kill etcd", "detected in",
+                  "$ supervisorctl -c supervisord.conf start all", "resolved: verified",
+                  "recovered: ticket", "resolved by agent", "time to mitigate",
+                  "7. Summary", "operator audit show"):  # fmt: skip
+        assert shown in screen, f"{shown!r} not on the screen:\n{screen}"
+
+
+def test_operator_run_headless_repairs_a_killed_member(home: Path) -> None:
+    run = subprocess.Popen(
+        [sys.executable, "-m", "operator_ai", "run", "--subject", "etcd", "--no-ui",
+         "--model", f"scripted:{RESTART}"],
+        env=env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert run.stdout is not None
+        for line in run.stdout:
+            lines.append(line)
+            if line.startswith("run: etcd in lab etcd"):
+                injected = run_cli("chaos", "inject", "kill", "-t", "etcd2", home=home)
+                assert injected.returncode == 0, injected.stderr
+            if "resolved: verified" in line:
+                break
+        run.send_signal(signal.SIGINT)
+        rest, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    output = "".join(lines) + rest
+    assert run.returncode == 0, output
+    assert "opened #1 etcd:member_down:etcd2" in output
+    assert "$ supervisorctl -c supervisord.conf start all" in output
+    assert "resolved: verified: the monitor saw etcd:member_down:etcd2 hold" in output
+    assert "stopping the load, the monitor and the agent" in output

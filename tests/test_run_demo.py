@@ -39,7 +39,43 @@ def env(home: Path) -> dict[str, str]:
     return clean | {"OPERATOR_HOME": str(home), "COLUMNS": "160"}
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def tmux_until(tmux: list[str], shown: str, timeout: float = 120.0) -> str:
+    """The pane's text, once ``shown`` is on it (or the timeout passed)."""
+    screen = ""
+    deadline = time.monotonic() + timeout
+    while shown not in screen and time.monotonic() < deadline:
+        time.sleep(1)
+        screen = subprocess.run([*tmux, "capture-pane", "-p", "-S", "-200"],
+                                capture_output=True, text=True).stdout  # fmt: skip
+    return screen
+
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+@needs_tmux
+def test_the_dashboard_kills_a_node_on_k_and_shows_the_repair(home: Path) -> None:
+    tmux = ["tmux", "-L", f"operator-test-run-{os.getpid()}"]
+    command = f"{sys.executable} -m operator_ai run --subject etcd --model scripted:{RESTART}"
+    shell = f"{command}; echo run-exited-$?; sleep 600"
+    subprocess.run([*tmux, "new-session", "-d", "-x", "160", "-y", "50", shell],
+                   env=env(home), check=True)  # fmt: skip
+    try:
+        assert "k kill a node" in tmux_until(tmux, "k kill a node", 60)
+        tmux_until(tmux, "healthy", 30)
+        subprocess.run([*tmux, "send-keys", "k"], check=True)
+        screen = tmux_until(tmux, "resolved: verified")
+        panels = ("cluster: etcd", "workload", "ops/s", "tickets", "active faults")
+        for shown in (*panels, "member_down", "kill on etcd", "$ supervisorctl",
+                      "resolved: verified"):  # fmt: skip
+            assert shown in screen, f"{shown!r} not on the screen:\n{screen}"
+        subprocess.run([*tmux, "send-keys", "q"], check=True)
+        assert "run-exited-0" in tmux_until(tmux, "run-exited-", 60)
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)
+
+
+@needs_tmux
 def test_the_demo_shows_fault_detection_repair_and_recovery_in_a_terminal(home: Path) -> None:
     socket = f"operator-test-{os.getpid()}"
     command = (f"{sys.executable} -m operator_ai demo etcd --auto "
@@ -48,12 +84,7 @@ def test_the_demo_shows_fault_detection_repair_and_recovery_in_a_terminal(home: 
     subprocess.run([*tmux, "new-session", "-d", "-x", "160", "-y", "100", command],
                    env=env(home), check=True)  # fmt: skip
     try:
-        screen = ""
-        deadline = time.monotonic() + 180
-        while "agent session" not in screen and time.monotonic() < deadline:
-            time.sleep(1)
-            screen = subprocess.run([*tmux, "capture-pane", "-p", "-S", "-200"],
-                                    capture_output=True, text=True).stdout  # fmt: skip
+        screen = tmux_until(tmux, "agent session", 180)
     finally:
         subprocess.run([*tmux, "kill-server"], check=False)
     for shown in ("1. Health", "3. Fault", "fault: kill etcd", "detected in",

@@ -11,8 +11,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from operator_ai.cli.output import styled
-from operator_ai.lab.faults import Injections
+from operator_ai.lab.faults import Injection, Injections
 from operator_ai.lab.load import read_workload
+from operator_ai.store import Ticket
 from operator_ai.tui.runner import Runner
 from operator_ai.tui.transcript import AGENT_EVENTS, describe
 
@@ -61,11 +62,24 @@ def workload(runner: Runner) -> RenderableType:
 
 
 def tickets(runner: Runner) -> RenderableType:
-    rows = Table("#", "key", "status", "seen→opened", box=None, pad_edge=False)
+    injections = Injections(runner.lab.path).all()
+    rows = Table("#", "key", "status", "time to detect", box=None, pad_edge=False)
     for ticket in runner.store.tickets(limit=6):
         rows.add_row(str(ticket.id), escape(ticket.key), styled(ticket.status),
-                     f"{ticket.time_to_detect:.1f} s")  # fmt: skip
+                     f"{time_to_detect(ticket, injections):.1f} s")  # fmt: skip
     return Panel(rows, title="tickets")
+
+
+def time_to_detect(ticket: Ticket, injections: list[Injection]) -> float:
+    """From the latest fault on the ticket's target before it opened, when there is one;
+    otherwise from the monitor's first sighting."""
+    started = [
+        at for i in injections if i.target == ticket.target
+        and (at := datetime.fromisoformat(i.injected_at)) <= ticket.opened_at
+    ]  # fmt: skip
+    if not started:
+        return ticket.time_to_detect
+    return (ticket.opened_at - max(started)).total_seconds()
 
 
 def faults(runner: Runner) -> RenderableType:

@@ -11,8 +11,9 @@ import typer
 from operator_ai.cli.context import app_context
 from operator_ai.cli.output import JsonOption, console, err_console, print_json, table
 from operator_ai.errors import LabError, SubjectUnreachable
-from operator_ai.lab import Lab, find_lab
+from operator_ai.lab import Lab, docker, find_lab
 from operator_ai.lab.faults import Injections
+from operator_ai.lab.runtime import is_root
 from operator_ai.lab.state import LabDir
 from operator_ai.subjects import load_subject
 
@@ -44,14 +45,28 @@ def up(
     name: str | None = typer.Option(
         None, "--name", help="The lab's name (default: the subject's)."
     ),
+    runtime: str | None = typer.Option(
+        None,
+        "--runtime",
+        help="process (nodes under supervisord; etcd, ratelimiter) or docker (Docker "
+        "Compose; tikv). Default: the subject's own.",
+    ),
     json: bool = JsonOption,
 ) -> None:
     """Start a lab cluster, or show it if it is already up."""
     if mode not in (None, "netns", "loopback"):
         raise LabError(f"--mode must be netns or loopback, not {mode!r}")
+    if runtime not in (None, "process", "docker"):
+        raise LabError(f"--runtime must be process or docker, not {runtime!r}")
+    if runtime == "docker" and mode:
+        raise LabError("--mode applies to the process runtime only; drop it with --runtime docker")
     settings = app_context(ctx).settings
     plugin = load_subject(subject)
     lab = Lab(LabDir(settings.home, name or subject))
+    if runtime == "docker":
+        mode = "docker"
+    elif runtime == "process":
+        mode = mode or ("netns" if is_root() else "loopback")
     state = lab.up(plugin, nodes or plugin.default_nodes, mode, settings.lab_user, progress)
     if state.mode == "loopback":
         err_console.print(
@@ -123,9 +138,14 @@ def print_status(lab: Lab, as_json: bool) -> None:
         print_json(status)
         return
     where = f", subnet {status['subnet']}" if status["subnet"] else ""
+    runner = (
+        f"compose project {lab.state.prefix}"
+        if status["mode"] == "docker"
+        else f"supervisord {status['supervisor']['pid']}"
+    )
     console.print(
         f"[bold]{status['lab']}[/]: {status['subject']} in {status['mode']} mode{where}; "
-        f"supervisord {status['supervisor']['pid']} "
+        f"{runner} "
         + ("[green]running[/]" if status["supervisor"]["running"] else "[red]not running[/]")
     )
     nodes = table("node", "address", "pid", "state", "role", "health", caption=None)
@@ -157,6 +177,13 @@ def logs(
 ) -> None:
     """Print a node's log (its stdout and stderr)."""
     lab = open_lab(ctx, lab_name)
+    if lab.state.mode == "docker":
+        container = docker.container(lab.state, node)
+        argv = ["docker", "logs", "--tail", str(lines), *(["--follow"] if follow else []),
+                container]  # fmt: skip
+        with contextlib.suppress(KeyboardInterrupt):
+            subprocess.run(argv, check=False)
+        return
     path = lab.path / "logs" / f"{lab.state.node(node).name}.log"
     if not path.exists():
         raise LabError(f"{node} has no log yet ({path})")

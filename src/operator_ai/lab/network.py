@@ -23,16 +23,16 @@ from collections.abc import Sequence
 from operator_ai.errors import LabError
 
 
-def sh(*argv: str, input: str | None = None, check: bool = True) -> str:
+def sh(*argv: str, input: str | None = None, check: bool = True, timeout: float = 30) -> str:
     """Run a system tool, turning a failure into a LabError that quotes its stderr."""
     try:
-        done = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError as exc:
         raise LabError(
             f"{argv[0]} is not installed", hint="Run `make setup` (as root) to install it."
         ) from exc
     except subprocess.TimeoutExpired as exc:
-        raise LabError(f"{' '.join(argv)} did not finish in 30 s") from exc
+        raise LabError(f"{' '.join(argv)} did not finish in {timeout:g} s") from exc
     if check and done.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.returncode}")
     return done.stdout

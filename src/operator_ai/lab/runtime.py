@@ -14,9 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 from operator_ai.errors import LabError, SubjectUnreachable
-from operator_ai.lab import network, procs
-from operator_ai.lab.state import LOOPBACK, NETNS, TMPFS_SIZE, LabDir, LabState, Node
+from operator_ai.lab import docker, network, procs
+from operator_ai.lab.state import DOCKER, LOOPBACK, NETNS, TMPFS_SIZE, LabDir, LabState, Node
 from operator_ai.lab.supervisor import Supervisor
 from operator_ai.lab.supervisor import render_config as render_supervisor
 from operator_ai.lab.supervisor import start as start_supervisor
@@ -56,7 +58,10 @@ class Lab:
         return load_subject(self.state.subject)
 
     @property
-    def supervisor(self) -> Supervisor:
+    def supervisor(self) -> Supervisor | docker.Containers:
+        """What starts and stops nodes: supervisord, or Docker for a Docker lab."""
+        if self.state.mode == DOCKER:
+            return docker.Containers(self.state)
         return Supervisor(self.path / "supervisor.sock")
 
     def pid(self, node: str) -> int | None:
@@ -73,6 +78,8 @@ class Lab:
             return None
 
     def running(self) -> bool:
+        if self.state.mode == DOCKER:
+            return docker.engine_problem() is None and docker.Containers(self.state).running()
         pid = self.state.supervisor_pid
         return bool(pid and procs.alive(pid) and str(self.path) in " ".join(procs.cmdline(pid)))
 
@@ -86,13 +93,32 @@ class Lab:
         user: str,
         progress: Progress = _quiet,
     ) -> LabState:
-        """Start the lab, or return it as it is when it is already running."""
+        """Start the lab, or return it as it is when it is already running.
+
+        ``mode`` is netns or loopback (the process runtime) or docker; None picks the
+        subject's first runtime, and netns as root, loopback otherwise."""
+        runtimes = getattr(subject, "runtimes", ("process",))
+        in_docker = mode == DOCKER or (mode is None and "process" not in runtimes)
+        if in_docker:
+            if DOCKER not in runtimes:
+                raise LabError(
+                    f"{subject.name} has no Docker lab",
+                    hint=f"`operator lab up {subject.name}` runs it as processes.",
+                )
+            docker.require_engine(subject.name)
+        elif "process" not in runtimes:
+            raise LabError(
+                f"{subject.name} runs only in Docker here (it has no process runtime)",
+                hint=f"`operator lab up {subject.name} --runtime docker`.",
+            )
         if self.dir.exists():
             if self.running():
                 progress(f"lab {self.dir.name} is already up")
                 return self.state
             progress("found a lab that is no longer running; cleaning it up first")
             self.down(progress)
+        if in_docker:
+            return self._up_docker(subject, nodes, progress)
         mode = mode or (NETNS if is_root() else LOOPBACK)
         if mode == NETNS and not is_root():
             raise LabError(
@@ -163,8 +189,41 @@ class Lab:
                 for name in names:
                     self.mount_data(name, account)
             progress(f"starting {len(names)} {subject.name} nodes")
-            self.supervisor.call("supervisor.startAllProcesses", True)
+            Supervisor(self.path / "supervisor.sock").call("supervisor.startAllProcesses", True)
             self._wait_ready(progress)
+        except BaseException:
+            progress("start failed; cleaning up")
+            self.down(_quiet)
+            raise
+        return state
+
+    def _up_docker(self, subject: Subject, nodes: int, progress: Progress) -> LabState:
+        """Write the subject's compose file and start it; the nodes' ports are published on
+        127.0.0.1, so the monitor reaches them as it does a loopback lab's."""
+        topology = subject.topology(nodes)
+        state = LabState(
+            name=self.dir.name,
+            subject=subject.name,
+            mode=DOCKER,
+            prefix=self.dir.prefix,
+            user=pwd.getpwuid(os.geteuid()).pw_name,
+            nodes=[
+                Node(n, "127.0.0.1", {p: _free_port() for p in ports})
+                for n, ports in topology.items()
+            ],
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        try:
+            for sub in ("conf", "logs", "tmp"):
+                (self.path / sub).mkdir(parents=True, exist_ok=True)
+            spec = subject.compose(state, self.path)  # type: ignore[attr-defined]
+            (self.path / "compose.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+            self.dir.save(state)
+            self._state = state
+            progress(f"starting {len(state.nodes)} containers (images are pulled the first time)")
+            for argv in docker.up(state, self.path):
+                docker.run(argv, timeout=1800)
+            self._wait_ready(progress, timeout=180)
         except BaseException:
             progress("start failed; cleaning up")
             self.down(_quiet)
@@ -259,6 +318,12 @@ class Lab:
             state = self.dir.load() if self.dir.exists() else None
         except LabError:
             state = None
+        if state and state.mode == DOCKER and docker.engine_problem() is None:
+            progress("removing the lab's containers, network and volumes")
+            docker.run(docker.down(state, self.path), timeout=300)
+            removed.append(f"compose project {state.prefix}")
+        if is_root():
+            removed += docker.release_loops(self.path / "disks")
         if state and state.supervisor_pid and procs.alive(state.supervisor_pid):
             progress("stopping supervisord and its nodes")
             with contextlib.suppress(LabError):

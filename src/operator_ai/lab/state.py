@@ -32,6 +32,9 @@ from operator_ai.errors import LabError
 NETNS = "netns"
 LOOPBACK = "loopback"
 MODES = (NETNS, LOOPBACK)
+"""The process runtime's modes: nodes under supervisord, which the generic faults work on."""
+DOCKER = "docker"
+"""The Docker Compose runtime's mode: nodes are containers (`lab/docker.py`)."""
 TMPFS_SIZE = "512m"
 """Each node's data tmpfs in netns mode (only what is used costs memory)."""
 

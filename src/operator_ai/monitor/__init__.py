@@ -6,6 +6,7 @@ Each cycle follows the ticket rules of DESIGN.md:
 - a ticket clears only after ``clear_after`` successive *successful* observations without
   its violation (hysteresis);
 - a failed observation is itself a violation, ``subject_unobservable``, and clears nothing;
+  nor does a look that could not evaluate an invariant (``Observation.unobserved``);
 - a violation that returns soon after clearing re-opens the same ticket (the store decides).
 
 What the monitor remembers between cycles (first sightings, clean streaks, recent
@@ -89,7 +90,9 @@ class Monitor:
         live = {t.key: t for t in self.store.live(self.subject.name)}
         transitions = self._report(violations, live, now)
         if observed:
-            transitions += self._clear({v.key for v in violations}, live, now)
+            # What this look could not evaluate keeps its tickets, as if it had been seen.
+            blind = {k for k, t in live.items() if t.invariant in observation.unobserved}
+            transitions += self._clear({v.key for v in violations} | blind, live, now)
         else:
             self._clean.clear()
         self.store.release_expired(now)

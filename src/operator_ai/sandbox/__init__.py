@@ -1,8 +1,9 @@
 """Where the agent's commands run: one seam, ``Sandbox.run(command, timeout)``.
 
 ``BwrapSandbox`` is the default: the lab user, the lab's ops namespace, a read-only root,
-no secrets. ``HostSandbox`` runs commands straight on the host and is only built when the user
-passes ``--unsafe-host``.
+no secrets. A Docker lab's commands run in a throwaway container on its network instead
+(``DockerSandbox``). ``HostSandbox`` runs commands straight on the host and is only built
+when the user passes ``--unsafe-host``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def sandbox_for(
         from operator_ai.sandbox.host import HostSandbox
 
         return HostSandbox(cwd=lab.path)
+    if lab.state.mode == "docker":
+        from operator_ai.sandbox.docker import DockerSandbox
+
+        return DockerSandbox(lab, lab.state.extra["ops_image"])
     from operator_ai.sandbox.bwrap import BwrapSandbox
 
     return BwrapSandbox(lab, home, hide=hide)

@@ -39,12 +39,15 @@ class Invariant:
 @dataclass(frozen=True)
 class Observation:
     """One successful look at a system. ``nodes`` maps each node to what was seen of it;
-    ``cluster`` holds what is seen once (leader, alarms, workload)."""
+    ``cluster`` holds what is seen once (leader, alarms, workload). ``unobserved`` names the
+    invariants this look could not evaluate (a metrics source was down): like a failed
+    observation, it clears none of their tickets."""
 
     subject: str
     at: datetime
     nodes: dict[str, dict[str, Any]]
     cluster: dict[str, Any] = field(default_factory=dict)
+    unobserved: tuple[str, ...] = ()
 
 
 @runtime_checkable

@@ -1,0 +1,162 @@
+"""Faults on a Docker lab: the docker CLI for the containers themselves (kill, stop,
+pause), and `tc`/`iptables` in a NET_ADMIN helper that joins the target's network namespace
+(delay, loss, partition). Disk pressure fills the store's own ext4 disk from a helper that
+mounts its volumes, so it works whether the store is running or not.
+
+Each fault builds its commands as argv lists (``commands``/``undo``) and only ``inject``
+and ``revert`` run them, so what a fault would do is tested without an engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from operator_ai.errors import LabError
+from operator_ai.lab import docker
+from operator_ai.lab.faults import NODE, Injection, _number
+from operator_ai.lab.state import DOCKER, LabState
+
+if TYPE_CHECKING:
+    from operator_ai.lab.runtime import Lab
+
+FILL_FILE = "/data/.operator-fill"
+
+
+class _Fault:
+    name = ""
+    description = ""
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = (DOCKER,)
+    target = NODE
+
+    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+        raise NotImplementedError
+
+    def undo(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+        return []
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        for argv in self.commands(lab.state, target, params):
+            docker.run(argv)
+        return {}
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        for argv in self.undo(lab.state, injection.target, injection.params):
+            docker.run(argv, check=False)
+
+
+class Kill(_Fault):
+    name = "kill"
+    description = "docker kill the node's container (SIGKILL); it stays down until started"
+
+    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [["docker", "kill", "--signal", "KILL", docker.container(state, target)]]
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        lab.supervisor.start(injection.target)
+
+
+class Stop(Kill):
+    name = "stop"
+    description = "docker stop the node's container; it stays down until started"
+
+    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [["docker", "stop", "--time", "10", docker.container(state, target)]]
+
+
+class Pause(_Fault):
+    name = "pause"
+    description = "docker pause the node's container (its processes freeze); revert unpauses"
+
+    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [["docker", "pause", docker.container(state, target)]]
+
+    def undo(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [["docker", "unpause", docker.container(state, target)]]
+
+
+class _Netem(_Fault):
+    """A netem qdisc on the container's interface (Docker hosts have netem; this one not)."""
+
+    def netem(self, params: dict[str, str]) -> list[str]:
+        raise NotImplementedError
+
+    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+        tc = ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", *self.netem(params)]
+        return [docker.in_netns(state, target, *tc)]
+
+    def undo(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [docker.in_netns(state, target, "tc", "qdisc", "del", "dev", "eth0", "root")]
+
+
+class Delay(_Netem):
+    name = "delay"
+    description = "add latency to everything the node sends (tc netem in its namespace)"
+    params: Mapping[str, tuple[str, str]] = {
+        "ms": ("200", "added delay in milliseconds"),
+        "jitter": ("0", "random variation in milliseconds"),
+    }
+
+    def netem(self, params: dict[str, str]) -> list[str]:
+        ms, jitter = _number(params, "ms", 1, 60_000), _number(params, "jitter", 0, 60_000)
+        return ["delay", f"{ms:g}ms", *([f"{jitter:g}ms"] if jitter else [])]
+
+
+class Loss(_Netem):
+    name = "loss"
+    description = "drop a share of the packets the node sends (tc netem in its namespace)"
+    params: Mapping[str, tuple[str, str]] = {"percent": ("30", "share of packets dropped")}
+
+    def netem(self, params: dict[str, str]) -> list[str]:
+        return ["loss", f"{_number(params, 'percent', 0, 100):g}%"]
+
+
+class Partition(_Fault):
+    name = "partition"
+    description = "drop the node's traffic to and from its PD and TiKV peers (iptables)"
+
+    def rules(self, action: str, peers: list[str]) -> str:
+        return " && ".join(
+            f"iptables {action} INPUT -s {ip} -j DROP && iptables {action} OUTPUT -d {ip} -j DROP"
+            for ip in peers
+        )
+
+    def peers(self, lab: Lab, target: str) -> list[str]:
+        names = [n.name for n in lab.state.nodes if n.name != target and n.name != "prometheus"]
+        return [docker.address(lab.state, n) for n in names if lab.pid(n)]
+
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        peers = self.peers(lab, target)
+        if not peers:
+            raise LabError(f"{target} has no running peers to be cut off from")
+        docker.run(docker.in_netns(lab.state, target, "sh", "-c", self.rules("-I", peers)))
+        return {"peers": peers}
+
+    def revert(self, lab: Lab, injection: Injection) -> None:
+        script = self.rules("-D", injection.state["peers"])
+        docker.run(docker.in_netns(lab.state, injection.target, "sh", "-c", script), check=False)
+
+
+class DiskPressure(_Fault):
+    name = "disk_pressure"
+    description = "fill the store's data disk until only a little is left"
+    params: Mapping[str, tuple[str, str]] = {"leave_mb": ("100", "MiB left free")}
+
+    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+        if not target.startswith("tikv"):
+            raise LabError("disk_pressure targets a store (tikv1, tikv2, ...)")
+        leave = int(_number(params, "leave_mb", 0, 100_000))
+        fill = (
+            f"free=$(df -Pm /data | awk 'NR==2 {{print $4}}'); "
+            f"dd if=/dev/zero of={FILL_FILE} bs=1M count=$((free - {leave})) && sync"
+        )
+        return [docker.with_volumes(state, target, fill)]
+
+    def undo(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [docker.with_volumes(state, target, f"rm -f {FILL_FILE}")]
+
+
+FAULTS = {
+    f.name: f for f in (Kill(), Stop(), Pause(), Delay(), Loss(), Partition(), DiskPressure())
+}

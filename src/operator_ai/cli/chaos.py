@@ -49,7 +49,9 @@ def list_(
     out = table("fault", "target", "params", "description", caption=None)
     for f in catalogue.values():
         params = " ".join(f"{k}={d}" for k, (d, _) in f.params.items()) or "-"
-        name = f.name if mode is None or mode in f.modes else f"[dim]{f.name} (netns only)[/]"
+        name = f.name
+        if mode is not None and mode not in f.modes:
+            name = f"[dim]{f.name} ({'/'.join(f.modes)} only)[/]"
         out.add_row(name, "NODE" if f.target == faults.NODE else "cluster", params, f.description)
     console.print(out)
     if lab:

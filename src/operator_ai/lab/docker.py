@@ -110,7 +110,7 @@ def compose(state: LabState, lab_dir: Path, *args: str) -> list[str]:
 def up(state: LabState, lab_dir: Path) -> list[list[str]]:
     """Build the tool images the lab names, then start every service in the background."""
     return [
-        compose(state, lab_dir, "build", "--quiet"),
+        compose(state, lab_dir, "--profile", "tools", "build", "--quiet"),
         compose(state, lab_dir, "up", "--detach", "--quiet-pull"),
     ]
 

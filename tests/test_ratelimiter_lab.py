@@ -75,6 +75,18 @@ def _load(lab: Lab, rate: int) -> Iterator[subprocess.Popen[str]]:
         (lab.path / "load.json").unlink(missing_ok=True)
 
 
+@netns_only
+def test_the_declared_limits_are_readable_but_not_writable_by_the_lab_user(lab: Lab) -> None:
+    """The monitor's truth: an agent that could rewrite it could clear a ticket unfixed."""
+    path = lab.path / "run" / "limits.json"
+    as_lab_user = ["setpriv", "--reuid=operator-lab", "--regid=operator-lab", "--clear-groups"]
+    read = subprocess.run([*as_lab_user, "cat", str(path)], capture_output=True, text=True)
+    assert read.returncode == 0 and "user:alice" in read.stdout
+    write = subprocess.run([*as_lab_user, "sh", "-c", f"echo {{}} > {path}"], capture_output=True)
+    assert write.returncode != 0
+    assert "user:alice" in path.read_text()
+
+
 def fires_and_clears(monitor: Monitor, lab: Lab, key: str, injection_id: int) -> None:
     cycle_until(monitor, lambda: live(monitor.store, key), what=key)
     chaos.revert(lab, injection_id)

@@ -102,16 +102,22 @@ def demo(
 
         chapter(6, "Verified recovery", auto)
         resolved = wait_resolved(store, ticket.id)
-        ttm = ((resolved.resolved_at or injected) - injected).total_seconds()
         how = "time to mitigate" if spec else "time to recover (the demo reverted the fault)"
-        console.print(f"[bold green]recovered:[/] ticket #{resolved.id} {resolved.status} by "
-                      f"{resolved.resolved_by}; [bold]{how} {ttm:.2f} s[/]")  # fmt: skip
-        chaos.revert(lab, injection.id)  # closes the record; the node runs again already
+        if resolved.status == Status.RESOLVED and resolved.resolved_at:
+            ttm = (resolved.resolved_at - injected).total_seconds()
+            outcome = f"{how} {ttm:.2f} s"
+            console.print(f"[bold green]recovered:[/] ticket #{resolved.id} resolved by "
+                          f"{resolved.resolved_by}; [bold]{outcome}[/]")  # fmt: skip
+        else:  # escalated, or still open when the wait ran out: say so, and measure nothing
+            outcome = f"not recovered (ticket {resolved.status})"
+            console.print(f"[bold red]{outcome}:[/] ticket #{resolved.id} waits for a human; "
+                          "the demo reverts the fault so the cluster is left whole")  # fmt: skip
+        chaos.revert(lab, injection.id)  # closes the record; the node may run again already
         print_status(lab, as_json=False)
 
         chapter(7, "Summary", auto)
         sessions = [s for s in store.sessions(ticket.id) if s.started_at >= injected]
-        console.print(f"time to detect {ttd:.2f} s · {how} {ttm:.2f} s")
+        console.print(f"time to detect {ttd:.2f} s · {outcome}")
         if sessions:
             s = sessions[0]
             console.print(

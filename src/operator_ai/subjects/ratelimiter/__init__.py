@@ -36,7 +36,9 @@ LIMITS = {
 
 
 def limits_path(lab_dir: Path) -> Path:
-    return lab_dir / "conf" / "limits.json"
+    """The declared limits: the monitor's truth, so root-owned beside the launch scripts,
+    where the agent (the lab user) can read them but not rewrite them to clear a ticket."""
+    return lab_dir / "run" / "limits.json"
 
 
 def declared(lab_dir: Path) -> dict[str, dict[str, int]]:

@@ -17,7 +17,9 @@ def briefing(lab: LabState, lab_dir: Path) -> str:
         for n in lab.nodes
         if n.name != "redis"
     )
-    limits = json.loads((lab_dir / "conf" / "limits.json").read_text())
+    from operator_ai.subjects.ratelimiter import limits_path
+
+    limits = json.loads(limits_path(lab_dir).read_text())
     network = (
         f"Each node and Redis run in their own network namespace on {lab.subnet}; your shell "
         "runs in the lab's ops namespace on the same bridge. You cannot change the network "
@@ -41,7 +43,8 @@ each request with the NODE's own clock, so the nodes' clocks must agree.
 Redis: {redis_url}, config {lab_dir}/conf/redis.conf, log {lab_dir}/logs/redis.log.
 {network}
 
-Declared limits (the source of truth, {lab_dir}/conf/limits.json, read by nodes at start):
+Declared limits (the source of truth, {limits_path(lab_dir)}, read-only to you, read by
+nodes at start):
 ```json
 {json.dumps(limits, indent=2)}
 ```

@@ -4,14 +4,19 @@ heals it before the next one starts."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lab_helpers import ROOT, cycle_for, cycle_until, lab_home, live, running_lab
+from conftest import run_cli
+from lab_helpers import ROOT, cycle_for, cycle_until, lab_home, live, running_lab, wait_for
 from operator_ai.errors import FaultUnsupported, LabError
 from operator_ai.lab import Lab
 from operator_ai.lab import faults as chaos
@@ -52,7 +57,9 @@ def test_killing_a_follower_opens_member_down_and_a_restart_clears_it(
     chaos.inject(lab, "kill", target, {})
     cycle_until(monitor, lambda: live(monitor.store, key), what=key)
 
-    lab.supervisor.start(target)  # what `supervisorctl start` does
+    ctl = ["supervisorctl", "-c", str(lab.path / "supervisord.conf"), "start", target]
+    started = subprocess.run(ctl, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stdout + started.stderr
     ticket = monitor.store.tickets()[0]
     cycle_until(monitor, lambda: monitor.store.ticket(ticket.id).status == Status.RESOLVED)
     resolved = monitor.store.ticket(ticket.id)
@@ -205,3 +212,36 @@ def test_a_stale_wal_panics_on_restart_until_the_member_is_replaced(
     chaos.revert(lab, injection.id)  # replaces the member
     cycle_until(monitor, lambda: not monitor.store.live(), what="every ticket cleared")
     assert len(lab.observe().cluster["members"]) == 3
+
+
+def test_the_cli_reverts_a_timed_fault_on_sigterm_and_monitor_once_says_what_it_saw(
+    lab: Lab, monitor: Monitor
+) -> None:
+    home = lab.path.parent.parent
+    target = follower(lab)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPERATOR_")}
+    inject = subprocess.Popen(
+        [sys.executable, "-m", "operator_ai", "chaos", "inject", "stop", "-t", target,
+         "--duration", "300"],
+        env={**env, "OPERATOR_HOME": str(home)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: lab.pid(target) is None, what=f"{target} to stop")
+        db = f"sqlite:///{home / 'once.db'}"
+        once = run_cli("monitor", "run", "--subject", "etcd", "--once", home=home,
+                       env={"OPERATOR_DB": db})  # fmt: skip
+        assert once.returncode == 0, once.stderr
+        assert f"seen, not a ticket until it lasts 1 s: etcd:member_down:{target}" in once.stdout
+
+        logs = run_cli("lab", "logs", target, "-n", "5", home=home)
+        assert logs.returncode == 0 and logs.stdout.strip()
+
+        inject.send_signal(signal.SIGTERM)
+        output, _ = inject.communicate(timeout=60)
+    finally:
+        inject.kill()
+    assert inject.returncode == 0, output
+    assert "reverted injection" in output
+    assert lab.pid(target) is not None  # the revert started it again
+    assert not chaos.Injections(lab.path).active()

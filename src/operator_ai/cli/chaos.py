@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import time
+from types import FrameType
 
 import typer
 
@@ -106,6 +108,8 @@ def inject(
         )
     if duration is None:
         return
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # a killed terminal still reverts the fault
+        signal.signal(sig, _interrupt)
     try:
         end = time.monotonic() + duration
         while (left := end - time.monotonic()) > 0:
@@ -116,6 +120,10 @@ def inject(
     finally:
         injection = faults.revert(lab, injection.id)
         err_console.print(f"reverted injection {injection.id}        ")
+
+
+def _interrupt(_sig: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()

@@ -67,7 +67,18 @@ def run(
             f"monitor: watching {subject} in lab {lab.dir.name} every {interval:g} s; Ctrl-C stops"
         )
     monitor.run(show, stop, once=once)
-    if once and not json:
-        live = monitor.store.live(subject)
+    if once:
+        # One look cannot outlast a grace period: say what was seen that is not a ticket yet.
+        live = {t.key for t in monitor.store.live(subject)}
+        waiting = [v for v in monitor.seen if v.key not in live]
+        if json:
+            for v in waiting:
+                grace = monitor.grace.get(v.invariant, 0)
+                seen = {"kind": "seen", "key": v.key, "message": v.message, "grace_seconds": grace}
+                print(_json.dumps(seen))
+            return
         state = monitor.last_error or f"{len(live)} live tickets"
         console.print(f"observed {subject}: {state}")
+        for v in waiting:
+            grace = monitor.grace.get(v.invariant, 0)
+            console.print(f"  seen, not a ticket until it lasts {grace:g} s: {v.key}: {v.message}")

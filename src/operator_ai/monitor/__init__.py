@@ -66,6 +66,8 @@ class Monitor:
         self.last: Observation | None = None
         self.last_error: str | None = None
         self._first_seen: dict[str, datetime] = {}
+        self.seen: list[Violation] = []
+        """The violations of the last cycle, tickets or not (a grace period may be running)."""
         self._clean: dict[str, int] = {}
 
     def cycle(self) -> list[Transition]:
@@ -86,6 +88,7 @@ class Monitor:
             self.history.append(observation)
             self.last = observation
             observed = True
+        self.seen = violations
         now = utcnow()
         live = {t.key: t for t in self.store.live(self.subject.name)}
         transitions = self._report(violations, live, now)

@@ -37,6 +37,13 @@ def leftovers(home: Path) -> list[str]:
     found = [f"pid {pid}" for pid in procs.referencing(str(lab_dir.path) + "/")]
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     found += [line for line in netns.splitlines() if line.startswith(lab_dir.prefix)]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines()
+              if line.split(":")[1].strip().startswith(lab_dir.prefix)]  # fmt: skip
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    found += [f"mount {m.split()[4]}" for m in mounts if m.split()[4].startswith(str(lab_dir.path))]
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    found += [f"nft {t}" for t in tables.splitlines() if lab_dir.prefix in t]
     return found
 
 
@@ -96,7 +103,15 @@ def test_loopback_mode_runs_and_refuses_network_faults(home: Path) -> None:
     listed = json.loads(ok(run_cli("chaos", "list", "--history", "--json", home=home)))
     assert listed["injections"][0]["reverted_at"] is not None
     assert {"kill", "partition", "nospace", "stale_wal"} <= {f["name"] for f in listed["faults"]}
+
+    before = json.loads(ok(run_cli("lab", "status", "--json", home=home)))
+    reset = json.loads(ok(run_cli("lab", "reset", "--json", home=home)))
+    assert [n["name"] for n in reset["nodes"]] == [n["name"] for n in before["nodes"]]
+    assert all(n["healthy"] for n in reset["nodes"]) and reset["faults"] == []
+    listed = json.loads(ok(run_cli("chaos", "list", "--history", "--json", home=home)))
+    assert listed["injections"] == []  # reset wipes the fault history too
     ok(run_cli("lab", "down", home=home))
+    assert leftovers(home) == []
 
 
 def test_subjects_are_plugins_listed_by_the_cli(home: Path) -> None:

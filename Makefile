@@ -19,11 +19,12 @@ bench: setup
 	$(VENV)/python bench/ratelimiter.py
 	$(VENV)/python bench/agent.py
 
-# The demo's home must be one the lab user can traverse; MODEL=SPEC picks the agent's model.
-DEMO_HOME ?= $(CURDIR)/.operator-demo
+# The demo's home must be one the lab user can traverse (a clone under /root is not), so
+# as root it lives in /var/lib/operator/demo; MODEL=SPEC picks the agent's model.
+DEMO_HOME ?= $(if $(filter 0,$(shell id -u)),/var/lib/operator/demo,$(CURDIR)/.operator-demo)
 
 demo: setup
-	@mkdir -p $(DEMO_HOME) && chmod 755 $(DEMO_HOME)
+	@mkdir -p $(DEMO_HOME) && chmod 755 $(dir $(DEMO_HOME)) $(DEMO_HOME)
 	OPERATOR_HOME=$(DEMO_HOME) $(VENV)/operator demo etcd $(if $(MODEL),--model $(MODEL)) $(if $(AUTO),--auto)
 
 clean:

@@ -64,10 +64,12 @@ def workload(runner: Runner) -> RenderableType:
 def tickets(runner: Runner) -> RenderableType:
     injections = Injections(runner.lab.path).all()
     rows = Table("#", "key", "status", "time to detect", box=None, pad_edge=False)
-    for ticket in runner.store.tickets(limit=6):
+    live = runner.store.live()[::-1]  # open, working and escalated first, newest on top
+    ended = [t for t in runner.store.tickets(limit=6) if t.id not in {x.id for x in live}]
+    for ticket in [*live, *ended][:6]:
         rows.add_row(str(ticket.id), escape(ticket.key), styled(ticket.status),
                      f"{time_to_detect(ticket, injections):.1f} s")  # fmt: skip
-    return Panel(rows, title="tickets")
+    return Panel(rows, title="tickets (live first)")
 
 
 def time_to_detect(ticket: Ticket, injections: list[Injection]) -> float:

@@ -73,18 +73,8 @@ def require_engine(subject: str) -> None:
 
 
 def run(argv: list[str], timeout: float = 120.0, check: bool = True) -> str:
-    """Run one docker command, turning a failure into a LabError that quotes its stderr."""
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise LabError(
-            "there is no `docker` command on this machine", hint=INSTALL_HINT.format(subject="tikv")
-        ) from None
-    except subprocess.TimeoutExpired as exc:
-        raise LabError(f"`{' '.join(argv)}` did not finish in {timeout:g} s") from exc
-    if check and done.returncode != 0:
-        raise LabError(f"`{' '.join(argv[:4])} ...` failed: {done.stderr.strip()[-500:]}")
-    return done.stdout
+    """Run one docker command; a failure is a LabError that quotes its stderr."""
+    return network.sh(*argv, check=check, timeout=timeout)
 
 
 def container(state: LabState, node: str) -> str:

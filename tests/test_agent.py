@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from agent_helpers import Recording, recording, scripted, shell
 from conftest import run_cli
-from fake_providers import anthropic_error, fake_provider
+from fake_providers import anthropic_error, anthropic_message, fake_provider, tool_use_block
 from operator_ai.agent import Agent, Budget, Summarizer
 from operator_ai.agent.prompts import for_model
 from operator_ai.config import Settings
@@ -161,6 +161,38 @@ def test_token_and_cost_budgets_escalate(tmp_path: Path, settings: Settings, sto
     session = store.session(c.session.id)
     assert "token budget spent: 1,400 of 1,000" in (session.summary or "")
     assert (session.steps, session.tokens_in, session.tokens_out) == (2, 1200, 200)
+
+
+def test_the_cost_budget_escalates_on_list_prices(settings: Settings, store: Store) -> None:
+    # Only a priced model costs anything: the Anthropic adapter, against the loopback fake.
+    # 200k input tokens of claude-sonnet-5-5 at $2 per million, 100 out at $10: $0.401 a turn.
+    turn = anthropic_message(
+        tool_use_block("toolu_1", "shell", {"command": "true", "reasoning": "look"}),
+        stop_reason="tool_use", input_tokens=200_000, output_tokens=100,
+    )  # fmt: skip
+    with fake_provider() as server:
+        server.always = turn
+        keyed = Settings(home=settings.home, db=settings.db, anthropic_api_key=SecretStr("sk-x"))
+        model = load_model(f"anthropic:claude-sonnet-5-5@{server.url}", keyed)
+        c = claim(store)
+        try:
+            outcome = agent(store, Recording(model), budget=Budget(max_cost=0.75)).run(c)
+        finally:
+            model.close()
+    assert outcome == Outcome.ESCALATED
+    session = store.session(c.session.id)
+    assert "cost budget spent: $0.8020 of $0.75" in (session.summary or "")
+    assert session.steps == 2 and session.cost_usd == pytest.approx(0.802)
+
+
+def test_the_time_budget_escalates(tmp_path: Path, settings: Settings, store: Store) -> None:
+    spec = scripted(tmp_path / "s.yaml", shell("sleep 1"), shell("sleep 1"), shell("echo never"))
+    c = claim(store)
+    outcome = agent(store, recording(spec, settings), budget=Budget(max_minutes=1.5 / 60)).run(c)
+    assert outcome == Outcome.ESCALATED
+    assert "time budget spent" in (store.session(c.session.id).summary or "")
+    calls = [e.content for e in store.audit_entries(c.session.id) if e.kind == AuditKind.TOOL_CALL]
+    assert calls == ["sleep 1", "sleep 1"]
 
 
 def test_a_stop_request_interrupts_and_releases_the_ticket(

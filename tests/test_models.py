@@ -174,6 +174,29 @@ def test_anthropic_tool_call_round_trip(server: FakeProvider, claude: AnthropicM
     assert json.dumps(body).count("cache_control") == 3  # one breakpoint each, no more
 
 
+def test_anthropic_thinking_is_the_reasoning_and_goes_back_exactly_as_received(
+    server: FakeProvider, claude: AnthropicModel
+) -> None:
+    # Adaptive thinking (on by default for Claude 5.x): the reply's thinking blocks are
+    # signed, and the next request must carry them back unchanged beside the tool call.
+    thinking = {"type": "thinking", "thinking": "etcd2 exited; start it.", "signature": "c2ln"}
+    redacted = {"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"}
+    call = tool_use_block("toolu_09", "shell", {"command": "supervisorctl start etcd2"})
+    server.queue(
+        anthropic_message(thinking, redacted, call, stop_reason="tool_use"),
+        anthropic_message(text_block("Started.")),
+    )
+    first = claude.complete("You operate etcd.", [UserMessage("etcd2 is down")], [SHELL])
+    assert first.text == "etcd2 exited; start it."
+    assert first.tool_calls == (ToolCall("toolu_09", "shell", call["input"]),)
+
+    follow = [UserMessage("etcd2 is down"), AssistantMessage(first),
+              ToolResults((ToolResult("toolu_09", "etcd2: started"),))]  # fmt: skip
+    assert claude.complete("You operate etcd.", follow, [SHELL]).text == "Started."
+    echoed = server.received[1].body["messages"][1]
+    assert echoed == {"role": "assistant", "content": [thinking, redacted, call]}
+
+
 def test_anthropic_without_tools_skips_empty_replies_and_merges_turns(
     server: FakeProvider, claude: AnthropicModel
 ) -> None:
@@ -599,6 +622,6 @@ def test_snapshots_match_their_own_model_and_nothing_else_is_priced() -> None:
     assert price("gpt-4o-mini-2024-07-18") == price("gpt-4o-mini") != price("gpt-4o")
     assert price("claude-haiku-4-5-20251001") == price("claude-haiku-4-5")
     assert price("claude-sonnet-4-20250514") == price("claude-sonnet-4")
-    for unknown in ("scripted", "qwen2.5", "gpt-4.1-nano", "claude-sonnet-4-6", "gpt-5.1"):
+    for unknown in ("scripted", "qwen2.5", "gpt-4.1-nano", "claude-sonnet-4-7", "gpt-5.1"):
         assert price(unknown) is None
         assert cost(unknown, Usage(1000, 1000)) == 0.0

@@ -37,7 +37,7 @@ class Settings(BaseModel):
     lab_user: str = Field(
         "operator-lab", description="The unprivileged user lab nodes and the sandbox run as"
     )
-    model: str | None = Field(None, description="Model spec, e.g. anthropic:claude-sonnet-4-5")
+    model: str | None = Field(None, description="Model spec, e.g. anthropic:claude-sonnet-5-5")
     summary_model: str | None = Field(
         None,
         description="Small model for one-line audit summaries, e.g. anthropic:claude-haiku-4-5",

@@ -94,7 +94,7 @@ class ModelError(OperatorError):
 
 class NoModel(ModelError):
     hint = (
-        "Set ANTHROPIC_API_KEY and pass --model anthropic:claude-sonnet-4-5, or OPENAI_API_KEY "
+        "Set ANTHROPIC_API_KEY and pass --model anthropic:claude-sonnet-5-5, or OPENAI_API_KEY "
         "and --model openai:gpt-4.1; a local server: --model openai:NAME@http://HOST:PORT/v1; "
         "no key at all: --model scripted:PATH.yaml. OPERATOR_MODEL sets a default."
     )

@@ -26,7 +26,7 @@ from operator_ai.tui.transcript import AGENT_EVENTS, Event, describe
 
 NO_MODEL = """\
 [bold]No model is configured[/], so the demo stops at the ticket. To let the agent repair it:
-  export ANTHROPIC_API_KEY=...   then  operator demo {subject} --model anthropic:claude-sonnet-4-5
+  export ANTHROPIC_API_KEY=...   then  operator demo {subject} --model anthropic:claude-sonnet-5-5
   export OPENAI_API_KEY=...      then  operator demo {subject} --model openai:gpt-4.1
   a local server (Ollama...):          operator demo {subject} --model openai:qwen2.5@http://127.0.0.1:11434/v1
 The demo now reverts the fault itself, so the cluster is left healthy."""

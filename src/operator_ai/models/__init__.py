@@ -3,7 +3,7 @@
 The conversation is typed: a ``UserMessage``, the model's own ``AssistantMessage`` (its
 ``Turn``), and ``ToolResults`` answering the tool calls of the turn before. Adapters turn these
 into their provider's wire format and back. ``load_model(spec, settings)`` builds one from a
-spec string such as ``anthropic:claude-sonnet-4-5`` or ``scripted:path.yaml``.
+spec string such as ``anthropic:claude-sonnet-5-5`` or ``scripted:path.yaml``.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ class Turn:
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage = field(default_factory=Usage)
     stop_reason: str = "end_turn"
+    raw: tuple[dict[str, Any], ...] = ()
+    """The reply's content exactly as the provider sent it, for adapters that must echo it
+    back unchanged (Claude's signed thinking blocks); empty where nothing needs echoing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +134,7 @@ SHELL = Tool(
 
 
 class Model(Protocol):
-    spec: str  # as given, e.g. "anthropic:claude-sonnet-4-5"
+    spec: str  # as given, e.g. "anthropic:claude-sonnet-5-5"
     name: str  # the provider's model name, which the price table is keyed on
 
     def complete(self, system: str, messages: Sequence[Message], tools: Sequence[Tool]) -> Turn:

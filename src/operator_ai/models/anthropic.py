@@ -7,6 +7,7 @@ caching, so each turn of a long session re-reads the shared prefix at the cache 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import anthropic
 from anthropic.types import (
@@ -134,6 +135,8 @@ def _blocks(message: Message) -> tuple[str, list[Block]]:
             blocks.append({"type": "text", "text": message.text})
         return "user", blocks
     if isinstance(message, AssistantMessage):
+        if message.turn.raw:  # as received: thinking blocks are signed and must come back whole
+            return "assistant", [cast(Block, dict(b)) for b in message.turn.raw]
         if message.turn.text:
             blocks.append({"type": "text", "text": message.turn.text})
         for call in message.turn.tool_calls:
@@ -160,7 +163,9 @@ def to_turn(reply: Reply) -> Turn:
     texts: list[str] = []
     calls: list[ToolCall] = []
     for block in reply.content:
-        if block.type == "text":
+        if block.type == "thinking" and block.thinking:  # adaptive thinking: the reasoning
+            texts.append(block.thinking)
+        elif block.type == "text":
             texts.append(block.text)
         elif block.type == "tool_use":
             arguments: object = block.input
@@ -176,4 +181,6 @@ def to_turn(reply: Reply) -> Turn:
         cache_read_tokens=u.cache_read_input_tokens or 0,
         cache_write_tokens=u.cache_creation_input_tokens or 0,
     )
-    return Turn("\n".join(texts), tuple(calls), usage, reply.stop_reason or "end_turn")
+    # As sent, even where it breaks the SDK's types (a non-object tool input): no warnings.
+    raw = tuple(b.model_dump(mode="json", exclude_none=True, warnings=False) for b in reply.content)
+    return Turn("\n".join(texts), tuple(calls), usage, reply.stop_reason or "end_turn", raw)

@@ -32,6 +32,10 @@ def _openai(input: float, output: float, cache_read: float) -> Price:
 
 
 PRICES: dict[str, Price] = {
+    "claude-opus-5-5": Price(4.00, 20.00, 0.40, 5.00),
+    "claude-sonnet-5-5": Price(2.00, 10.00, 0.20, 2.50),
+    "claude-sonnet-5": Price(2.00, 10.00, 0.20, 2.50),
+    "claude-sonnet-4-6": Price(3.00, 15.00, 0.30, 3.75),
     "claude-opus-4-5": Price(5.00, 25.00, 0.50, 6.25),
     "claude-opus-4-1": Price(15.00, 75.00, 1.50, 18.75),
     "claude-sonnet-4-5": Price(3.00, 15.00, 0.30, 3.75),

@@ -1,7 +1,7 @@
 """``load_model``: from a spec string and the settings to a ready Model.
 
-    anthropic:claude-sonnet-4-5                 needs anthropic_api_key (ANTHROPIC_API_KEY)
-    anthropic:claude-sonnet-4-5@https://PROXY   the same, through a proxy or gateway
+    anthropic:claude-sonnet-5-5                 needs anthropic_api_key (ANTHROPIC_API_KEY)
+    anthropic:claude-sonnet-5-5@https://PROXY   the same, through a proxy or gateway
     openai:gpt-4.1                              needs openai_api_key (OPENAI_API_KEY)
     openai:qwen2.5@http://127.0.0.1:11434/v1    any OpenAI-compatible server; no key needed
     scripted:path/to/script.yaml                plays back a script (see models.scripted)

@@ -96,7 +96,7 @@ def transcript(runner: Runner, height: int) -> RenderableType:
     if not runner.model:
         return Panel(
             "No model configured: detection runs, remediation does not.\n"
-            "Set ANTHROPIC_API_KEY and pass --model anthropic:claude-sonnet-4-5, or "
+            "Set ANTHROPIC_API_KEY and pass --model anthropic:claude-sonnet-5-5, or "
             "OPENAI_API_KEY and --model openai:gpt-4.1, or a local server with "
             "--model openai:NAME@http://HOST:PORT/v1, or --model scripted:PATH.yaml.",
             title="agent",

@@ -120,3 +120,38 @@ def test_operator_run_headless_repairs_a_killed_member(home: Path) -> None:
     assert "$ supervisorctl -c supervisord.conf start all" in output
     assert "resolved: verified: the monitor saw etcd:member_down:etcd2 hold" in output
     assert "stopping the load, the monitor and the agent" in output
+
+
+def test_the_runner_restarts_a_broken_monitor_and_a_dead_load(home: Path) -> None:
+    from lab_helpers import running_lab, wait_for
+    from operator_ai.config import Settings
+    from operator_ai.store import Store
+    from operator_ai.tui.runner import Runner
+
+    with running_lab(home) as lab, Store(f"sqlite:///{home / 'operator.db'}") as store:
+        runner = Runner(Settings(home=home, db=f"sqlite:///{home / 'operator.db'}"), store, lab,
+                        model=None, rate=20)  # fmt: skip
+        real_cycle, broken = runner.monitor.cycle, []
+
+        def cycle_that_breaks_once() -> list[object]:
+            if not broken:
+                broken.append(True)
+                raise RuntimeError("the store went away")
+            return real_cycle()  # type: ignore[return-value]
+
+        runner.monitor.cycle = cycle_that_breaks_once  # type: ignore[method-assign]
+        runner.start()
+        try:
+            errors = lambda: [e.data["message"] for e in runner.events if e.kind == "error"]  # noqa: E731
+            wait_for(lambda: any("monitor stopped: the store went away" in m for m in errors()))
+            wait_for(lambda: runner.monitor.last is not None, what="the monitor to run again")
+
+            first = runner._load
+            assert first is not None
+            wait_for(lambda: (lab.path / "load.json").exists(), what="the load to start")
+            first.kill()
+            wait_for(lambda: runner._load is not first, what="the load to be started again")
+            assert any("the load exited (-9)" in m for m in errors())
+        finally:
+            runner.stop()
+        assert runner._load is not None and runner._load.poll() is not None  # stopped at the end

@@ -1,5 +1,6 @@
 """Runs the whole loop for one lab: load (a child process), the monitor and the agent
-workers (threads), with every transition and agent step kept as an event for the screen."""
+workers (threads), each restarted if it dies, with every transition and agent step kept as
+an event for the screen."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class Runner:
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._load: subprocess.Popen[bytes] | None = None
+        self._load_lock = threading.Lock()
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         event = Event(datetime.now(UTC), kind, data)
@@ -55,9 +57,30 @@ class Runner:
 
     def start(self) -> None:
         self._load = self._start_load()
-        self._thread(self.monitor.run, self._transition, self.stopping)
+        self._thread(self._keep_monitoring)
+        self._thread(self._keep_loading)
         if self.model:
             self._thread(run_workers, self.workers, self._worker)
+
+    def _keep_monitoring(self) -> None:
+        """The monitor, restarted a second after anything breaks it (a store outage, say);
+        the screen shows what broke, so a stale dashboard never passes for a quiet one."""
+        while not self.stopping.is_set():
+            try:
+                self.monitor.run(self._transition, self.stopping)
+            except Exception as exc:
+                self.emit("error", {"message": f"monitor stopped: {exc}; restarting in 1 s"})
+                self.stopping.wait(1.0)
+
+    def _keep_loading(self) -> None:
+        """The load generator, started again whenever it exits while the run goes on."""
+        while not self.stopping.wait(1.0):
+            with self._load_lock:  # stop() holds it while it ends the load
+                assert self._load is not None
+                code = self._load.poll()
+                if code is not None and not self.stopping.is_set():
+                    self.emit("error", {"message": f"the load exited ({code}); restarting it"})
+                    self._load = self._start_load()
 
     def _start_load(self) -> subprocess.Popen[bytes]:
         env = {**os.environ, "OPERATOR_HOME": str(self.settings.home)}
@@ -88,13 +111,14 @@ class Runner:
     def stop(self) -> None:
         """Stop the load, the monitor and the workers (each finishes its current step)."""
         self.stopping.set()
-        if self._load is not None and self._load.poll() is None:
-            self._load.send_signal(signal.SIGINT)
-            try:
-                self._load.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                procs.terminate([self._load.pid])
-                self._load.wait()
+        with self._load_lock:
+            if self._load is not None and self._load.poll() is None:
+                self._load.send_signal(signal.SIGINT)
+                try:
+                    self._load.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    procs.terminate([self._load.pid])
+                    self._load.wait()
         for thread in self._threads:
             thread.join(timeout=150)
 

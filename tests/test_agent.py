@@ -91,6 +91,23 @@ def test_a_fix_the_monitor_confirms_resolves_the_ticket_with_a_complete_audit(
     assert store.verify_audit().ok
 
 
+def test_a_command_is_in_the_audit_trail_before_it_runs(
+    tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    # The command itself reads the audit trail, from its own process, while it runs.
+    (tmp_path / "look.py").write_text(
+        f"import sqlite3\nq = \"select count(*) from audit_entries where kind = 'tool_call'\"\n"
+        f"print(sqlite3.connect({str(tmp_path / 'operator.db')!r}).execute(q).fetchone())\n"
+    )
+    look = f"python3 {tmp_path / 'look.py'}"
+    spec = scripted(tmp_path / "s.yaml", shell(look), {"text": "ESCALATE: done looking"})
+    c = claim(store)
+    agent(store, recording(spec, settings)).run(c)
+    [result] = [e for e in store.audit_entries(c.session.id) if e.kind == AuditKind.TOOL_RESULT]
+    assert result.exit_code == 0, result.content
+    assert "(1,)" in result.content  # its own tool_call was committed before it started
+
+
 def test_bad_model_output_is_recorded_and_answered_with_errors(
     tmp_path: Path, settings: Settings, store: Store
 ) -> None:

@@ -397,11 +397,15 @@ def test_openai_without_tools_sends_none_and_maps_stop_reasons(
     assert body["messages"] == [{"role": "user", "content": "summarise"}]
 
 
-def test_openai_rate_limit_is_retried(server: FakeProvider, gpt: OpenAIModel) -> None:
-    server.queue(
-        openai_error(429, "requests", "Rate limit reached", "rate_limit_exceeded"),
-        openai_completion("ok"),
-    )
+@pytest.mark.parametrize(
+    "error",
+    [openai_error(429, "requests", "Rate limit reached", "rate_limit_exceeded"),
+     openai_error(500, "server_error", "The server had an error processing your request")],
+)  # fmt: skip
+def test_openai_rate_limits_and_server_errors_are_retried(
+    server: FakeProvider, gpt: OpenAIModel, error: Reply
+) -> None:
+    server.queue(error, openai_completion("ok"))
     assert gpt.complete("s", [UserMessage("go")], []).text == "ok"
     assert len(server.received) == 2
 

@@ -8,6 +8,7 @@ Where each shape comes from:
 - `/pd/api/v1/members`: tikv/pd `server/api/member.go`, kvproto `pdpb.GetMembersResponse`.
 - `/pd/api/v1/health`: tikv/pd `server/api/health.go` (a list; a dead member has health false).
 - `/pd/api/v1/regions/check/<kind>`: tikv/pd `server/api/region.go` ({"count", "regions"}).
+- `/pd/api/v1/ping`: tikv/pd `server/api/router.go` (200, empty body).
 - PD errors: a bare JSON string with HTTP 500 (tikv/pd `server/api`, `rd.JSON(w, 500, ...)`).
 - Prometheus `/api/v1/query`: prometheus.io/docs/prometheus/latest/querying/api (an
   instant vector: {"metric": {...}, "value": [unix seconds, "string value"]}).
@@ -56,6 +57,7 @@ class Cluster:
         default_factory=lambda: {"miss-peer": 0, "down-peer": 0, "pending-peer": 0}
     )
     prometheus_up: bool = True
+    health_up: bool = True
 
 
 def size(n: int) -> str:
@@ -94,7 +96,7 @@ class _Server:
             def do_GET(self) -> None:
                 server.received.append(self.path)
                 status, body = server._answer(urlparse(self.path))
-                data = json.dumps(body, indent=2).encode()
+                data = body if isinstance(body, bytes) else json.dumps(body, indent=2).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json; charset=UTF-8")
                 self.send_header("content-length", str(len(data)))
@@ -127,7 +129,11 @@ class FakePD(_Server):
     def answer(self, url: Any) -> tuple[int, Any]:
         c = self.cluster
         path = url.path
+        if path == "/pd/api/v1/ping":  # answered by the member itself, leader or not
+            return 200, b""
         if path == "/pd/api/v1/health":
+            if not c.health_up:
+                return 500, "[PD:etcd:ErrEtcdMemberList]etcd member list failed"
             return 200, [{**self.member(n), "health": up} for n, up in c.pds.items()]
         if c.leader is None:  # what PD says when it cannot reach its leader
             return 500, "[PD:server:ErrServerNotStarted]server not started"

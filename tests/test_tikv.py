@@ -173,6 +173,16 @@ def test_pd_sizes_parse_as_pd_writes_them(text: object, expected: int | None) ->
     assert parse_size(text) == expected
 
 
+def test_a_failing_health_check_blinds_one_invariant_not_the_whole_look(
+    fake: FakeTiKV, tmp_path: Path
+) -> None:
+    fake.cluster.health_up = False
+    observation = TIKV.observe(lab_state(fake), tmp_path, timeout=5.0)
+    assert observation.unobserved == ("pd_member_unhealthy",)
+    assert "health" in observation.cluster["errors"]
+    assert TIKV.check(observation, []) == []  # the stores and regions were still seen
+
+
 def test_one_dead_pd_member_is_named_while_the_others_answer(
     fake: FakeTiKV, tmp_path: Path
 ) -> None:

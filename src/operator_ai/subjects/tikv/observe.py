@@ -87,7 +87,7 @@ def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
         answering = None
         for node in pd_nodes:  # PD forwards to its leader, so one member that answers will do
             try:
-                probe.get(node.url(), "/pd/api/v1/health")
+                probe.get(node.url(), "/pd/api/v1/ping", parse=False)  # served without a leader
             except (httpx.HTTPError, ValueError) as exc:
                 nodes[node.name]["error"] = describe(exc)
                 errors.append(f"{node.name}: {describe(exc)}")
@@ -109,11 +109,11 @@ class _Probe:
         self.client = client
         self.deadline = deadline
 
-    def get(self, base: str, path: str, **params: str) -> Any:
+    def get(self, base: str, path: str, parse: bool = True, **params: str) -> Any:
         left = max(0.05, self.deadline - time.monotonic())
         response = self.client.get(f"{base}{path}", params=params or None, timeout=left)
         response.raise_for_status()
-        return response.json()
+        return response.json() if parse else None
 
 
 def _pd(

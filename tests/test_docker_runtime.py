@@ -17,6 +17,7 @@ from operator_ai.lab.state import LabState, Node
 from operator_ai.sandbox.docker import run_argv
 from operator_ai.sandbox.limits import Limits
 from operator_ai.subjects.tikv import compose, load_commands
+from operator_ai.subjects.tikv.briefing import briefing
 from operator_ai.subjects.tikv.faults import FAULTS
 
 ENGINE = docker.engine_problem()
@@ -67,13 +68,12 @@ def test_the_compose_file_runs_three_pd_three_tikv_prometheus_and_a_load() -> No
         in (services["pd1"]["command"])
     )
     assert services["ycsb"]["profiles"] == ["load"] and services["ops"]["profiles"] == ["tools"]
-    assert "tikv.type=raw" in services["ycsb"]["command"]
     volumes = compose.volumes(["pd1"], {"tikv1": "/dev/loop7"})
     assert volumes["tikv1-data"]["driver_opts"] == {"type": "ext4", "device": "/dev/loop7"}
 
 
 def test_prometheus_scrapes_the_status_port_that_the_promql_matches() -> None:
-    config = compose.prometheus_config(["tikv1", "tikv2", "tikv3"])
+    config = compose.prometheus_config(["tikv1", "tikv2", "tikv3"], ["pd1", "pd2", "pd3"])
     [tikv] = [job for job in config["scrape_configs"] if job["job_name"] == "tikv"]
     assert tikv["static_configs"][0]["targets"] == ["tikv1:20180", "tikv2:20180", "tikv3:20180"]
 
@@ -161,6 +161,7 @@ def test_compose_commands_name_the_lab_project_and_remove_volumes_on_down() -> N
     assert load[: len(base) + 5] == [*base, "--profile", "load", "run", "--rm", "ycsb"]
     assert load[len(base) + 5] == "load" and run[len(base) + 5] == "run"
     assert "operationcount=6000" in run and "target=200" in run
+    assert "tikv.pd=pd1:2379,pd2:2379,pd3:2379" in run and "tikv.type=raw" in run
 
 
 @pytest.mark.skipif(ENGINE is None, reason="a Docker engine answers here")
@@ -204,3 +205,11 @@ def test_live_a_killed_store_opens_store_down(tikv_lab: object) -> None:
             return live(store, "tikv:store_down:tikv2")
 
         wait_for(opened, timeout=90, what="PD to see the store disconnected")
+
+
+def test_the_briefing_names_roles_containers_tools_and_queries() -> None:
+    text = briefing(state(), Path("/labs/tikv"))
+    for needle in ("op0a1b2c-tikv2", "op0a1b2c-pd1", "pd-ctl -u http://pd1:2379", "tikv-ctl",
+                   "tikv3:20160 (status tikv3:20180)", "histogram_quantile(0.99",
+                   "no access\nto Docker", "/labs/tikv/compose.yaml"):  # fmt: skip
+        assert needle in text, needle

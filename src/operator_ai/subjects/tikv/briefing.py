@@ -6,13 +6,12 @@ from pathlib import Path
 
 from operator_ai.lab import docker
 from operator_ai.lab.state import LabState
-from operator_ai.subjects.tikv.compose import PD_CLIENT, TIKV_PORT, TIKV_STATUS
+from operator_ai.subjects.tikv.compose import PD_CLIENT, TIKV_PORT, TIKV_STATUS, names
 from operator_ai.subjects.tikv.observe import queries
 
 
 def briefing(lab: LabState, lab_dir: Path) -> str:
-    pds = [n.name for n in lab.nodes if n.name.startswith("pd")]
-    stores = [n.name for n in lab.nodes if n.name.startswith("tikv")]
+    pds, stores = names(lab, "pd"), names(lab, "tikv")
     rows = "\n".join(
         f"| {n.name} | {docker.container(lab, n.name)} | "
         + (

@@ -51,16 +51,21 @@ def topology(nodes: int) -> dict[str, dict[str, int]]:
     return {**pds, **stores, "prometheus": {"http": PROMETHEUS_PORT}}
 
 
+def names(state: LabState, role: str) -> list[str]:
+    """The lab's nodes of one role: "pd" or "tikv"."""
+    return [n.name for n in state.nodes if n.name.startswith(role)]
+
+
 def pd_endpoints(state: LabState) -> list[str]:
     """PD's client addresses on the lab network."""
-    return [f"{n.name}:{PD_CLIENT}" for n in state.nodes if n.name.startswith("pd")]
+    return [f"{p}:{PD_CLIENT}" for p in names(state, "pd")]
 
 
 def ops_image(state: LabState) -> str:
     return f"operator-tikv-ops:{state.prefix}"
 
 
-def prometheus_config(stores: list[str]) -> dict[str, Any]:
+def prometheus_config(stores: list[str], pds: list[str]) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
         "scrape_configs": [
@@ -71,7 +76,7 @@ def prometheus_config(stores: list[str]) -> dict[str, Any]:
             },
             {
                 "job_name": "pd",
-                "static_configs": [{"targets": [f"pd{i}:{PD_CLIENT}" for i in (1, 2, 3)]}],
+                "static_configs": [{"targets": [f"{p}:{PD_CLIENT}" for p in pds]}],
             },
         ],
     }
@@ -79,8 +84,8 @@ def prometheus_config(stores: list[str]) -> dict[str, Any]:
 
 def services(state: LabState) -> dict[str, Any]:
     """The compose ``services``: one per node, plus the load and the agent's tools."""
-    pds = [n.name for n in state.nodes if n.name.startswith("pd")]
-    stores = [n.name for n in state.nodes if n.name.startswith("tikv")]
+    pds = names(state, "pd")
+    stores = names(state, "tikv")
     cluster = ",".join(f"{p}=http://{p}:{PD_PEER}" for p in pds)
     endpoints = ",".join(pd_endpoints(state))
     out: dict[str, Any] = {}
@@ -135,22 +140,9 @@ def services(state: LabState) -> dict[str, Any]:
         volumes=["./conf/prometheus.yml:/etc/prometheus/prometheus.yml:ro"],
         depends_on=stores,
     )
-    # Not started by `up`: `operator lab load tikv` runs it, and the sandbox uses the image.
-    out["ycsb"] = {
-        "image": IMAGES["ycsb"],
-        "networks": ["lab"],
-        "profiles": ["load"],
-        "command": [
-            "run",
-            "tikv",
-            "-P",
-            "/workloads/workloada",
-            "-p",
-            f"tikv.pd={endpoints}",
-            "-p",
-            "tikv.type=raw",
-        ],
-    }
+    # Neither starts with `up`: `operator lab load tikv` runs ycsb, and the agent's sandbox
+    # runs each command in a container of the ops image, which `up` builds.
+    out["ycsb"] = {"image": IMAGES["ycsb"], "networks": ["lab"], "profiles": ["load"]}
     out["ops"] = {
         "image": ops_image(state),
         "build": {"context": "./conf/ops"},
@@ -173,9 +165,9 @@ def volumes(pds: list[str], disks: dict[str, str]) -> dict[str, Any]:
 def write(state: LabState, lab_dir: Path) -> dict[str, Any]:
     """Write Prometheus's config and the ops image's Dockerfile; give each store its disk;
     return the compose file."""
-    stores = [n.name for n in state.nodes if n.name.startswith("tikv")]
-    pds = [n.name for n in state.nodes if n.name.startswith("pd")]
-    (lab_dir / "conf" / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(stores)))
+    stores = names(state, "tikv")
+    pds = names(state, "pd")
+    (lab_dir / "conf" / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(stores, pds)))
     (lab_dir / "conf" / "ops").mkdir(parents=True, exist_ok=True)
     (lab_dir / "conf" / "ops" / "Dockerfile").write_text(OPS_DOCKERFILE)
     disks = {s: docker.loop_disk(lab_dir / "disks" / f"{s}.img", DISK_SIZE) for s in stores}

@@ -202,14 +202,18 @@ def test_the_cost_budget_escalates_on_list_prices(settings: Settings, store: Sto
     assert session.steps == 2 and session.cost_usd == pytest.approx(0.802)
 
 
-def test_the_time_budget_escalates(tmp_path: Path, settings: Settings, store: Store) -> None:
-    spec = scripted(tmp_path / "s.yaml", shell("sleep 1"), shell("sleep 1"), shell("echo never"))
+def test_the_time_budget_escalates_and_bounds_a_command(
+    tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    spec = scripted(tmp_path / "s.yaml", shell("sleep 1"), shell("sleep 30"), shell("echo never"))
     c = claim(store)
-    outcome = agent(store, recording(spec, settings), budget=Budget(max_minutes=1.5 / 60)).run(c)
+    outcome = agent(store, recording(spec, settings), budget=Budget(max_minutes=2.5 / 60)).run(c)
     assert outcome == Outcome.ESCALATED
     assert "time budget spent" in (store.session(c.session.id).summary or "")
-    calls = [e.content for e in store.audit_entries(c.session.id) if e.kind == AuditKind.TOOL_CALL]
-    assert calls == ["sleep 1", "sleep 1"]
+    entries = store.audit_entries(c.session.id)
+    assert [e.content for e in entries if e.kind == AuditKind.TOOL_CALL] == ["sleep 1", "sleep 30"]
+    # The 30 s command was cut where the budget ran out: 124 is the sandbox's timeout code.
+    assert [e.exit_code for e in entries if e.kind == AuditKind.TOOL_RESULT] == [0, 124]
 
 
 def test_a_stop_request_interrupts_and_releases_the_ticket(

@@ -34,6 +34,10 @@ class Spend:
     def minutes(self) -> float:
         return (time.monotonic() - self.started) / 60
 
+    def seconds_left(self, budget: Budget) -> float:
+        """Wall time left: what a command or a wait may take before the budget is spent."""
+        return budget.max_minutes * 60 - (time.monotonic() - self.started)
+
     def over(self, budget: Budget) -> str | None:
         """Why the budget is spent, or None while it is not."""
         if self.steps >= budget.max_steps:

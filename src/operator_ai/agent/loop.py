@@ -154,7 +154,9 @@ class Agent:
         params = {"command": command, "reasoning": reasoning}
         self._audit(AuditKind.TOOL_CALL, command, tool=SHELL.name, params=params)
         self._emit("command", command=command, reasoning=reasoning)
-        result = self.sandbox.run(command, self.command_timeout)
+        # A command cannot outlast the session's time budget (it gets a second at least).
+        timeout = max(1.0, min(self.command_timeout, self.spend.seconds_left(self.budget)))
+        result = self.sandbox.run(command, timeout)
         self.spend.commands += 1
         output = full_output(result)
         self._audit(
@@ -173,7 +175,8 @@ class Agent:
         key = self.ticket.key
         wait = f"waiting up to {self.settle_seconds:g} s for the monitor to confirm {key} holds"
         self._audit(AuditKind.VERIFICATION, wait)
-        deadline = time.monotonic() + self.settle_seconds
+        settle = min(self.settle_seconds, max(0.0, self.spend.seconds_left(self.budget)))
+        deadline = time.monotonic() + settle
         while True:
             ticket = self.store.ticket(self.ticket.id)
             if ticket.status != Status.WORKING or self.lease_lost.is_set():

@@ -37,16 +37,12 @@ class Received:
     body: Any
 
 
-class FakeProvider:
-    """Answers POSTs to either API with the queued replies, in order; then with ``always``."""
+class LoopbackServer:
+    """An HTTP server on a free 127.0.0.1 port, serving on a thread until ``close``."""
 
-    def __init__(self) -> None:
-        self.replies: deque[Reply] = deque()
-        self.always: Reply | None = None
-        self.received: list[Received] = []
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
         self._closing = threading.Event()
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = False  # server_close() waits for every handler
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -58,14 +54,25 @@ class FakeProvider:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def queue(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
     def close(self) -> None:
         self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+class FakeProvider(LoopbackServer):
+    """Answers POSTs to either API with the queued replies, in order; then with ``always``."""
+
+    def __init__(self) -> None:
+        self.replies: deque[Reply] = deque()
+        self.always: Reply | None = None
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        super().__init__(self._handler())
+
+    def queue(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
 
     def _next(self, path: str, headers: dict[str, str], body: Any) -> Reply:
         with self._lock:

@@ -9,6 +9,9 @@ Where each shape comes from:
 - `/pd/api/v1/health`: tikv/pd `server/api/health.go` (a list; a dead member has health false).
 - `/pd/api/v1/regions/check/<kind>`: tikv/pd `server/api/region.go` ({"count", "regions"}).
 - `/pd/api/v1/ping`: tikv/pd `server/api/router.go` (200, empty body).
+- Without a leader, PD's redirector (tikv/pd `pkg/utils/apiutil/serverapi/middleware.go`)
+  answers 503 to every call, unless the header `PD-Allow-follower-handle: true` asks the
+  member to answer itself.
 - PD errors: a bare JSON string with HTTP 500 (tikv/pd `server/api`, `rd.JSON(w, 500, ...)`).
 - Prometheus `/api/v1/query`: prometheus.io/docs/prometheus/latest/querying/api (an
   instant vector: {"metric": {...}, "value": [unix seconds, "string value"]}).
@@ -29,6 +32,8 @@ from urllib.parse import parse_qs, urlparse
 from fake_providers import LoopbackServer
 
 GiB = 2**30
+LOCAL_PATHS = ("/pd/api/v1/ping", "/pd/api/v1/health", "/pd/api/v1/members")
+"""What a member answers itself when asked to (PD-Allow-follower-handle), leader or not."""
 
 
 @dataclass
@@ -82,7 +87,8 @@ class _Server(LoopbackServer):
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.received.append(self.path)
-                status, body = server._answer(urlparse(self.path))
+                local = self.headers.get("PD-Allow-follower-handle", "").lower() == "true"
+                status, body = server._answer(urlparse(self.path), local)
                 data = body if isinstance(body, bytes) else json.dumps(body, indent=2).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json; charset=UTF-8")
@@ -113,25 +119,24 @@ class FakePD(_Server):
             "client_urls": [f"http://{name}:2379"],
         }
 
-    def answer(self, url: Any) -> tuple[int, Any]:
+    def answer(self, url: Any, local: bool) -> tuple[int, Any]:
         c = self.cluster
         path = url.path
-        if path == "/pd/api/v1/ping":  # answered by the member itself, leader or not
+        if c.leader is None and not (local and path in LOCAL_PATHS):
+            return 503, "no leader"  # the redirector finds no leader to forward to
+        if path == "/pd/api/v1/ping":
             return 200, b""
         if path == "/pd/api/v1/health":
             if not c.health_up:
                 return 500, "[PD:etcd:ErrEtcdMemberList]etcd member list failed"
             return 200, [{**self.member(n), "health": up} for n, up in c.pds.items()]
-        if c.leader is None:  # what PD says when it cannot reach its leader
-            return 500, "[PD:server:ErrServerNotStarted]server not started"
         if path == "/pd/api/v1/members":
             members = [{**self.member(n), "binary_version": "v7.5.1"} for n in c.pds]
-            return 200, {
-                "header": {"cluster_id": 7300000000000000001},
-                "members": members,
-                "leader": self.member(c.leader),
-                "etcd_leader": self.member(c.leader),
-            }
+            found: dict[str, Any] = {"header": {"cluster_id": 7300000000000000001},
+                                     "members": members}  # fmt: skip
+            if c.leader is not None:
+                found.update(leader=self.member(c.leader), etcd_leader=self.member(c.leader))
+            return 200, found
         if path == "/pd/api/v1/stores":
             listed = [s for s in c.stores if s.state != "Tombstone"]
             return 200, {"count": len(listed), "stores": [self.store(s) for s in listed]}
@@ -198,7 +203,7 @@ class FakePrometheus(_Server):
         self.cluster = cluster
         super().__init__(self.answer)
 
-    def answer(self, url: Any) -> tuple[int, Any]:
+    def answer(self, url: Any, local: bool) -> tuple[int, Any]:
         if not self.cluster.prometheus_up:
             return 503, {"status": "error", "errorType": "unavailable", "error": "not ready"}
         if url.path != "/api/v1/query":

@@ -4,11 +4,13 @@ engine and skips without one."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import run_cli
 from lab_helpers import lab_home, live, running_lab, wait_for
@@ -149,18 +151,13 @@ def test_the_docker_sandbox_is_a_locked_down_container_without_the_docker_socket
 def test_compose_commands_name_the_lab_project_and_remove_volumes_on_down() -> None:
     lab, path = state(), Path("/labs/tikv")
     base = ["docker", "compose", "--project-name", "op0a1b2c", "--file", "/labs/tikv/compose.yaml"]
-    assert docker.down(lab, path) == [
-        *base,
-        "down",
-        "--volumes",
-        "--remove-orphans",
-        "--timeout",
-        "5",
-    ]
-    load, run = load_commands(lab, path, 200, 30)
-    assert load[: len(base) + 5] == [*base, "--profile", "load", "run", "--rm", "ycsb"]
-    assert load[len(base) + 5] == "load" and run[len(base) + 5] == "run"
-    assert "operationcount=6000" in run and "target=200" in run
+    # Every profile, so that a running load's container goes too (and frees the network).
+    assert docker.down(lab, path) == [*base, "--profile", "*", "down", "--volumes",
+                                      "--remove-orphans", "--timeout", "5"]  # fmt: skip
+    load, run = load_commands(lab, path, 200.4, 30)
+    assert load[: len(base) + 6] == [*base, "--profile", "load", "run", "--rm", "-T", "ycsb"]
+    assert load[len(base) + 6] == "load" and run[len(base) + 6] == "run"
+    assert "operationcount=6012" in run and "target=200" in run  # go-ycsb reads an integer
     assert "tikv.pd=pd1:2379,pd2:2379,pd3:2379" in run and "tikv.type=raw" in run
 
 
@@ -211,5 +208,42 @@ def test_the_briefing_names_roles_containers_tools_and_queries() -> None:
     text = briefing(state(), Path("/labs/tikv"))
     for needle in ("op0a1b2c-tikv2", "op0a1b2c-pd1", "pd-ctl -u http://pd1:2379", "tikv-ctl",
                    "tikv3:20160 (status tikv3:20180)", "histogram_quantile(0.99",
-                   "no access\nto Docker", "/labs/tikv/compose.yaml"):  # fmt: skip
+                   "no access\nto Docker", "`/lab/compose.yaml`"):  # fmt: skip
         assert needle in text, needle
+
+
+def test_delay_and_loss_refuse_to_share_a_node(tmp_path: Path) -> None:
+    from operator_ai.errors import LabError
+    from operator_ai.lab import Lab, LabDir
+    from operator_ai.lab import faults as chaos
+
+    lab_dir = LabDir(tmp_path, "tikv")
+    lab_dir.path.mkdir(parents=True)
+    lab_dir.save(state())
+    active = chaos.Injections(lab_dir.path).add(
+        "delay", "tikv1", {"ms": "200", "jitter": "0"}, {"injected_at": "2026-12-01T00:00:00"}
+    )
+    with pytest.raises(LabError, match=f"tikv1 already has delay \\(injection {active.id}\\)"):
+        chaos.inject(Lab(lab_dir), "loss", "tikv1", {})
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("losetup") is None,
+                    reason="the store disks are loop devices: root and losetup")  # fmt: skip
+def test_the_lab_files_and_store_disks_are_written_and_released(tmp_path: Path) -> None:
+    lab = state()
+    (tmp_path / "conf").mkdir()  # as `lab up` makes it
+    try:
+        spec = compose.write(lab, tmp_path)
+        devices = [v["driver_opts"]["device"] for k, v in spec["volumes"].items() if "tikv" in k]
+        assert len(devices) == 3 and all(Path(d).is_block_device() for d in devices)
+        assert spec["name"] == "op0a1b2c" and spec["networks"]["lab"]["name"] == "op0a1b2c-net"
+        assert 'reserve-space = "0MB"' in (tmp_path / "conf" / "tikv.toml").read_text()
+        scraped = yaml.safe_load((tmp_path / "conf" / "prometheus.yml").read_text())
+        assert scraped == compose.prometheus_config(["tikv1", "tikv2", "tikv3"],
+                                                    ["pd1", "pd2", "pd3"])  # fmt: skip
+        assert "COPY --from=pd /pd-ctl" in (tmp_path / "conf" / "ops" / "Dockerfile").read_text()
+        assert lab.extra["ops_image"] == "operator-tikv-ops:op0a1b2c"
+    finally:
+        released = docker.release_loops(tmp_path / "disks")
+    assert sorted(released) == sorted(f"loop device {d}" for d in devices)
+    assert docker.release_loops(tmp_path / "disks") == []  # nothing left to release

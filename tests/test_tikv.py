@@ -124,16 +124,20 @@ def test_each_invariant_fires_on_the_state_that_breaks_it_and_only_then(
     assert violations(fake, tmp_path) == expected
 
 
-def test_a_tombstone_store_is_left_out_by_pd_and_a_leaderless_pd_hides_the_rest(
+def test_a_store_pd_does_not_list_is_down_and_a_leaderless_pd_hides_the_rest(
     fake: FakeTiKV, tmp_path: Path
 ) -> None:
-    _store("tikv3", state="Tombstone")(fake.cluster)
+    _store("tikv3", state="Tombstone")(fake.cluster)  # PD lists tombstones only when asked
     observation = TIKV.observe(lab_state(fake), tmp_path, timeout=5.0)
-    assert "tikv3" not in observation.nodes  # PD lists tombstones only when asked
+    assert observation.nodes["tikv3"]["state"] == "not registered"
+    [down] = TIKV.check(observation, [])
+    assert (down.key, down.message) == ("tikv:store_down:tikv3", "tikv3 is not registered in PD")
 
-    fake.cluster.leader = None
+    fake.cluster.leader = None  # the members it answers itself; the rest is forwarded, or 503
     observation = TIKV.observe(lab_state(fake), tmp_path, timeout=5.0)
-    assert {"store_down", "region_unhealthy", "leader_imbalance"} <= set(observation.unobserved)
+    assert {"store_down", "region_unhealthy", "leader_imbalance", "high_latency"} <= set(
+        observation.unobserved
+    )
     assert [v.key for v in TIKV.check(observation, [])] == ["tikv:no_pd_leader:cluster"]
 
 
@@ -262,3 +266,18 @@ def test_metrics_invariants_keep_their_tickets_while_prometheus_is_down(
     _store("tikv3", state="Up")(fake.cluster)
     cycles(monitor, 3)
     assert set(status(monitor).values()) == {Status.RESOLVED}
+
+
+def test_a_store_that_goes_down_keeps_the_disk_ticket_it_can_no_longer_show(
+    fake: FakeTiKV, monitor: Monitor
+) -> None:
+    _store("tikv2", available=4 * GiB)(fake.cluster)
+    monitor.cycle()
+    assert status(monitor) == {"tikv:low_disk_space:tikv2": Status.OPEN}
+
+    _store("tikv2", state="Disconnected", available=90 * GiB)(fake.cluster)  # a stale figure
+    cycles(monitor, 3)
+    assert status(monitor) == {
+        "tikv:low_disk_space:tikv2": Status.OPEN,  # not seen, so not cleared
+        "tikv:store_down:tikv2": Status.OPEN,
+    }

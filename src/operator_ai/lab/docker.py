@@ -106,8 +106,10 @@ def up(state: LabState, lab_dir: Path) -> list[list[str]]:
 
 
 def down(state: LabState, lab_dir: Path) -> list[str]:
-    """Remove the containers, the network and the volumes: nothing of the lab stays."""
-    return compose(state, lab_dir, "down", "--volumes", "--remove-orphans", "--timeout", "5")
+    """Remove the containers (a running load's too: every profile), the network and the
+    volumes: nothing of the lab stays."""
+    return compose(state, lab_dir, "--profile", "*", "down", "--volumes", "--remove-orphans",
+                   "--timeout", "5")  # fmt: skip
 
 
 def in_netns(state: LabState, node: str, *command: str) -> list[str]:

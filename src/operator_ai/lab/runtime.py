@@ -293,10 +293,12 @@ class Lab:
                 observation = self.observe(timeout=1.0)
                 # A missing leader is a violation of its own where a subject has one.
                 violations = self.subject.check(observation, [])
-                if not violations:
+                if not violations and not observation.unobserved:
                     progress("lab is healthy")
                     return
-                last = "; ".join(v.message for v in violations)
+                last = "; ".join(v.message for v in violations) or (
+                    f"cannot see {', '.join(observation.unobserved)} yet"
+                )
             except SubjectUnreachable as exc:
                 last = str(exc)
             time.sleep(0.2)
@@ -318,10 +320,14 @@ class Lab:
             state = self.dir.load() if self.dir.exists() else None
         except LabError:
             state = None
+        failed: LabError | None = None
         if state and state.mode == DOCKER and docker.engine_problem() is None:
             progress("removing the lab's containers, network and volumes")
-            docker.run(docker.down(state, self.path), timeout=300)
-            removed.append(f"compose project {state.prefix}")
+            try:
+                docker.run(docker.down(state, self.path), timeout=300)
+                removed.append(f"compose project {state.prefix}")
+            except LabError as exc:  # clean up the rest all the same, then say so
+                failed = exc
         if is_root():
             removed += docker.release_loops(self.path / "disks")
         if state and state.supervisor_pid and procs.alive(state.supervisor_pid):
@@ -343,6 +349,8 @@ class Lab:
         from operator_ai.lab.faults import Injections
 
         Injections(self.path).close_all("lab down")
+        if failed is not None:
+            raise failed  # lab.json stays, so `lab down` can be run again
         (self.path / "lab.json").unlink(missing_ok=True)
         (self.path / "supervisor.sock").unlink(missing_ok=True)
         self._state = None

@@ -40,8 +40,9 @@ class Invariant:
 class Observation:
     """One successful look at a system. ``nodes`` maps each node to what was seen of it;
     ``cluster`` holds what is seen once (leader, alarms, workload). ``unobserved`` names the
-    invariants this look could not evaluate (a metrics source was down): like a failed
-    observation, it clears none of their tickets."""
+    invariants this look could not evaluate (a metrics source was down), each as
+    ``invariant`` (every target) or ``invariant:target``: like a failed observation, it
+    clears none of their tickets."""
 
     subject: str
     at: datetime

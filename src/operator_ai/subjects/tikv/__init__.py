@@ -71,7 +71,7 @@ class TiKV:
         """go-ycsb's workload A (half reads, half updates) on raw TiKV, at ``rate`` ops/s.
         Its own progress lines go to the terminal; the monitor sees the load in Prometheus."""
         for argv in load_commands(lab, lab_dir, rate, duration):
-            done = subprocess.run(argv, stdout=sys.stderr, check=False)
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
             if done.returncode != 0:
                 raise LabError(f"go-ycsb exited with {done.returncode}")
 
@@ -84,7 +84,7 @@ def load_commands(
 ) -> list[list[str]]:
     """Insert the records once, then run workload A at ``rate`` for ``duration`` seconds."""
     operations = int(rate * duration) if duration else 10**12
-    ycsb = [*docker.compose(lab, lab_dir, "--profile", "load", "run", "--rm", "ycsb")]
+    ycsb = [*docker.compose(lab, lab_dir, "--profile", "load", "run", "--rm", "-T", "ycsb")]
     common = [
         "tikv",
         "-P",
@@ -98,7 +98,15 @@ def load_commands(
     ]
     return [
         [*ycsb, "load", *common],
-        [*ycsb, "run", *common, "-p", f"operationcount={operations}", "-p", f"target={rate:g}"],
+        [
+            *ycsb,
+            "run",
+            *common,
+            "-p",
+            f"operationcount={operations}",
+            "-p",
+            f"target={max(1, round(rate))}",
+        ],
     ]
 
 

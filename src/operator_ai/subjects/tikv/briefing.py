@@ -48,8 +48,8 @@ The nodes are containers of the compose project `{lab.prefix}` on the network
 on the same network. Containers do not restart by themselves, and your shell has no access
 to Docker, so it cannot start, stop or restart them: what you can change is the cluster,
 through PD and TiKV. If a container must be started, say so plainly in your final answer
-and a human will do it. The compose file is `{lab_dir}/compose.yaml` (read-only to you).
-Each store's data dir (`/data`) is a small ext4 disk of its own.
+and a human will do it. The lab dir is `/lab` in your shell, read-only, with the compose
+file at `/lab/compose.yaml`. Each store's data dir (`/data`) is a small ext4 disk of its own.
 
 ## Tools
 

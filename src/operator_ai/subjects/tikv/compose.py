@@ -31,6 +31,14 @@ PD_CLIENT, PD_PEER = 2379, 2380
 TIKV_PORT, TIKV_STATUS = 20160, 20180
 PROMETHEUS_PORT = 9090
 DISK_SIZE = "2G"
+TIKV_CONFIG = """\
+# Written by `operator lab up tikv`. TiKV holds back the larger of 5% of its disk and
+# storage.reserve-space (5 GiB by default) and refuses writes once its free space falls
+# under it; a lab store's whole disk is 2 GiB, so the lab reserves nothing and the
+# monitor's low_disk_space (under 20% free) speaks first.
+[storage]
+reserve-space = "0MB"
+"""
 OPS_DOCKERFILE = f"""\
 # The agent's sandbox image: pd-ctl and tikv-ctl from the cluster's own images, curl and jq.
 FROM {IMAGES["pd"]} AS pd
@@ -129,8 +137,9 @@ def services(state: LabState) -> dict[str, Any]:
                 f"--advertise-status-addr={store}:{TIKV_STATUS}",
                 "--data-dir=/data",
                 f"--pd={endpoints}",
+                "--config=/conf/tikv.toml",
             ],
-            volumes=[f"{store}-data:/data"],
+            volumes=[f"{store}-data:/data", "./conf/tikv.toml:/conf/tikv.toml:ro"],
             depends_on=pds,
         )
     service(
@@ -163,11 +172,12 @@ def volumes(pds: list[str], disks: dict[str, str]) -> dict[str, Any]:
 
 
 def write(state: LabState, lab_dir: Path) -> dict[str, Any]:
-    """Write Prometheus's config and the ops image's Dockerfile; give each store its disk;
-    return the compose file."""
+    """Write TiKV's and Prometheus's configs and the ops image's Dockerfile; give each store
+    its disk; return the compose file."""
     stores = names(state, "tikv")
     pds = names(state, "pd")
     (lab_dir / "conf" / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(stores, pds)))
+    (lab_dir / "conf" / "tikv.toml").write_text(TIKV_CONFIG)
     (lab_dir / "conf" / "ops").mkdir(parents=True, exist_ok=True)
     (lab_dir / "conf" / "ops" / "Dockerfile").write_text(OPS_DOCKERFILE)
     disks = {s: docker.loop_disk(lab_dir / "disks" / f"{s}.img", DISK_SIZE) for s in stores}

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from operator_ai.errors import LabError
 from operator_ai.lab import docker
-from operator_ai.lab.faults import NODE, Injection, _number
+from operator_ai.lab.faults import NODE, Injection, Injections, _number
 from operator_ai.lab.state import DOCKER, LabState
 
 if TYPE_CHECKING:
     from operator_ai.lab.runtime import Lab
 
 FILL_FILE = "/data/.operator-fill"
+NETEM = ("delay", "loss")
 
 
 class _Fault:
@@ -82,6 +83,17 @@ class _Netem(_Fault):
     def netem(self, params: dict[str, str]) -> list[str]:
         raise NotImplementedError
 
+    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+        # One root qdisc per interface: a second netem fault would replace the first.
+        for active in Injections(lab.path).active():
+            if active.target == target and active.fault in NETEM:
+                raise LabError(
+                    f"{target} already has {active.fault} (injection {active.id}); "
+                    "delay and loss share one netem qdisc",
+                    hint=f"`operator chaos revert {active.id}` first.",
+                )
+        return super().inject(lab, target, params)
+
     def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
         tc = ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", *self.netem(params)]
         return [docker.in_netns(state, target, *tc)]
@@ -117,7 +129,8 @@ class Partition(_Fault):
     description = "drop the node's traffic to and from its PD and TiKV peers (iptables)"
 
     def rules(self, action: str, peers: list[str]) -> str:
-        return " && ".join(
+        # Added all or nothing; removed one by one, so one missing rule spares the rest.
+        return (" && " if action == "-I" else "; ").join(
             f"iptables {action} INPUT -s {ip} -j DROP && iptables {action} OUTPUT -d {ip} -j DROP"
             for ip in peers
         )

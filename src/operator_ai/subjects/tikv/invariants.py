@@ -39,7 +39,7 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
     skip = set(observation.unobserved)
 
     def violated(invariant: str, target: str, message: str, **evidence: Any) -> None:
-        if invariant not in skip:
+        if invariant not in skip and f"{invariant}:{target}" not in skip:
             found.append(
                 Violation("tikv", invariant, target, message, SEVERITY[invariant], evidence)
             )
@@ -75,10 +75,11 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
 
     for name, store in sorted(stores.items()):
         if store["state"] != "Up":
+            which = f"store {store['store_id']} ({name})" if store["store_id"] else name
             violated(
                 "store_down",
                 name,
-                f"store {store['store_id']} ({name}) is {store['state']} in PD",
+                f"{which} is {store['state']} in PD",
                 store_id=store["store_id"],
                 state=store["state"],
                 last_heartbeat=store.get("last_heartbeat"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,15 @@ UNITS = {"": 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, 
 UNITS |= {"kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "PB": 10**15}
 SIZE = re.compile(r"^\s*([0-9.]+(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*$")
 
-# What needs PD's leader, and what needs Prometheus: left unevaluated when they fail.
-NEEDS_PD_LEADER = ("store_down", "region_unhealthy", "leader_imbalance", "low_disk_space")
+STATUS_PORT = 20180
+FOLLOWER_HANDLES = {"PD-Allow-follower-handle": "true"}
+"""PD forwards every API call to its leader (503 without one) unless asked to answer itself."""
+# What needs PD's leader, and what needs Prometheus: left unevaluated when they fail; and
+# what cannot be seen of a store that is not Up.
+NEEDS_PD_LEADER = ("store_down", "region_unhealthy", "leader_imbalance", "low_disk_space",
+                   "high_latency")  # fmt: skip
 NEEDS_PROMETHEUS = ("high_latency",)
+PER_STORE = ("high_latency", "low_disk_space")
 
 
 def queries(status_addresses: list[str]) -> dict[str, str]:
@@ -77,17 +84,25 @@ def parse_size(value: Any) -> int | None:
 def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
     at = datetime.now(UTC)
     pd_nodes = [n for n in lab.nodes if n.name.startswith("pd")]
+    expected = [n.name for n in lab.nodes if n.name.startswith("tikv")]
     deadline = time.monotonic() + timeout
-    with httpx.Client(trust_env=False, verify=False) as client:
+    with (
+        httpx.Client(trust_env=False, verify=False) as client,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
         probe = _Probe(client, deadline)
+        # Prometheus is asked at the same time, for the stores the lab runs, so that a slow
+        # PD member cannot starve it of its share of the deadline.
+        addresses = [f"{name}:{STATUS_PORT}" for name in expected]
+        metrics = pool.submit(_prometheus, probe, lab.extra.get("prometheus"), addresses)
         nodes: dict[str, dict[str, Any]] = {
             n.name: {"role": "pd", "reachable": False, "address": n.url()} for n in pd_nodes
         }
         errors: list[str] = []
         answering = None
-        for node in pd_nodes:  # PD forwards to its leader, so one member that answers will do
+        for node in pd_nodes:  # any member that answers will do: the rest it forwards
             try:
-                probe.get(node.url(), "/pd/api/v1/ping", parse=False)  # served without a leader
+                probe.get(node.url(), "/pd/api/v1/ping", parse=False, local=True)
             except (httpx.HTTPError, ValueError) as exc:
                 nodes[node.name]["error"] = describe(exc)
                 errors.append(f"{node.name}: {describe(exc)}")
@@ -98,8 +113,12 @@ def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
             raise SubjectUnreachable(f"no PD member answered: {'; '.join(errors)}")
         cluster: dict[str, Any] = {"answering_pd": answering.name, "errors": {}}
         unobserved: set[str] = set()
-        _pd(probe, answering.url(), nodes, cluster, unobserved)
-        _prometheus(probe, lab.extra.get("prometheus"), nodes, cluster, unobserved)
+        listed = _pd(probe, answering.url(), nodes, cluster, unobserved)
+        figures, error = metrics.result()
+    _stores(nodes, expected if listed else [], figures, unobserved)
+    if error:
+        cluster["errors"]["prometheus"] = error
+        unobserved.update(NEEDS_PROMETHEUS)
     cluster["workload"] = read_workload(lab_dir)
     return Observation("tikv", at, nodes, cluster, unobserved=tuple(sorted(unobserved)))
 
@@ -109,9 +128,16 @@ class _Probe:
         self.client = client
         self.deadline = deadline
 
-    def get(self, base: str, path: str, parse: bool = True, **params: str) -> Any:
+    def get(
+        self, base: str, path: str, parse: bool = True, local: bool = False, **params: str
+    ) -> Any:
+        """GET a JSON answer. ``local`` asks a PD member to answer itself rather than
+        forward to its leader, which it cannot do while there is none."""
         left = max(0.05, self.deadline - time.monotonic())
-        response = self.client.get(f"{base}{path}", params=params or None, timeout=left)
+        headers = FOLLOWER_HANDLES if local else None
+        response = self.client.get(
+            f"{base}{path}", params=params or None, headers=headers, timeout=left
+        )
         response.raise_for_status()
         return response.json() if parse else None
 
@@ -122,39 +148,40 @@ def _pd(
     nodes: dict[str, dict[str, Any]],
     cluster: dict[str, Any],
     unobserved: set[str],
-) -> None:
-    """Members, health, stores and region checks, from one PD member."""
+) -> bool:
+    """Members, health, stores and region checks, from one PD member; whether it listed
+    the stores."""
     try:
-        health = probe.get(url, "/pd/api/v1/health")
+        health = probe.get(url, "/pd/api/v1/health", local=True)
         for member in health:
             seen = nodes.setdefault(member["name"], {"role": "pd", "address": None})
-            seen.update(
-                reachable=True,
-                healthy=bool(member.get("health")),
-                member_id=member.get("member_id"),
-            )
+            seen.update(reachable=True, healthy=bool(member.get("health")),
+                        member_id=member.get("member_id"))  # fmt: skip
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         cluster["errors"]["health"] = describe(exc)
         unobserved.add("pd_member_unhealthy")
     try:
-        members = probe.get(url, "/pd/api/v1/members")
+        members = probe.get(url, "/pd/api/v1/members", local=True)
         leader = (members.get("leader") or {}).get("name")
         cluster["leader"] = leader
         for name, seen in nodes.items():
             if seen["role"] == "pd":
                 seen["is_leader"] = name == leader
     except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        # Without a leader PD cannot serve the members it keeps in etcd; that is the answer.
+        # Not an answer about the leader (a timeout, say): say nothing about it either way.
         cluster["leader"] = None
         cluster["errors"]["members"] = describe(exc)
+        unobserved.add("no_pd_leader")
     try:
         stores = probe.get(url, "/pd/api/v1/stores")
+        listed = True
         for entry in stores.get("stores") or []:
             name, seen = _store(entry)
             nodes[name] = seen
     except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
         cluster["errors"]["stores"] = describe(exc)
         unobserved.update(NEEDS_PD_LEADER)
+        listed = False
     regions: dict[str, int] = {}
     for check in REGION_CHECKS:
         try:
@@ -164,6 +191,7 @@ def _pd(
             cluster["errors"][f"regions/{check}"] = describe(exc)
             unobserved.add("region_unhealthy")
     cluster["regions"] = regions
+    return listed
 
 
 def _store(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -187,40 +215,54 @@ def _store(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     }
 
 
-def _prometheus(
-    probe: _Probe,
-    url: str | None,
+def _stores(
     nodes: dict[str, dict[str, Any]],
-    cluster: dict[str, Any],
+    expected: list[str],
+    figures: dict[str, dict[str, float]],
     unobserved: set[str],
 ) -> None:
-    stores = {s["status_address"]: s for s in nodes.values() if s.get("status_address")}
-    if not stores:
-        return
+    """Merge Prometheus's figures into PD's stores; add the ``expected`` stores PD does not
+    list; keep the disk and latency tickets of a store that is not Up, which cannot be seen."""
+    for name in expected:
+        if name not in nodes:  # never registered, or removed as a tombstone
+            nodes[name] = {"role": "tikv", "store_id": None, "address": None,
+                           "status_address": None, "state": "not registered",
+                           "reachable": False, "healthy": False, "leader_count": 0}  # fmt: skip
+    for name, store in nodes.items():
+        if store["role"] != "tikv":
+            continue
+        if store["state"] not in PD_STATES_UP:
+            unobserved.update(f"{invariant}:{name}" for invariant in PER_STORE)
+        seen = figures.get(store.get("status_address") or "", {})
+        if "qps" in seen:
+            store["qps"] = seen["qps"]
+        if "p99_seconds" in seen:
+            store["p99_ms"] = round(seen["p99_seconds"] * 1000, 1)
+        if "cpu_seconds" in seen:
+            store["cpu_cores"] = round(seen["cpu_seconds"], 3)
+        for key in ("capacity", "available"):  # fresher than PD's last heartbeat
+            if seen.get(f"disk_{key}") is not None:
+                store[key] = int(seen[f"disk_{key}"])
+
+
+def _prometheus(
+    probe: _Probe, url: str | None, addresses: list[str]
+) -> tuple[dict[str, dict[str, float]], str | None]:
+    """Each figure per status address, or why Prometheus could not give them."""
+    if not addresses:
+        return {}, None
     if not url:
-        cluster["errors"]["prometheus"] = "the lab names no Prometheus"
-        unobserved.update(NEEDS_PROMETHEUS)
-        return
-    for figure, query in queries(sorted(stores)).items():
+        return {}, "the lab names no Prometheus"
+    figures: dict[str, dict[str, float]] = {}
+    for figure, query in queries(addresses).items():
         try:
             answer = probe.get(url, "/api/v1/query", query=query)
             if answer.get("status") != "success":
                 raise ValueError(answer.get("error") or "the query failed")
             for sample in answer["data"]["result"]:
-                store = stores.get(sample["metric"].get("instance"))
                 value = float(sample["value"][1])
-                if store is not None and math.isfinite(value):  # no traffic: a NaN quantile
-                    store[figure] = value
+                if math.isfinite(value):  # no traffic: a NaN quantile
+                    figures.setdefault(sample["metric"].get("instance"), {})[figure] = value
         except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError) as exc:
-            cluster["errors"]["prometheus"] = describe(exc)
-            unobserved.update(NEEDS_PROMETHEUS)
-            return
-    for store in stores.values():
-        if "p99_seconds" in store:
-            store["p99_ms"] = round(store.pop("p99_seconds") * 1000, 1)
-        if "cpu_seconds" in store:
-            store["cpu_cores"] = round(store.pop("cpu_seconds"), 3)
-        for key in ("capacity", "available"):  # fresher than PD's last heartbeat
-            value = store.pop(f"disk_{key}", None)
-            if value:
-                store[key] = int(value)
+            return {}, describe(exc)
+    return figures, None

@@ -88,27 +88,26 @@ def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
     deadline = time.monotonic() + timeout
     with (
         httpx.Client(trust_env=False, verify=False) as client,
-        ThreadPoolExecutor(max_workers=1) as pool,
+        ThreadPoolExecutor(max_workers=len(pd_nodes) + 1) as pool,
     ):
         probe = _Probe(client, deadline)
-        # Prometheus is asked at the same time, for the stores the lab runs, so that a slow
-        # PD member cannot starve it of its share of the deadline.
+        # Prometheus and every PD member are asked at once, so that one slow member cannot
+        # starve the others of their share of the deadline.
         addresses = [f"{name}:{STATUS_PORT}" for name in expected]
         metrics = pool.submit(_prometheus, probe, lab.extra.get("prometheus"), addresses)
+        pings = [pool.submit(_ping, probe, n.url()) for n in pd_nodes]
         nodes: dict[str, dict[str, Any]] = {
             n.name: {"role": "pd", "reachable": False, "address": n.url()} for n in pd_nodes
         }
         errors: list[str] = []
         answering = None
-        for node in pd_nodes:  # any member that answers will do: the rest it forwards
-            try:
-                probe.get(node.url(), "/pd/api/v1/ping", parse=False, local=True)
-            except (httpx.HTTPError, ValueError) as exc:
-                nodes[node.name]["error"] = describe(exc)
-                errors.append(f"{node.name}: {describe(exc)}")
-                continue
-            answering = node
-            break
+        for node, ping in zip(pd_nodes, pings, strict=True):
+            problem = ping.result()
+            if problem:
+                nodes[node.name]["error"] = problem
+                errors.append(f"{node.name}: {problem}")
+            elif answering is None:  # the first that answers will do: the rest it forwards
+                answering = node
         if answering is None:
             raise SubjectUnreachable(f"no PD member answered: {'; '.join(errors)}")
         cluster: dict[str, Any] = {"answering_pd": answering.name, "errors": {}}
@@ -121,6 +120,15 @@ def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
         unobserved.update(NEEDS_PROMETHEUS)
     cluster["workload"] = read_workload(lab_dir)
     return Observation("tikv", at, nodes, cluster, unobserved=tuple(sorted(unobserved)))
+
+
+def _ping(probe: _Probe, url: str) -> str | None:
+    """Why a PD member does not answer, or None when it does (leader or not)."""
+    try:
+        probe.get(url, "/pd/api/v1/ping", parse=False, local=True)
+    except (httpx.HTTPError, ValueError) as exc:
+        return describe(exc)
+    return None
 
 
 class _Probe:

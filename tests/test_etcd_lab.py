@@ -18,7 +18,7 @@ import pytest
 from conftest import run_cli
 from lab_helpers import ROOT, cycle_for, cycle_until, lab_home, live, running_lab, wait_for
 from operator_ai.errors import FaultUnsupported, LabError
-from operator_ai.lab import Lab
+from operator_ai.lab import Lab, procs
 from operator_ai.lab import faults as chaos
 from operator_ai.monitor import Monitor
 from operator_ai.store import Store
@@ -92,6 +92,28 @@ def test_a_partitioned_member_is_named_and_healing_clears_it(lab: Lab, monitor: 
     chaos.revert(lab, injection.id)
     cycle_until(monitor, lambda: not monitor.store.live(), what="every ticket cleared")
     assert all(monitor.store.ticket(t.id).resolved_by == "monitor" for t in opened)
+
+
+@netns_only
+def test_total_packet_loss_cuts_a_member_off_and_the_revert_brings_it_back(
+    lab: Lab, monitor: Monitor
+) -> None:
+    target = follower(lab)
+    injection = chaos.inject(lab, "loss", target, {"percent": "100"})
+    key = f"etcd:member_down:{target}"
+    cycle_until(monitor, lambda: live(monitor.store, key), what=key)
+    assert lab.pid(target) is not None  # running, just unreachable
+
+    chaos.revert(lab, injection.id)
+    cycle_until(monitor, lambda: not monitor.store.live(), what="every ticket cleared")
+
+
+def test_cpu_stress_runs_stress_ng_until_reverted(lab: Lab) -> None:
+    injection = chaos.inject(lab, "cpu_stress", None, {"load": "10", "timeout": "60"})
+    [helper] = injection.state["helpers"]
+    assert procs.alive(helper) and "stress-ng" in " ".join(procs.cmdline(helper))
+    chaos.revert(lab, injection.id)
+    wait_for(lambda: not procs.alive(helper), timeout=10, what="stress-ng to stop")
 
 
 @netns_only

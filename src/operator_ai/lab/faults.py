@@ -238,8 +238,9 @@ class Loss:
     target = NODE
 
     def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        percent = _number(params, "percent", 0, 100)
-        rule = f"numgen random mod 100 < {int(percent)} drop;"
+        percent = int(_number(params, "percent", 0, 100))
+        # nft compares a number in 0..99, so 100% is a plain drop.
+        rule = "drop;" if percent == 100 else f"numgen random mod 100 < {percent} drop;"
         return drop_rules(
             lab, target, self.name, f'iifname "eth0" {rule}', f'oifname "eth0" {rule}'
         )

@@ -24,7 +24,7 @@ bench: setup
 DEMO_HOME ?= $(if $(filter 0,$(shell id -u)),/var/lib/operator/demo,$(CURDIR)/.operator-demo)
 
 demo: setup
-	@mkdir -p $(DEMO_HOME) && chmod 755 $(dir $(DEMO_HOME)) $(DEMO_HOME)
+	@mkdir -p $(DEMO_HOME) && chmod 755 $(DEMO_HOME)
 	OPERATOR_HOME=$(DEMO_HOME) $(VENV)/operator demo etcd $(if $(MODEL),--model $(MODEL)) $(if $(AUTO),--auto)
 
 clean:

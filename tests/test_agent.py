@@ -13,7 +13,13 @@ from pydantic import SecretStr
 
 from agent_helpers import Recording, recording, scripted, shell
 from conftest import run_cli
-from fake_providers import anthropic_error, anthropic_message, fake_provider, tool_use_block
+from fake_providers import (
+    anthropic_error,
+    anthropic_message,
+    fake_provider,
+    text_block,
+    tool_use_block,
+)
 from operator_ai.agent import Agent, Budget, Summarizer
 from operator_ai.agent.prompts import for_model
 from operator_ai.config import Settings
@@ -200,6 +206,25 @@ def test_the_cost_budget_escalates_on_list_prices(settings: Settings, store: Sto
     session = store.session(c.session.id)
     assert "cost budget spent: $0.8020 of $0.75" in (session.summary or "")
     assert session.steps == 2 and session.cost_usd == pytest.approx(0.802)
+
+
+def test_thinking_is_audited_but_only_the_answer_can_give_up(
+    settings: Settings, store: Store
+) -> None:
+    thought = {"type": "thinking", "thinking": "The disk is gone.", "signature": "c2ln"}
+    with fake_provider() as server:
+        server.always = anthropic_message(thought, text_block("ESCALATE: needs a new disk"))
+        keyed = Settings(home=settings.home, db=settings.db, anthropic_api_key=SecretStr("sk-x"))
+        model = load_model(f"anthropic:claude-sonnet-5-5@{server.url}", keyed)
+        c = claim(store)
+        try:
+            outcome = agent(store, Recording(model)).run(c)
+        finally:
+            model.close()
+    assert outcome == Outcome.ESCALATED
+    assert store.session(c.session.id).summary == "needs a new disk"
+    [reasoning] = [e for e in store.audit_entries(c.session.id) if e.kind == AuditKind.REASONING]
+    assert reasoning.content == "The disk is gone.\nESCALATE: needs a new disk"
 
 
 def test_the_time_budget_escalates_and_bounds_a_command(

@@ -40,6 +40,8 @@ def leftovers(home: Path) -> list[str]:
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines()
               if line.split(":")[1].strip().startswith(lab_dir.prefix)]  # fmt: skip
+    # Our own mount namespace: the nodes' tmpfs mounts live in supervisord's private one,
+    # which dies with it (the pid check above covers that).
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()
     found += [f"mount {m.split()[4]}" for m in mounts if m.split()[4].startswith(str(lab_dir.path))]
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout

@@ -40,7 +40,7 @@ from operator_ai.models import (
     Usage,
     UserMessage,
 )
-from operator_ai.models.anthropic import AnthropicModel
+from operator_ai.models.anthropic import AnthropicModel, to_messages
 from operator_ai.models.openai import OpenAIModel
 from operator_ai.models.prices import cost, price
 from operator_ai.models.scripted import EXHAUSTED, ScriptedModel
@@ -137,7 +137,7 @@ def test_anthropic_tool_call_round_trip(server: FakeProvider, claude: AnthropicM
     assert request.path == "/v1/messages"
     assert request.headers["authorization"] == f"Bearer {ANTHROPIC_KEY}"
     body = request.body
-    assert body["model"] == CLAUDE and body["max_tokens"] == 4096
+    assert body["model"] == CLAUDE and body["max_tokens"] == 16_000
     ephemeral = {"type": "ephemeral"}
     assert body["system"] == [
         {"type": "text", "text": "You operate etcd.", "cache_control": ephemeral}
@@ -187,7 +187,7 @@ def test_anthropic_thinking_is_the_reasoning_and_goes_back_exactly_as_received(
         anthropic_message(text_block("Started.")),
     )
     first = claude.complete("You operate etcd.", [UserMessage("etcd2 is down")], [SHELL])
-    assert first.text == "etcd2 exited; start it."
+    assert (first.thinking, first.text) == ("etcd2 exited; start it.", "")
     assert first.tool_calls == (ToolCall("toolu_09", "shell", call["input"]),)
 
     follow = [UserMessage("etcd2 is down"), AssistantMessage(first),
@@ -229,9 +229,15 @@ def test_anthropic_input_that_is_not_an_object_becomes_an_error_call(
     server.queue(
         anthropic_message(tool_use_block("toolu_03", "shell", ["ls"]), stop_reason="tool_use")
     )
-    [call] = claude.complete("s", [UserMessage("go")], [SHELL]).tool_calls
+    turn = claude.complete("s", [UserMessage("go")], [SHELL])
+    [call] = turn.tool_calls
     assert (call.id, call.name, call.arguments) == ("toolu_03", "shell", {})
     assert call.error == "arguments must be a JSON object, got list"
+    # Sent back, the call carries an empty object: the API takes no other kind of input.
+    results = ToolResults((ToolResult("toolu_03", "error: bad arguments", is_error=True),))
+    _, echoed, _ = to_messages([UserMessage("go"), AssistantMessage(turn), results])
+    assert echoed["content"] == [{"type": "tool_use", "id": "toolu_03", "name": "shell",
+                                  "input": {}}]  # fmt: skip
 
 
 def test_anthropic_rate_limit_is_retried(server: FakeProvider, claude: AnthropicModel) -> None:
@@ -460,7 +466,7 @@ def test_spec_builds_each_provider(tmp_path: Path) -> None:
     with loaded("anthropic:claude-sonnet-4-5", keys) as claude:
         assert isinstance(claude, AnthropicModel) and claude.name == "claude-sonnet-4-5"
         assert claude.spec == "anthropic:claude-sonnet-4-5"
-        assert claude.max_tokens == 4096
+        assert claude.max_tokens == 16_000
         assert ANTHROPIC_KEY not in repr(claude)
     with loaded("openai:gpt-4.1", keys) as gpt:
         assert isinstance(gpt, OpenAIModel) and gpt.name == "gpt-4.1"

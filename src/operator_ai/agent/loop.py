@@ -36,6 +36,9 @@ from operator_ai.models.prices import cost, price
 from operator_ai.sandbox import DEFAULT_TIMEOUT, Sandbox
 from operator_ai.store import AuditKind, Claim, Outcome, Status, Store
 
+MIN_SETTLE = 3.0
+"""Seconds a verification wait lasts at least, even at the end of the time budget: about
+two monitor cycles, what it takes to see a fix hold."""
 EMPTY_REPLY = "Your reply was empty. Call the shell tool, or say what you found and did."
 
 
@@ -121,9 +124,10 @@ class Agent:
             self.spend.usage += turn.usage
             self.spend.cost += cost(self.model.name, turn.usage)
             messages.append(AssistantMessage(turn))
-            if turn.text.strip():
-                self._audit(AuditKind.REASONING, turn.text, summary=self.summarize(turn.text))
-                self._emit("reasoning", text=turn.text)
+            reasoning = "\n".join(part for part in (turn.thinking, turn.text) if part.strip())
+            if reasoning:
+                self._audit(AuditKind.REASONING, reasoning, summary=self.summarize(reasoning))
+                self._emit("reasoning", text=reasoning)
             if turn.tool_calls:
                 messages.append(ToolResults(tuple(self._call(c) for c in turn.tool_calls)))
             elif not turn.text.strip():
@@ -173,9 +177,11 @@ class Agent:
     def _verify(self) -> str:
         """Wait for the monitor to see the invariant hold; resolve, or say what still fails."""
         key = self.ticket.key
-        wait = f"waiting up to {self.settle_seconds:g} s for the monitor to confirm {key} holds"
+        # Cut at the time budget, but long enough for the monitor to see a last fix hold.
+        left = self.spend.seconds_left(self.budget)
+        settle = min(self.settle_seconds, max(MIN_SETTLE, left))
+        wait = f"waiting up to {settle:g} s for the monitor to confirm {key} holds"
         self._audit(AuditKind.VERIFICATION, wait)
-        settle = min(self.settle_seconds, max(0.0, self.spend.seconds_left(self.budget)))
         deadline = time.monotonic() + settle
         while True:
             ticket = self.store.ticket(self.ticket.id)
@@ -190,7 +196,7 @@ class Agent:
             if time.monotonic() >= deadline or self.stop.is_set():
                 break
             time.sleep(0.25)
-        message = still_failing(ticket, self.settle_seconds)
+        message = still_failing(ticket, settle)
         self._audit(AuditKind.VERIFICATION, f"not confirmed: {ticket.message}")
         self._emit("unverified", message=ticket.message)
         return message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from types import FrameType
@@ -118,8 +119,11 @@ def inject(
     except KeyboardInterrupt:
         pass
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a revert is not cut short
+            signal.signal(sig, signal.SIG_IGN)
         injection = faults.revert(lab, injection.id)
-        err_console.print(f"reverted injection {injection.id}        ")
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            err_console.print(f"reverted injection {injection.id}        ")
 
 
 def _interrupt(_sig: int, _frame: FrameType | None) -> None:

@@ -234,6 +234,7 @@ class Lab:
         for sub in ("run", "conf", "data", "logs", "tmp"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.path, 0o755)
+        os.chmod(self.path / "run", 0o755)  # root's; the lab user reads, whatever the umask
         for name in names:
             (self.path / "data" / name).mkdir(exist_ok=True)
         for sub in ("data", "tmp"):

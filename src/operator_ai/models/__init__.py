@@ -73,6 +73,9 @@ class Turn:
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage = field(default_factory=Usage)
     stop_reason: str = "end_turn"
+    thinking: str = ""
+    """What the model reasoned before it answered (Claude's thinking blocks), for the audit:
+    not part of ``text``, so it cannot read as the answer."""
     raw: tuple[dict[str, Any], ...] = ()
     """The reply's content exactly as the provider sent it, for adapters that must echo it
     back unchanged (Claude's signed thinking blocks); empty where nothing needs echoing."""

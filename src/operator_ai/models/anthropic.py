@@ -7,7 +7,7 @@ caching, so each turn of a long session re-reads the shared prefix at the cache 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import anthropic
 from anthropic.types import (
@@ -31,7 +31,8 @@ from operator_ai.models import (
     UserMessage,
 )
 
-DEFAULT_MAX_TOKENS = 4096
+DEFAULT_MAX_TOKENS = 16_000
+"""Room for thinking as well as the answer (models that think by default share it)."""
 DEFAULT_MAX_RETRIES = 4
 DEFAULT_TIMEOUT = 300.0
 # Statuses worth another try: request timeout, conflict, rate limit, and every 5xx (529 is
@@ -136,7 +137,7 @@ def _blocks(message: Message) -> tuple[str, list[Block]]:
         return "user", blocks
     if isinstance(message, AssistantMessage):
         if message.turn.raw:  # as received: thinking blocks are signed and must come back whole
-            return "assistant", [cast(Block, dict(b)) for b in message.turn.raw]
+            return "assistant", [_echo(b) for b in message.turn.raw]
         if message.turn.text:
             blocks.append({"type": "text", "text": message.turn.text})
         for call in message.turn.tool_calls:
@@ -158,13 +159,23 @@ def _blocks(message: Message) -> tuple[str, list[Block]]:
     return "user", blocks
 
 
+def _echo(block: dict[str, Any]) -> Block:
+    """A block of an earlier reply, to send back: unchanged, except a tool call whose input
+    was not an object (which the API would refuse to take back) gets an empty one."""
+    echoed = dict(block)
+    if echoed.get("type") == "tool_use" and not isinstance(echoed.get("input"), dict):
+        echoed["input"] = {}
+    return cast(Block, echoed)
+
+
 def to_turn(reply: Reply) -> Turn:
     """The API's reply as our Turn."""
     texts: list[str] = []
+    thoughts: list[str] = []
     calls: list[ToolCall] = []
     for block in reply.content:
-        if block.type == "thinking" and block.thinking:  # adaptive thinking: the reasoning
-            texts.append(block.thinking)
+        if block.type == "thinking" and block.thinking:  # adaptive thinking, when shown
+            thoughts.append(block.thinking)
         elif block.type == "text":
             texts.append(block.text)
         elif block.type == "tool_use":
@@ -183,4 +194,5 @@ def to_turn(reply: Reply) -> Turn:
     )
     # As sent, even where it breaks the SDK's types (a non-object tool input): no warnings.
     raw = tuple(b.model_dump(mode="json", exclude_none=True, warnings=False) for b in reply.content)
-    return Turn("\n".join(texts), tuple(calls), usage, reply.stop_reason or "end_turn", raw)
+    stop = reply.stop_reason or "end_turn"
+    return Turn("\n".join(texts), tuple(calls), usage, stop, "\n".join(thoughts), raw)

@@ -75,12 +75,18 @@ class Runner:
     def _keep_loading(self) -> None:
         """The load generator, started again whenever it exits while the run goes on."""
         while not self.stopping.wait(1.0):
+            problem = None
             with self._load_lock:  # stop() holds it while it ends the load
                 assert self._load is not None
                 code = self._load.poll()
                 if code is not None and not self.stopping.is_set():
-                    self.emit("error", {"message": f"the load exited ({code}); restarting it"})
-                    self._load = self._start_load()
+                    problem = f"the load exited ({code}); restarting it"
+                    try:
+                        self._load = self._start_load()
+                    except OSError as exc:  # tried again a second later
+                        problem = f"the load exited ({code}) and cannot start again: {exc}"
+            if problem:
+                self.emit("error", {"message": problem})
 
     def _start_load(self) -> subprocess.Popen[bytes]:
         env = {**os.environ, "OPERATOR_HOME": str(self.settings.home)}

@@ -32,7 +32,7 @@ LIMITS = {
         "api:search": {"limit": 100, "window_ms": 1000},
     },
 }
-"""The declared limits the lab starts with (conf/limits.json), and the load generator's keys."""
+"""The declared limits the lab starts with (run/limits.json), and the load generator's keys."""
 
 
 def limits_path(lab_dir: Path) -> Path:
@@ -60,6 +60,7 @@ class RateLimiter:
     def node_commands(self, lab: LabState, lab_dir: Path) -> dict[str, list[str]]:
         _check_python(lab)
         limits_path(lab_dir).write_text(json.dumps(LIMITS, indent=2) + "\n")
+        limits_path(lab_dir).chmod(0o644)  # the nodes (the lab user) read it
         redis = lab.node(REDIS)
         config = lab_dir / "conf" / "redis.conf"
         config.write_text(

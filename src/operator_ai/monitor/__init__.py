@@ -94,7 +94,7 @@ class Monitor:
         transitions = self._report(violations, live, now)
         if observed:
             # What this look could not evaluate keeps its tickets, as if it had been seen.
-            blind = {k for k, t in live.items() if _blind(t, observation.unobserved)}
+            blind = {k for k, t in live.items() if not observation.saw(t.invariant, t.target)}
             transitions += self._clear({v.key for v in violations} | blind, live, now)
         else:
             self._clean.clear()
@@ -159,8 +159,3 @@ class Monitor:
             stop.wait(max(0.0, tick - time.monotonic()))
             if time.monotonic() - tick > self.interval:
                 tick = time.monotonic()  # fell behind (a slow cycle); do not burst to catch up
-
-
-def _blind(ticket: Ticket, unobserved: tuple[str, ...]) -> bool:
-    """Whether a look could not see a ticket's invariant, for every target or for its own."""
-    return ticket.invariant in unobserved or f"{ticket.invariant}:{ticket.target}" in unobserved

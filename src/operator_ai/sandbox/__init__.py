@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from operator_ai.lab.state import DOCKER
+
 if TYPE_CHECKING:
     from operator_ai.lab import Lab
 
@@ -49,7 +51,7 @@ def sandbox_for(
         from operator_ai.sandbox.host import HostSandbox
 
         return HostSandbox(cwd=lab.path)
-    if lab.state.mode == "docker":
+    if lab.state.mode == DOCKER:
         from operator_ai.sandbox.docker import DockerSandbox
 
         return DockerSandbox(lab, lab.state.extra["ops_image"])

@@ -50,6 +50,10 @@ class Observation:
     cluster: dict[str, Any] = field(default_factory=dict)
     unobserved: tuple[str, ...] = ()
 
+    def saw(self, invariant: str, target: str) -> bool:
+        """Whether this look could evaluate ``invariant`` on ``target``."""
+        return invariant not in self.unobserved and f"{invariant}:{target}" not in self.unobserved
+
 
 @runtime_checkable
 class Subject(Protocol):

@@ -65,7 +65,8 @@ def tickets(runner: Runner) -> RenderableType:
     injections = Injections(runner.lab.path).all()
     rows = Table("#", "key", "status", "time to detect", box=None, pad_edge=False)
     live = runner.store.live()[::-1]  # open, working and escalated first, newest on top
-    ended = [t for t in runner.store.tickets(limit=6) if t.id not in {x.id for x in live}]
+    shown = {t.id for t in live}
+    ended = [t for t in runner.store.tickets(limit=6) if t.id not in shown]
     for ticket in [*live, *ended][:6]:
         rows.add_row(str(ticket.id), escape(ticket.key), styled(ticket.status),
                      f"{time_to_detect(ticket, injections):.1f} s")  # fmt: skip

@@ -36,10 +36,9 @@ SEVERITY = {i.name: i.severity for i in INVARIANTS}
 
 def check(observation: Observation, history: Sequence[Observation]) -> list[Violation]:
     found: list[Violation] = []
-    skip = set(observation.unobserved)
 
     def violated(invariant: str, target: str, message: str, **evidence: Any) -> None:
-        if invariant not in skip and f"{invariant}:{target}" not in skip:
+        if observation.saw(invariant, target):
             found.append(
                 Violation("tikv", invariant, target, message, SEVERITY[invariant], evidence)
             )

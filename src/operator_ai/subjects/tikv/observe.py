@@ -28,6 +28,7 @@ from operator_ai.lab.load import read_workload
 from operator_ai.lab.state import LabState
 from operator_ai.subjects import Observation
 from operator_ai.subjects.http import describe
+from operator_ai.subjects.tikv.compose import TIKV_STATUS, names
 
 PD_STATES_UP = ("Up",)
 REGION_CHECKS = ("miss-peer", "down-peer", "pending-peer")
@@ -36,7 +37,6 @@ UNITS = {"": 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, 
 UNITS |= {"kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "PB": 10**15}
 SIZE = re.compile(r"^\s*([0-9.]+(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*$")
 
-STATUS_PORT = 20180
 FOLLOWER_HANDLES = {"PD-Allow-follower-handle": "true"}
 """PD forwards every API call to its leader (503 without one) unless asked to answer itself."""
 # What needs PD's leader, and what needs Prometheus: left unevaluated when they fail; and
@@ -83,8 +83,8 @@ def parse_size(value: Any) -> int | None:
 
 def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
     at = datetime.now(UTC)
-    pd_nodes = [n for n in lab.nodes if n.name.startswith("pd")]
-    expected = [n.name for n in lab.nodes if n.name.startswith("tikv")]
+    pd_nodes = [lab.node(name) for name in names(lab, "pd")]
+    expected = names(lab, "tikv")
     deadline = time.monotonic() + timeout
     with (
         httpx.Client(trust_env=False, verify=False) as client,
@@ -93,7 +93,7 @@ def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
         probe = _Probe(client, deadline)
         # Prometheus and every PD member are asked at once, so that one slow member cannot
         # starve the others of their share of the deadline.
-        addresses = [f"{name}:{STATUS_PORT}" for name in expected]
+        addresses = [f"{name}:{TIKV_STATUS}" for name in expected]
         metrics = pool.submit(_prometheus, probe, lab.extra.get("prometheus"), addresses)
         pings = [pool.submit(_ping, probe, n.url()) for n in pd_nodes]
         nodes: dict[str, dict[str, Any]] = {

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from operator_ai.cli.context import app_context
-from operator_ai.cli.output import JsonOption, console, plain, print_json, styled, table, when
+from operator_ai.cli.output import (
+    JsonOption,
+    console,
+    plain,
+    print_json,
+    shown,
+    styled,
+    table,
+    when,
+)
 from operator_ai.store import AuditEntry, AuditKind, Session
 
 app = typer.Typer(help="Read agent sessions and check the audit trail.", no_args_is_help=True)
@@ -47,8 +55,8 @@ def sessions_table(sessions: list[Session], title: str | None = None) -> Table:
         rows.add_row(
             str(s.id),
             str(s.ticket_id),
-            escape(s.worker),
-            escape(s.model or "-"),
+            shown(s.worker),
+            shown(s.model or "-"),
             when(s.started_at, short=True),
             styled(s.outcome or "running"),
             str(s.steps),
@@ -74,18 +82,18 @@ def show(
         return
     console.print(
         f"[bold]session {session.id}[/] on ticket {session.ticket_id}"
-        f" · worker {escape(session.worker)} · model {escape(session.model or '-')}"
+        f" · worker {shown(session.worker)} · model {shown(session.model or '-')}"
         f" · {styled(session.outcome or 'running')}"
     )
     for entry in entries:
         console.print(_render(entry, full))
     if session.summary:
-        console.print(f"\n[bold]summary:[/] {escape(session.summary)}")
+        console.print(f"\n[bold]summary:[/] {shown(session.summary)}")
 
 
 def _render(entry: AuditEntry, full: bool) -> str:
     head = f"[dim]{entry.seq:>3} {when(entry.at)}[/] "
-    body = escape(entry.content)
+    body = shown(entry.content, not full)
     if entry.kind == AuditKind.REASONING:
         return head + f"[italic]{body}[/]"
     if entry.kind == AuditKind.TOOL_CALL:
@@ -93,8 +101,8 @@ def _render(entry: AuditEntry, full: bool) -> str:
         why = (entry.params or {}).get("reasoning")
         return (
             head
-            + f"[bold cyan]$ {escape(str(command))}[/]"
-            + (f"\n      [dim]# {escape(str(why))}[/]" if why else "")
+            + f"[bold cyan]$ {shown(str(command), not full)}[/]"
+            + (f"\n      [dim]# {shown(str(why), not full)}[/]" if why else "")
         )
     if entry.kind == AuditKind.TOOL_RESULT:
         code = entry.exit_code
@@ -108,10 +116,10 @@ def _render(entry: AuditEntry, full: bool) -> str:
 def _fold(text: str, full: bool) -> str:
     lines = text.splitlines()
     if full or len(lines) <= 2 * FOLD_LINES:
-        return escape(text)
+        return shown(text, not full)
     hidden = len(lines) - 2 * FOLD_LINES
     marker = f"[dim]… {hidden} lines folded (--full shows them) …[/]"
-    head, tail = escape("\n".join(lines[:FOLD_LINES])), escape("\n".join(lines[-FOLD_LINES:]))
+    head, tail = shown("\n".join(lines[:FOLD_LINES])), shown("\n".join(lines[-FOLD_LINES:]))
     return f"{head}\n{marker}\n{tail}"
 
 

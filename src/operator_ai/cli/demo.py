@@ -8,12 +8,11 @@ import time
 from datetime import datetime
 
 import typer
-from rich.markup import escape
 from rich.rule import Rule
 
 from operator_ai.cli.context import app_context
 from operator_ai.cli.lab import print_status, progress
-from operator_ai.cli.output import console
+from operator_ai.cli.output import console, shown
 from operator_ai.errors import LabError
 from operator_ai.lab import Lab, LabDir
 from operator_ai.lab import faults as chaos
@@ -50,12 +49,12 @@ def demo(
     lab = Lab(LabDir(settings.home, subject))
     store = context.store
     steps: list[Event] = []
-    shown = threading.Condition()
+    arrived = threading.Condition()
 
     def on_event(event: Event) -> None:
-        with shown:
+        with arrived:
             steps.append(event)
-            shown.notify_all()
+            arrived.notify_all()
 
     chapter(1, "Health", auto, first=True)
     plugin = load_subject(subject)
@@ -88,9 +87,7 @@ def demo(
         # A key seen before reopens its old ticket: count from when it (re)opened this time.
         opened = max(e.at for e in store.events(ticket.id) if e.kind in ("opened", "reopened"))
         ttd = (opened - injected).total_seconds()
-        console.print(
-            f"[bold]ticket #{ticket.id}[/] {escape(ticket.key)}: {escape(ticket.message)}"
-        )
+        console.print(f"[bold]ticket #{ticket.id}[/] {shown(ticket.key)}: {shown(ticket.message)}")
         console.print(f"[bold]detected in {ttd:.2f} s[/] (fault injected → ticket opened)")
 
         chapter(5, "Repair", auto)
@@ -98,7 +95,7 @@ def demo(
             console.print(NO_MODEL.format(subject=subject), soft_wrap=True)
             chaos.revert(lab, injection.id)
         else:
-            follow_agent(steps, shown, ticket.id)
+            follow_agent(steps, arrived, ticket.id)
 
         chapter(6, "Verified recovery", auto)
         resolved = wait_resolved(store, ticket.id)
@@ -151,13 +148,13 @@ def wait_for_ticket(store: Store, target: str, timeout: float = 60.0) -> Ticket:
     raise LabError(f"no ticket for {target} within {timeout:.0f} s; is the monitor observing?")
 
 
-def follow_agent(steps: list[Event], shown: threading.Condition, ticket_id: int) -> None:
+def follow_agent(steps: list[Event], arrived: threading.Condition, ticket_id: int) -> None:
     """Print the agent's steps as they happen, until its session on the ticket ends."""
     printed = 0
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        with shown:
-            shown.wait(timeout=1.0)
+        with arrived:
+            arrived.wait(timeout=1.0)
             new, printed = steps[printed:], len(steps)
         for event in new:
             if event.kind in AGENT_EVENTS:

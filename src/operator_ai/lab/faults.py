@@ -1,8 +1,13 @@
-"""Faults: real injections with a revert, each recorded in the lab's `injections.json`.
+"""Faults: real injections with a revert, each recorded in the lab's `private/injections.json`.
 
 The generic faults here work on any subject's nodes. A subject adds its own through
 ``Subject.faults()``. Whether a fault can run is checked when it runs (privileges, the
 lab's mode, the kernel's nft support, the binary), and a refusal says why.
+
+The record, and the logs of a fault's helpers, are root's (in ``private/``), out of the
+agent's sight: they name the fault. A fault that writes where the lab user can write does
+it as the lab user (``Lab.as_user``), never as root through a path the agent could have
+replaced with a link.
 """
 
 from __future__ import annotations
@@ -23,7 +28,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from operator_ai.errors import FaultUnsupported, LabError, OperatorError
 from operator_ai.lab import network, procs
-from operator_ai.lab.state import LOOPBACK, MODES, NETNS, TMPFS_SIZE, locked, write_json
+from operator_ai.lab.state import (
+    LOOPBACK,
+    MODES,
+    NETNS,
+    TMPFS_SIZE,
+    locked,
+    private_dir,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from operator_ai.lab.runtime import Lab
@@ -74,7 +87,7 @@ class Injections:
     """The lab's record of faults, kept in one JSON file under a lock."""
 
     def __init__(self, lab_dir: Path) -> None:
-        self.path = lab_dir / "injections.json"
+        self.path = private_dir(lab_dir) / "injections.json"
 
     def all(self) -> list[Injection]:
         try:
@@ -270,7 +283,7 @@ class Delay:
         proxy = procs.spawn(
             ["ip", "netns", "exec", netns, sys.executable, "-m", "operator_ai.lab.delayproxy",
              "--port", str(self.proxy_port), "--delay-ms", str(delay)],
-            lab.path / "logs" / f"delay-{target}.log",
+            helper_log(lab, f"delay-{target}"),
         )  # fmt: skip
         state = {"netns": netns, "table": table, "helpers": [proxy]}
         try:
@@ -320,17 +333,24 @@ class DiskFull:
     def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
         data = str(lab.path / "data" / target)
         used = int(lab.in_mounts("df", "-B1", "--output=used", data).split()[-1])
-        lab.in_mounts("mount", "-o", f"remount,size={used + 4 * 1024 * 1024}", data)
-        # `head` stops at ENOSPC with an error; the full disk is the point.
-        fill = f"head -c 1G /dev/zero > {data}/{FILL_FILE}"
-        network.sh("nsenter", "-t", str(lab.state.supervisor_pid), "-m", "--", "sh", "-c", fill,
-                   check=False)  # fmt: skip
+        _remount(lab, data, f"size={used + 4 * 1024 * 1024}")
+        # `dd` stops at ENOSPC with an error; the full disk is the point. As the lab user,
+        # like everything written in its data dir.
+        with contextlib.suppress(LabError):
+            lab.as_user("dd", "if=/dev/zero", f"of={data}/{FILL_FILE}", "bs=1M", "count=1024")
         return {"data": data}
 
     def revert(self, lab: Lab, injection: Injection) -> None:
         data = injection.state["data"]
-        lab.in_mounts("rm", "-f", f"{data}/{FILL_FILE}")
-        lab.in_mounts("mount", "-o", f"remount,size={TMPFS_SIZE}", data)
+        lab.as_user("rm", "-f", f"{data}/{FILL_FILE}")
+        _remount(lab, data, f"size={TMPFS_SIZE}")
+
+
+def _remount(lab: Lab, data: str, options: str) -> None:
+    """Remount a node's data tmpfs; the path must still be the tmpfs itself (a data dir is a
+    mount point, which the lab user cannot rename or replace with a link)."""
+    lab.in_mounts("mountpoint", "-q", data)
+    lab.in_mounts("mount", "-o", f"remount,{options}", "--target", data)
 
 
 def is_go_binary(path: str) -> bool:
@@ -393,8 +413,8 @@ class CpuStress:
         timeout = int(_number(params, "timeout", 1, 3600))
         pid = procs.spawn(
             ["stress-ng", "--cpu", str(workers), "--cpu-load", str(load),
-             "--timeout", f"{timeout}s", "--temp-path", str(lab.path / "tmp"), "--quiet"],
-            lab.path / "logs" / "cpu-stress.log",
+             "--timeout", f"{timeout}s", "--temp-path", str(private_dir(lab.path)), "--quiet"],
+            helper_log(lab, "cpu-stress"),
         )  # fmt: skip
         return {"helpers": [pid]}
 
@@ -418,6 +438,11 @@ GENERIC: dict[str, Fault] = {
         CpuStress(),
     )
 }
+
+
+def helper_log(lab: Lab, name: str) -> Path:
+    """Where a fault's helper process writes: root's, since it names the fault."""
+    return private_dir(lab.path) / f"{name}.log"
 
 
 def _number(params: dict[str, str], name: str, low: float, high: float) -> float:

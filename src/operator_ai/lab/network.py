@@ -8,6 +8,8 @@
 
 The host reaches the lab through its own veth into the bridge, so the monitor, the load
 generator and the CLI run as ordinary host processes and talk to node addresses directly.
+The lab is IPv4 only: IPv6 is off in every lab namespace and on the host's veth, so no
+link-local address exists to reach the host by, and the ops fence drops IPv6 as well.
 The /24 is private to the lab: it is chosen to overlap no route the host already has, and
 every interface and namespace carries the lab's prefix so `down` finds them after a crash.
 """
@@ -19,8 +21,11 @@ import ipaddress
 import json
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from operator_ai.errors import LabError
+
+IPV6 = Path("/proc/sys/net/ipv6")
 
 
 def sh(*argv: str, input: str | None = None, check: bool = True, timeout: float = 30) -> str:
@@ -73,6 +78,7 @@ def create(prefix: str, subnet: ipaddress.IPv4Network, members: Sequence[str]) -
     hosts = list(subnet.hosts())
     bridge = f"{prefix}-br"
     sh("ip", "netns", "add", bridge)
+    _no_ipv6(bridge)
     sh("ip", "-n", bridge, "link", "set", "lo", "up")
     sh("ip", "-n", bridge, "link", "add", "br0", "type", "bridge")
     sh("ip", "-n", bridge, "link", "set", "br0", "up")
@@ -80,6 +86,8 @@ def create(prefix: str, subnet: ipaddress.IPv4Network, members: Sequence[str]) -
     link = host_link(prefix)
     addresses = {"host": str(hosts[0])}
     sh("ip", "link", "add", link, "type", "veth", "peer", "name", "host", "netns", bridge)
+    if IPV6.exists():
+        sh("sysctl", "-qw", f"net.ipv6.conf.{link}.disable_ipv6=1")
     sh("ip", "addr", "add", f"{hosts[0]}/{subnet.prefixlen}", "dev", link)
     sh("ip", "link", "set", link, "up")
     sh("ip", "-n", bridge, "link", "set", "host", "master", "br0", "up")
@@ -89,6 +97,7 @@ def create(prefix: str, subnet: ipaddress.IPv4Network, members: Sequence[str]) -
         ns = f"{prefix}-{member}"
         port = f"v-{member}"[:15]
         sh("ip", "netns", "add", ns)
+        _no_ipv6(ns)
         sh("ip", "-n", bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0",
            "netns", ns)  # fmt: skip
         sh("ip", "-n", bridge, "link", "set", port, "master", "br0", "up")
@@ -99,11 +108,21 @@ def create(prefix: str, subnet: ipaddress.IPv4Network, members: Sequence[str]) -
     return addresses
 
 
+def _no_ipv6(netns: str) -> None:
+    """Turn IPv6 off in a namespace, for the interfaces it has and those it will get."""
+    if IPV6.exists():
+        sh("ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+           "net.ipv6.conf.default.disable_ipv6=1")  # fmt: skip
+
+
 def fence_ops(prefix: str, host_address: str) -> None:
     """Keep the ops namespace (the agent's sandbox) off the host: the host may open
-    connections into the lab, but nothing in ops may open one to the host's address."""
+    connections into the lab, but nothing in ops may open one to the host's address, and
+    nothing leaves ops over IPv6 at all (the lab has none; the host's veth might)."""
     nft(f"{prefix}-ops", f"""table inet operator_fence {{
-  chain out {{ type filter hook output priority 0; ip daddr {host_address} ct state new drop; }}
+  chain out {{ type filter hook output priority 0;
+    ip daddr {host_address} ct state new drop;
+    meta nfproto ipv6 oifname != "lo" drop; }}
 }}""")  # fmt: skip
 
 

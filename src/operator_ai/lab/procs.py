@@ -50,10 +50,15 @@ def signal_tree(pid: int, sig: signal.Signals) -> list[int]:
     return pids
 
 
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+def spawn(
+    argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> int:
     """Start a long-lived helper in its own session, detached from our terminal; its output
-    goes to ``log``. Returns its PID (no Popen object, which would warn when collected)."""
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    goes to ``log``, and it starts in ``cwd`` (else ours). Returns its PID (no Popen object,
+    which would warn when collected)."""
+    if cwd is not None:  # posix_spawn cannot chdir; env does, then execs in the same PID
+        argv = ["env", "-C", str(cwd), "--", *argv]
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
     try:
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),

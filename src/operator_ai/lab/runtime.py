@@ -17,9 +17,21 @@ from pathlib import Path
 import yaml
 
 from operator_ai.errors import LabError, SubjectUnreachable
-from operator_ai.lab import docker, network, procs
-from operator_ai.lab.state import DOCKER, LOOPBACK, NETNS, TMPFS_SIZE, LabDir, LabState, Node
-from operator_ai.lab.supervisor import Supervisor
+from operator_ai.lab import docker, network, procs, safefs
+from operator_ai.lab.state import (
+    DOCKER,
+    LOOPBACK,
+    NETNS,
+    TMPFS_SIZE,
+    WRITABLE,
+    LabDir,
+    LabState,
+    Node,
+    door_socket,
+    private_dir,
+    supervisor_socket,
+)
+from operator_ai.lab.supervisor import Supervisor, start_door
 from operator_ai.lab.supervisor import render_config as render_supervisor
 from operator_ai.lab.supervisor import start as start_supervisor
 from operator_ai.subjects import Observation, Subject, load_subject
@@ -62,7 +74,7 @@ class Lab:
         """What starts and stops nodes: supervisord, or Docker for a Docker lab."""
         if self.state.mode == DOCKER:
             return docker.Containers(self.state)
-        return Supervisor(self.path / "supervisor.sock")
+        return Supervisor(supervisor_socket(self.path))
 
     def pid(self, node: str) -> int | None:
         info = self.supervisor.info(node)
@@ -80,8 +92,10 @@ class Lab:
     def running(self) -> bool:
         if self.state.mode == DOCKER:
             return docker.engine_problem() is None and docker.Containers(self.state).running()
-        pid = self.state.supervisor_pid
-        return bool(pid and procs.alive(pid) and str(self.path) in " ".join(procs.cmdline(pid)))
+        return all(
+            pid and procs.alive(pid) and str(self.path) in " ".join(procs.cmdline(pid))
+            for pid in (self.state.supervisor_pid, self.state.door_pid)
+        )
 
     # -- up ----------------------------------------------------------------------------
 
@@ -149,7 +163,7 @@ class Lab:
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         try:
-            self._prepare_dirs(names, account)
+            self._prepare_dirs(names, account, progress)
             _check_reachable(self.path, account)
             if mode == NETNS:
                 progress(f"creating network namespaces ({state.prefix}-*)")
@@ -175,21 +189,25 @@ class Lab:
             for node in state.nodes:
                 node.command = commands[node.name]
                 self.write_launcher(node)
-            _chown_tree(self.path / "conf", account)
-            owner = user if is_root() else None
-            (self.path / "supervisord.conf").write_text(
-                render_supervisor(self.path, state.prefix, names, owner)
+            if is_root():
+                safefs.chown_tree(self.path / "conf", account)
+            safefs.write_file(
+                self.path / "supervisord.conf", render_supervisor(self.path, state.prefix, names)
             )
             progress("starting supervisord")
             state.supervisor_pid = start_supervisor(
                 self.path, private_mounts=mode == NETNS, env=_clean_env()
             )
             self.dir.save(state)
+            owner = (account.pw_uid, account.pw_gid) if is_root() else None
+            state.door_pid = start_door(self.path, names, owner, env=_clean_env())
+            self.dir.save(state)
             if mode == NETNS:
                 for name in names:
                     self.mount_data(name, account)
             progress(f"starting {len(names)} {subject.name} nodes")
-            Supervisor(self.path / "supervisor.sock").call("supervisor.startAllProcesses", True)
+            self._check_launchers(names)
+            Supervisor(supervisor_socket(self.path)).call("supervisor.startAllProcesses", True)
             self._wait_ready(progress)
         except BaseException:
             progress("start failed; cleaning up")
@@ -230,23 +248,42 @@ class Lab:
             raise
         return state
 
-    def _prepare_dirs(self, names: list[str], account: pwd.struct_passwd) -> None:
-        for sub in ("run", "conf", "data", "logs", "tmp"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
-        os.chmod(self.path, 0o755)
-        os.chmod(self.path / "run", 0o755)  # root's; the lab user reads, whatever the umask
+    def _prepare_dirs(
+        self, names: list[str], account: pwd.struct_passwd, progress: Progress
+    ) -> None:
+        """The lab's directories, the lab user's ones made anew: whatever an earlier lab's
+        user left in them (links to root's files, say) is removed unread and reported."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if is_root():
+            _unmount_under(self.path)
+        for sub in ("", "run", "logs"):  # root's; the lab user reads, whatever the umask
+            (self.path / sub).mkdir(exist_ok=True)
+            os.chmod(self.path / sub, 0o755)
+        private_dir(self.path).mkdir(exist_ok=True)
+        os.chmod(private_dir(self.path), 0o700)
+        for sub in ("conf", "data", "tmp"):
+            for found in safefs.fresh_dir(self.path / sub, account.pw_uid):
+                progress(f"removed what an earlier lab left: {found}")
         for name in names:
-            (self.path / "data" / name).mkdir(exist_ok=True)
-        for sub in ("data", "tmp"):
-            _chown_tree(self.path / sub, account)
+            (self.path / "data" / name).mkdir()
+        if is_root():
+            safefs.chown_tree(self.path / "data", account)
+            for sub, size in WRITABLE.items():  # capped, so the lab user cannot fill the host
+                network.sh("mount", "-t", "tmpfs", "-o", _tmpfs_options(size, 0o755, account),
+                           f"operator-{sub}", str(self.path / sub))  # fmt: skip
+
+    def _check_launchers(self, names: list[str]) -> None:
+        for name in names:
+            if problem := safefs.check_launcher(self.path / "run" / f"{name}.sh"):
+                raise LabError(f"refusing to start {name}: {problem}")
 
     def mount_data(self, node: str, account: pwd.struct_passwd) -> None:
         """Give a node's data dir its own tmpfs, inside the lab's private mount namespace."""
-        self.in_mounts(
-            "mount", "-t", "tmpfs", "-o",
-            f"size={TMPFS_SIZE},mode=0700,uid={account.pw_uid},gid={account.pw_gid}",
-            "tmpfs", str(self.path / "data" / node),
-        )  # fmt: skip
+        path = self.path / "data" / node
+        if path.is_symlink() or not path.is_dir():
+            raise LabError(f"{path} is not a plain directory; not mounting on it")
+        options = _tmpfs_options(TMPFS_SIZE, 0o700, account)
+        self.in_mounts("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path))
 
     def in_mounts(self, *argv: str) -> str:
         """Run a command in the lab's mount namespace (supervisord's)."""
@@ -255,25 +292,30 @@ class Lab:
             raise LabError("the lab's supervisord is not running")
         return network.sh("nsenter", "-t", str(pid), "-m", "--", *argv)
 
+    def as_user(self, *argv: str, input: str | None = None) -> str:
+        """Run a command as the lab user in the lab's mounts: how root reads or writes in the
+        places the lab user can write, so that a planted link gets it nothing more."""
+        prefix: list[str] = []
+        if self.state.mode == NETNS:
+            prefix = ["nsenter", "-t", str(self.state.supervisor_pid), "-m", "--"]
+        if is_root():
+            prefix += as_lab_user(pwd.getpwnam(self.state.user))
+        return network.sh(*prefix, *argv, input=input)
+
     def write_launcher(self, node: Node, env: dict[str, str] | None = None) -> None:
         """The script supervisord runs for a node: a clean environment, the node's network
         namespace, and the lab user. Root owns it, so the lab user cannot change what runs."""
-        account = pwd.getpwnam(self.state.user)
         variables = {"PATH": CLEAN_PATH, "HOME": str(self.path / "tmp"), **(env or {})}
         prefix: list[str] = []
         if node.netns:
             prefix = ["nsenter", f"--net=/run/netns/{node.netns}", "--"]
         if is_root():
-            prefix += [
-                "setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
-                "--clear-groups", "--",
-            ]  # fmt: skip
+            prefix += as_lab_user(pwd.getpwnam(self.state.user))
         line = shlex.join(
             [*prefix, "env", "-i", *(f"{k}={v}" for k, v in variables.items()), *node.command]
         )
         script = self.path / "run" / f"{node.name}.sh"
-        script.write_text(f"#!/bin/sh\n# Written by `operator lab up`.\nexec {line}\n")
-        os.chmod(script, 0o644)
+        safefs.write_file(script, f"#!/bin/sh\n# Written by `operator lab up`.\nexec {line}\n")
 
     def heal(self, progress: Progress = _quiet, timeout: float = 30.0) -> None:
         """Revert every active fault, start every node, and wait until nothing is broken."""
@@ -282,6 +324,8 @@ class Lab:
         for injection in faults.Injections(self.path).active():
             progress(f"reverting {injection.fault} on {injection.target}")
             faults.revert(self, injection.id)
+        if self.state.mode != DOCKER:
+            self._check_launchers([n.name for n in self.state.nodes])
         for node in self.state.nodes:
             self.supervisor.start(node.name)
         self._wait_ready(progress, timeout)
@@ -334,11 +378,14 @@ class Lab:
         if state and state.supervisor_pid and procs.alive(state.supervisor_pid):
             progress("stopping supervisord and its nodes")
             with contextlib.suppress(LabError):
-                Supervisor(self.path / "supervisor.sock", timeout=10).shutdown()
+                Supervisor(supervisor_socket(self.path), timeout=10).shutdown()
             deadline = time.monotonic() + 15
             while procs.alive(state.supervisor_pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             removed.append(f"supervisord {state.supervisor_pid}")
+        if state and state.door_pid and procs.alive(state.door_pid):
+            procs.terminate([state.door_pid], grace=5.0)
+            removed.append(f"supervisor door {state.door_pid}")
         leftovers = procs.referencing(str(self.path) + "/")
         if leftovers:
             progress(f"stopping {len(leftovers)} leftover processes")
@@ -353,7 +400,7 @@ class Lab:
         if failed is not None:
             raise failed  # lab.json stays, so `lab down` can be run again
         (self.path / "lab.json").unlink(missing_ok=True)
-        (self.path / "supervisor.sock").unlink(missing_ok=True)
+        door_socket(self.path).unlink(missing_ok=True)
         self._state = None
         return removed
 
@@ -366,8 +413,7 @@ def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
     """Nodes run as the lab user, who must be able to reach their config and data."""
     if not is_root():
         return
-    probe = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
-             "--clear-groups", "test", "-x", str(path)]  # fmt: skip
+    probe = [*as_lab_user(account), "test", "-x", str(path)]
     if subprocess.run(probe, capture_output=True).returncode != 0:
         raise LabError(
             f"the lab user {account.pw_name!r} cannot reach {path}",
@@ -387,14 +433,14 @@ def _clean_env() -> dict[str, str]:
     return {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
 
 
-def _chown_tree(path: Path, account: pwd.struct_passwd) -> None:
-    if not is_root():
-        return
-    for root, dirs, files in os.walk(path):
-        for name in [root, *(os.path.join(root, d) for d in dirs)]:
-            os.chown(name, account.pw_uid, account.pw_gid)
-        for name in files:
-            os.chown(os.path.join(root, name), account.pw_uid, account.pw_gid)
+def as_lab_user(account: pwd.struct_passwd) -> list[str]:
+    """The ``setpriv`` prefix that runs a command as ``account``, with no other groups."""
+    return ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
+            "--clear-groups", "--"]  # fmt: skip
+
+
+def _tmpfs_options(size: str, mode: int, account: pwd.struct_passwd) -> str:
+    return f"size={size},mode={mode:o},uid={account.pw_uid},gid={account.pw_gid},nosuid,nodev"
 
 
 def _unmount_under(path: Path) -> list[str]:

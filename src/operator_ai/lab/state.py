@@ -6,13 +6,20 @@ agent's sandbox) finds the lab again, even after the process that started it is 
     labs/<name>/
       lab.json            what the runtime built: mode, prefix, nodes, addresses, PIDs
       supervisord.conf    one program per node, autorestart=false
-      supervisor.sock     supervisorctl's door (owned by the lab user)
+      supervisor.sock     the agent's door to supervisord (`lab/door.py`), the lab user's
       run/<node>.sh       how supervisord starts a node (root-owned)
       conf/<node>.*       the node's own config, which the lab user may edit
       data/<node>/        the node's data dir (its own tmpfs in netns mode)
+      tmp/                the nodes' HOME, the lab user's scratch space
       logs/<node>.log     the node's stdout and stderr
-      injections.json     every fault injected, with when it was reverted
       load.json           the load generator's client-side stats
+      private/            root's, 0700, and masked in the sandbox:
+        supervisor.sock     supervisord's own socket, the whole API
+        injections.json     every fault injected, with when it was reverted (the answer key)
+        <fault>-<node>.log  what a fault's helper process printed
+
+The lab user may write in ``conf/``, ``data/`` and ``tmp/`` (as root, size-capped tmpfs
+mounts), and in nothing else; root never follows a path in those three (`lab/safefs.py`).
 """
 
 from __future__ import annotations
@@ -37,6 +44,24 @@ DOCKER = "docker"
 """The Docker Compose runtime's mode: nodes are containers (`lab/docker.py`)."""
 TMPFS_SIZE = "512m"
 """Each node's data tmpfs in netns mode (only what is used costs memory)."""
+WRITABLE = {"conf": "16m", "tmp": "256m"}
+"""The lab user's other writable directories, and the size of the tmpfs each gets as root."""
+PRIVATE = "private"
+"""Root's directory inside the lab: supervisord's socket, the fault record, helper logs."""
+
+
+def private_dir(lab_dir: Path) -> Path:
+    return lab_dir / PRIVATE
+
+
+def supervisor_socket(lab_dir: Path) -> Path:
+    """supervisord's own socket, which only root (the lab's owner) may use."""
+    return lab_dir / PRIVATE / "supervisor.sock"
+
+
+def door_socket(lab_dir: Path) -> Path:
+    """The socket of the agent's narrow door to supervisord, named in supervisord.conf."""
+    return lab_dir / "supervisor.sock"
 
 
 @dataclass
@@ -67,6 +92,7 @@ class LabState:
     ops_address: str | None = None
     ops_netns: str | None = None
     supervisor_pid: int | None = None
+    door_pid: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def node(self, name: str) -> Node:

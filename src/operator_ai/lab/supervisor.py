@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import sys
 import time
 import xmlrpc.client
 from collections.abc import Sequence
@@ -16,25 +17,27 @@ from typing import Any, cast
 
 from operator_ai.errors import LabError
 from operator_ai.lab import procs
+from operator_ai.lab.state import PRIVATE, door_socket, supervisor_socket
 
 RUNNING = "RUNNING"
 
 
-def render_config(lab_dir: Path, prefix: str, programs: Sequence[str], owner: str | None) -> str:
-    """The supervisord.conf of a lab; ``owner`` is who may use the socket besides root."""
-    chown = f"chown={owner}:{owner}\n" if owner else ""
+def render_config(lab_dir: Path, prefix: str, programs: Sequence[str]) -> str:
+    """The supervisord.conf of a lab. supervisord's own socket is root's, in ``private/``;
+    ``supervisorctl`` is pointed at the lab's door (`lab/door.py`), which the lab user may
+    use. Every process starts in the lab directory, not in whatever directory `lab up` ran."""
     sections = [
-        f"[unix_http_server]\nfile={lab_dir}/supervisor.sock\nchmod=0770\n{chown}",
+        f"[unix_http_server]\nfile={supervisor_socket(lab_dir)}\nchmod=0700\n",
         f"[supervisord]\nlogfile={lab_dir}/logs/supervisord.log\n"
-        f"pidfile={lab_dir}/supervisord.pid\nidentifier={prefix}\nnodaemon=true\n"
-        f"childlogdir={lab_dir}/logs\n",
+        f"pidfile={lab_dir}/{PRIVATE}/supervisord.pid\nidentifier={prefix}\nnodaemon=true\n"
+        f"childlogdir={lab_dir}/logs\ndirectory={lab_dir}\n",
         "[rpcinterface:supervisor]\n"
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
-        f"[supervisorctl]\nserverurl=unix://{lab_dir}/supervisor.sock\n",
+        f"[supervisorctl]\nserverurl=unix://{door_socket(lab_dir)}\n",
     ]
     for name in programs:
         sections.append(
-            f"[program:{name}]\ncommand=/bin/sh {lab_dir}/run/{name}.sh\n"
+            f"[program:{name}]\ncommand=/bin/sh {lab_dir}/run/{name}.sh\ndirectory={lab_dir}\n"
             "autostart=false\nautorestart=false\nstartsecs=1\nstartretries=0\n"
             "stopasgroup=true\nkillasgroup=true\nstopwaitsecs=5\nredirect_stderr=true\n"
             f"stdout_logfile={lab_dir}/logs/{name}.log\n"
@@ -49,8 +52,8 @@ def start(lab_dir: Path, private_mounts: bool, env: dict[str, str]) -> int:
     argv = ["supervisord", "-c", str(lab_dir / "supervisord.conf")]
     if private_mounts:
         argv = ["unshare", "--mount", "--propagation", "private", "--", *argv]
-    pid = procs.spawn(argv, lab_dir / "logs" / "supervisord.out", env)
-    client = Supervisor(lab_dir / "supervisor.sock")
+    pid = procs.spawn(argv, lab_dir / "logs" / "supervisord.out", env, cwd=lab_dir)
+    client = Supervisor(supervisor_socket(lab_dir))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if not procs.alive(pid):
@@ -65,7 +68,31 @@ def start(lab_dir: Path, private_mounts: bool, env: dict[str, str]) -> int:
     raise LabError("supervisord did not answer on its socket within 15 s")
 
 
-class _UnixConnection(http.client.HTTPConnection):
+def start_door(
+    lab_dir: Path, programs: Sequence[str], owner: tuple[int, int] | None, env: dict[str, str]
+) -> int:
+    """Start the lab's door to supervisord (`lab/door.py`) and wait until it listens."""
+    argv = [sys.executable, "-I", "-m", "operator_ai.lab.door", "--lab", str(lab_dir),
+            "--programs", ",".join(programs)]  # fmt: skip
+    if owner is not None:
+        argv += ["--owner", f"{owner[0]}:{owner[1]}"]
+    log = supervisor_socket(lab_dir).with_name("door.log")
+    pid = procs.spawn(argv, log, env, cwd=lab_dir)
+    client = Supervisor(door_socket(lab_dir))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if not procs.alive(pid):
+            raise LabError(f"the lab's supervisor door exited at start: {log.read_text()[-500:]}")
+        try:
+            client.call("supervisor.getState")
+            return pid
+        except LabError:
+            time.sleep(0.05)
+    procs.terminate([pid])
+    raise LabError("the lab's supervisor door did not answer within 15 s")
+
+
+class UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -89,7 +116,7 @@ class _UnixTransport(xmlrpc.client.Transport):
 
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
         # Cached where the base class expects it, so that closing the transport closes it.
-        self._connection = host, _UnixConnection(self._path, self._timeout)
+        self._connection = host, UnixConnection(self._path, self._timeout)
         return self._connection[1]
 
 

@@ -5,12 +5,16 @@ Each command gets a fresh sandbox that lives exactly as long as the command:
 - its network is the lab's ops namespace (netns mode): the nodes are reachable, the host's
   address is fenced off by the lab's nft rule, and the host's 127.0.0.1 is another stack;
 - its mounts are the lab's (supervisord's mount namespace), so the nodes' tmpfs data dirs
-  are the real ones; on top of that the root is read-only, /tmp is a private tmpfs, and the
-  lab directory is the only place bound read-write (the lab's own permissions still say
-  where the lab user may write: ``data/``, ``conf/``, ``tmp/``);
-- the operator's home (config.toml with API keys, operator.db) is hidden under an empty
-  read-only tmpfs, with the lab directory bound back on top; so are /root, /home, and /run,
-  where host sockets live (docker, PostgreSQL, D-Bus): unix sockets ignore network namespaces;
+  are the real ones. Of those it sees only what a shell needs: the system directories
+  (``/usr``, ``/etc`` and the links into ``/usr``) read-only, a fresh ``/dev`` and ``/proc``,
+  a private size-capped tmpfs on ``/tmp`` and on ``/dev/shm``, and its own lab directory,
+  the one place bound read-write (the lab's permissions still say where the lab user may
+  write: ``conf/``, ``data/``, ``tmp/``, each capped in size). The rest of the root is an
+  empty read-only tmpfs: no Operator home (config.toml with API keys, operator.db), no other
+  lab or its sockets, no ``/home``, ``/root``, ``/run`` (host sockets: unix sockets ignore
+  network namespaces), no ``/sys`` (the host's interfaces and their addresses). The lab's
+  ``private/`` (supervisord's own socket, the fault record) is masked by an empty tmpfs;
+  supervisorctl reaches supervisord only through the lab's door (`lab/door.py`);
 - a new PID namespace with a fresh /proc, so no other process (nor its environment) is
   visible; new IPC and UTS namespaces; a new session, so no terminal to inject into;
 - a clean environment: PATH, HOME=/tmp, LANG and TERM=dumb; nothing of ours, no API keys;
@@ -52,7 +56,7 @@ from typing import TYPE_CHECKING
 from operator_ai.errors import LabError, SandboxError
 from operator_ai.lab import procs
 from operator_ai.lab.runtime import CLEAN_PATH
-from operator_ai.lab.state import NETNS, LabState
+from operator_ai.lab.state import NETNS, LabState, private_dir
 from operator_ai.sandbox import DEFAULT_TIMEOUT, OUTPUT_CAP, CommandResult
 from operator_ai.sandbox.capture import run_captured, unrunnable
 from operator_ai.sandbox.limits import CommandCgroup, Limits
@@ -60,8 +64,8 @@ from operator_ai.sandbox.limits import CommandCgroup, Limits
 if TYPE_CHECKING:
     from operator_ai.lab import Lab
 
-HIDDEN = (Path("/home"), Path("/root"), Path("/run"))
-"""Host directories replaced by an empty read-only tmpfs, besides the operator's home."""
+SYSTEM = tuple(Path(p) for p in ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32"))
+"""The host directories a shell needs, bound read-only (or, where they are links, linked)."""
 HELPER_ENV = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
 """The environment of the helpers that set the sandbox up, outside it."""
 SANDBOX_ENV = {"PATH": CLEAN_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TERM": "dumb"}
@@ -116,7 +120,7 @@ class BwrapSandbox:
                 f"{self.user.pw_name}"
             )
         self._args = _bwrap_args(
-            lab.path.resolve(), home.resolve(), self.limits.tmp_size, [p.resolve() for p in hide]
+            lab.path.resolve(), self.limits, [home.resolve(), *(p.resolve() for p in hide)]
         )
         self._ulimit = self.limits.ulimit()
 
@@ -238,40 +242,31 @@ def _join(cgroup: CommandCgroup | None) -> list[str]:
     return ["/bin/sh", "-c", f'{joins}shift {len(files)}; exec "$@"', "sh", *files]
 
 
-def _bwrap_args(lab: Path, home: Path, tmp_size: int, files: Sequence[Path] = ()) -> list[str]:
-    """bwrap's options, from the read-only root down to the clean environment."""
+def _bwrap_args(lab: Path, limits: Limits, hide: Sequence[Path] = ()) -> list[str]:
+    """bwrap's options, from the system directories down to the clean environment."""
     args = [
-        "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--new-session",
-        "--size", str(tmp_size), "--tmpfs", "/tmp",
     ]  # fmt: skip
-    hidden = _hidden(lab, home)
-    for path in hidden:
-        args += ["--tmpfs", str(path)]
-    args += ["--bind", str(lab), str(lab)]
-    for path in hidden:
-        args += ["--remount-ro", str(path)]
-    for file in files:  # outside home, such as a SQLite store kept elsewhere
-        if file.is_file() and not any(file.is_relative_to(p) for p in hidden):
-            args += ["--ro-bind", "/dev/null", str(file)]
-    args += ["--chdir", str(lab), "--clearenv"]
+    for path in SYSTEM:
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    args += [
+        "--dev", "/dev", "--proc", "/proc",
+        "--size", str(limits.tmp_size), "--tmpfs", "/tmp",
+        "--size", str(limits.shm_size), "--tmpfs", "/dev/shm",
+        "--bind", str(lab), str(lab),
+        "--tmpfs", str(private_dir(lab)), "--remount-ro", str(private_dir(lab)),
+    ]  # fmt: skip
+    for path in hide:  # only what lies inside a bound system directory can be seen at all
+        if not any(path.is_relative_to(s) for s in SYSTEM if not s.is_symlink()):
+            continue
+        if path.is_dir():
+            args += ["--tmpfs", str(path), "--remount-ro", str(path)]
+        elif path.is_file():
+            args += ["--ro-bind", "/dev/null", str(path)]
+    args += ["--remount-ro", "/", "--chdir", str(lab), "--clearenv"]
     for key, value in SANDBOX_ENV.items():
         args += ["--setenv", key, value]
     return args
-
-
-def _hidden(lab: Path, home: Path) -> list[Path]:
-    """Directories to hide, parents first, leaving out what another one already hides (it is
-    read-only too) and anything inside the lab directory. One inside /tmp is hidden all the
-    same: the private /tmp is writable."""
-    candidates = {home, *HIDDEN}
-    with contextlib.suppress(KeyError):
-        candidates.add(Path(pwd.getpwuid(os.geteuid()).pw_dir))
-    hidden: list[Path] = []
-    for path in sorted(candidates, key=lambda p: len(p.parts)):
-        if path == Path("/") or not path.is_dir() or path.is_relative_to(lab):
-            continue
-        if any(path.is_relative_to(p) for p in hidden):
-            continue
-        hidden.append(path)
-    return hidden

@@ -51,6 +51,8 @@ class Limits:
     """RLIMIT_FSIZE: the largest file a command may write (an etcd snapshot fits)."""
     tmp_size: int = 512 * MiB
     """The private /tmp, a tmpfs."""
+    shm_size: int = 64 * MiB
+    """The private /dev/shm, a tmpfs."""
 
     def ulimit(self) -> str:
         """The bash ``ulimit`` that sets these rlimits, soft and hard; none above the hard

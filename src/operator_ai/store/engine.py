@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,7 +52,11 @@ def create_engine(url: str) -> sa.Engine:
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
     if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600: it holds the audit trail. SQLite gives its -wal and -shm files the
+        # database's own mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     engine = sa.create_engine(url, json_serializer=_dumps)
 
     @event.listens_for(engine, "connect")

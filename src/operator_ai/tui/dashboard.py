@@ -6,11 +6,10 @@ from datetime import datetime
 
 from rich.console import RenderableType
 from rich.layout import Layout
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from operator_ai.cli.output import styled
+from operator_ai.cli.output import shown, styled
 from operator_ai.lab.faults import Injection, Injections
 from operator_ai.lab.load import read_workload
 from operator_ai.store import Ticket
@@ -40,7 +39,7 @@ def cluster(runner: Runner) -> RenderableType:
         else:
             state = "[green]healthy[/]"
         role = "[bold]leader[/]" if name == leader else ""
-        rows.add_row(name, escape(str(seen.get("address", ""))), state, role)
+        rows.add_row(name, shown(str(seen.get("address", ""))), state, role)
     title = f"cluster: {runner.lab.state.subject} ({runner.lab.state.mode})"
     return Panel(rows, title=title, subtitle=runner.monitor.last_error or None)
 
@@ -65,10 +64,10 @@ def tickets(runner: Runner) -> RenderableType:
     injections = Injections(runner.lab.path).all()
     rows = Table("#", "key", "status", "time to detect", box=None, pad_edge=False)
     live = runner.store.live()[::-1]  # open, working and escalated first, newest on top
-    shown = {t.id for t in live}
-    ended = [t for t in runner.store.tickets(limit=6) if t.id not in shown]
+    live_ids = {t.id for t in live}
+    ended = [t for t in runner.store.tickets(limit=6) if t.id not in live_ids]
     for ticket in [*live, *ended][:6]:
-        rows.add_row(str(ticket.id), escape(ticket.key), styled(ticket.status),
+        rows.add_row(str(ticket.id), shown(ticket.key), styled(ticket.status),
                      f"{time_to_detect(ticket, injections):.1f} s")  # fmt: skip
     return Panel(rows, title="tickets (live first)")
 
@@ -87,9 +86,7 @@ def time_to_detect(ticket: Ticket, injections: list[Injection]) -> float:
 
 def faults(runner: Runner) -> RenderableType:
     active = Injections(runner.lab.path).active()
-    lines = [
-        f"#{i.id} {i.fault} on {escape(i.target)} since {i.injected_at[11:19]}" for i in active
-    ]
+    lines = [f"#{i.id} {i.fault} on {shown(i.target)} since {i.injected_at[11:19]}" for i in active]
     return Panel("\n".join(lines) or "none", title="active faults")
 
 

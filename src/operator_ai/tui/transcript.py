@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rich.markup import escape
-
-from operator_ai.cli.output import styled
+from operator_ai.cli.output import shown, styled
 
 
 @dataclass(frozen=True)
@@ -27,20 +25,20 @@ def describe(event: Event) -> str:
     if "worker" in data:
         at += f" [dim]{data['worker']}[/]"
     if event.kind == "claimed":
-        return f"{at} [bold]claimed #{data['ticket']}[/] {escape(str(data['key']))}"
+        return f"{at} [bold]claimed #{data['ticket']}[/] {shown(str(data['key']))}"
     if event.kind == "reasoning":
-        return f"{at} [italic]{escape(first_line(str(data['text'])))}[/]"
+        return f"{at} [italic]{shown(first_line(str(data['text'])))}[/]"
     if event.kind == "command":
-        return f"{at} [bold cyan]$ {escape(str(data['command']))}[/]"
+        return f"{at} [bold cyan]$ {shown(str(data['command']))}[/]"
     if event.kind == "result":
         code = data["exit_code"]
         mark = "[green]exit 0[/]" if code == 0 else f"[red]exit {code}[/]"
-        return f"{at}   {mark} {escape(first_line(str(data['output'])))}"
+        return f"{at}   {mark} {shown(first_line(str(data['output'])))}"
     if event.kind == "unverified":
-        return f"{at} [yellow]not verified yet:[/] {escape(str(data['message']))}"
+        return f"{at} [yellow]not verified yet:[/] {shown(str(data['message']))}"
     if event.kind == "ended":
-        return f"{at} {styled(str(data['outcome']))}: {escape(str(data['reason']))}"
-    return f"{at} [red]{event.kind}:[/] {escape(str(data.get('message')))}"
+        return f"{at} {styled(str(data['outcome']))}: {shown(str(data['reason']))}"
+    return f"{at} [red]{event.kind}:[/] {shown(str(data.get('message')))}"
 
 
 def first_line(text: str, width: int = 100) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from operator_ai.lab import safefs
 from operator_ai.lab.state import LabState
 from operator_ai.store.records import Violation
 from operator_ai.subjects import Invariant, Observation
@@ -54,7 +55,7 @@ class Etcd:
             }
             # JSON is YAML, which is what --config-file reads.
             path = lab_dir / "conf" / f"{node.name}.yml"
-            path.write_text(json.dumps(config, indent=2) + "\n")
+            safefs.write_file(path, json.dumps(config, indent=2) + "\n")
             commands[node.name] = ["etcd", "--config-file", str(path)]
         return commands
 

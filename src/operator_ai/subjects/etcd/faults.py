@@ -134,8 +134,8 @@ class StaleWal:
         etcdctl(lab, "del", "--prefix", "operator-fault/wal/", nodes=[leader])
         compact(lab, [n.name for n in lab.state.nodes if n.name != target])
         wal_dir = f"{state['data']}/member/wal"
-        newest = sorted(lab.in_mounts("ls", wal_dir).split())[-1]
-        lab.in_mounts("truncate", "-s", str(self.keep_bytes), f"{wal_dir}/{newest}")
+        newest = sorted(lab.as_user("ls", wal_dir).split())[-1]
+        lab.as_user("truncate", "-s", str(self.keep_bytes), f"{wal_dir}/{newest}")
         return {"wal": f"{wal_dir}/{newest}"}
 
     def revert(self, lab: Lab, injection: Injection) -> None:
@@ -148,11 +148,13 @@ class StaleWal:
             if member.get("name") == name or node.url("peer") in member.get("peerURLs", []):
                 etcdctl(lab, "member", "remove", f"{member['ID']:x}")
         etcdctl(lab, "member", "add", name, f"--peer-urls={node.url('peer')}")
-        lab.in_mounts("rm", "-rf", str(lab.path / "data" / name / "member"))
-        config_path = lab.path / "conf" / f"{name}.yml"
-        config = json.loads(config_path.read_text())
+        lab.as_user("rm", "-rf", str(lab.path / "data" / name / "member"))
+        # The config is the lab user's to edit, so it is read and written as the lab user.
+        config_path = str(lab.path / "conf" / f"{name}.yml")
+        config = json.loads(lab.as_user("cat", config_path))
         config["initial-cluster-state"] = "existing"
-        config_path.write_text(json.dumps(config, indent=2) + "\n")
+        text = json.dumps(config, indent=2) + "\n"
+        lab.as_user("sh", "-c", 'cat > "$1"', "sh", config_path, input=text)
         lab.supervisor.start(name)
         # The new member replays the raft log, big writes included; defrag gives the space back.
         _wait_caught_up(lab, name)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from operator_ai.errors import LabError
+from operator_ai.lab import safefs
 from operator_ai.lab.state import LabState
 from operator_ai.store.records import Violation
 from operator_ai.subjects import Invariant, Observation
@@ -59,19 +60,20 @@ class RateLimiter:
 
     def node_commands(self, lab: LabState, lab_dir: Path) -> dict[str, list[str]]:
         _check_python(lab)
-        limits_path(lab_dir).write_text(json.dumps(LIMITS, indent=2) + "\n")
-        limits_path(lab_dir).chmod(0o644)  # the nodes (the lab user) read it
+        # The nodes (the lab user) read it; only root may change it.
+        safefs.write_file(limits_path(lab_dir), json.dumps(LIMITS, indent=2) + "\n")
         redis = lab.node(REDIS)
         config = lab_dir / "conf" / "redis.conf"
-        config.write_text(
+        safefs.write_file(
+            config,
             f"bind {redis.address}\nport {redis.ports['redis']}\nprotected-mode no\n"
-            f'dir {lab_dir / "data" / REDIS}\nsave ""\nappendonly no\n'
+            f'dir {lab_dir / "data" / REDIS}\nsave ""\nappendonly no\n',
         )
         commands = {REDIS: ["redis-server", str(config)]}
         for node in lab.nodes:
             if node.name != REDIS:
                 commands[node.name] = [
-                    sys.executable, "-m", "operator_ai.ratelimiter",
+                    sys.executable, "-I", "-m", "operator_ai.ratelimiter",
                     "--node-id", node.name,
                     "--host", node.address, "--port", str(node.ports["http"]),
                     "--advertise", node.url("http"),

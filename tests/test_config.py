@@ -59,3 +59,31 @@ def test_bad_config_files_name_the_problem(tmp_path: Path, text: str, message: s
     (tmp_path / "config.toml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_settings({"OPERATOR_HOME": str(tmp_path)})
+
+
+def test_the_store_is_created_private_and_config_show_warns_of_readable_secrets(
+    tmp_path: Path,
+) -> None:
+    """operator.db and its -wal/-shm are the operator's alone; a config anyone can read (with
+    an API key in it) is named by `config show`, with the fix."""
+    from conftest import run_cli
+    from operator_ai.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 'operator.db'}") as store:
+        store.tickets()  # opens it, in WAL mode
+        made = [p for p in tmp_path.iterdir() if p.name.startswith("operator.db")]
+        assert {p.name for p in made} >= {"operator.db", "operator.db-wal", "operator.db-shm"}
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in made), made
+
+    quiet = run_cli("config", "show", home=tmp_path)
+    assert quiet.returncode == 0 and "readable by other users" not in quiet.stderr
+
+    config = tmp_path / "config.toml"
+    config.write_text('anthropic_api_key = "sk-x"\n')
+    config.chmod(0o644)
+    warned = run_cli("config", "show", home=tmp_path)
+    assert warned.returncode == 0
+    assert f"{config} is readable by other users" in warned.stderr.replace("\n", "")
+    assert f"chmod 600 {config}" in warned.stderr.replace("\n", "")
+    as_json = run_cli("config", "show", "--json", home=tmp_path)
+    assert '"readable_by_others": [' in as_json.stdout and str(config) in as_json.stdout

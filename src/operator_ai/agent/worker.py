@@ -124,14 +124,16 @@ def agent_factory(
         if not lab.running():
             raise LabError(f"lab {lab.dir.name!r} for ticket #{claim.ticket.id} is not running")
         subject = load_subject(lab.state.subject)
+        sandbox = sandbox_for(
+            lab, settings.home, hide=store_files(settings.db), unsafe_host=options.unsafe_host
+        )
+        about = getattr(sandbox, "about", "")
         return Agent(
             store=store,
             model=load_model(options.model, settings),
-            sandbox=sandbox_for(
-                lab, settings.home, hide=store_files(settings.db), unsafe_host=options.unsafe_host
-            ),
+            sandbox=sandbox,
             subject=subject.name,
-            briefing=subject.briefing(lab.state, lab.path),
+            briefing=subject.briefing(lab.state, lab.path) + (f"\n{about}" if about else ""),
             budget=options.budget,
             settle_seconds=options.settle_seconds,
             command_timeout=options.command_timeout,

@@ -41,6 +41,10 @@ MAX_CONNECTIONS = 32
 IDLE_TIMEOUT = 30.0
 DENIED = 403
 """The fault code of a refused call (supervisor's own codes stay below 100)."""
+BAD_NAME = 10
+NOT_EXECUTABLE = 21
+"""supervisor's own fault codes, which supervisorctl turns into "no such process" and "file
+is not executable" (it prints no other reason for a failed start; the door's log has it)."""
 
 ANY_NAME = frozenset({
     "supervisor.getVersion", "supervisor.getAPIVersion", "supervisor.getSupervisorVersion",
@@ -64,6 +68,10 @@ LOGTAIL = re.compile(r"^/logtail/([A-Za-z0-9_.-]+)(?:/(stdout|stderr))?$")
 class Refused(Exception):
     """A request the door does not let through; the message says why."""
 
+    def __init__(self, message: str, code: int = DENIED) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 class Door:
     """The rules: which programs are this lab's, and where their launch scripts are."""
@@ -85,13 +93,13 @@ class Door:
         if method in STARTS:
             for name in named:
                 if problem := check_launcher(self.lab_dir / "run" / f"{name}.sh"):
-                    raise Refused(f"refusing to start {name}: {problem}")
+                    raise Refused(f"refusing to start {name}: {problem}", NOT_EXECUTABLE)
 
     def names(self, spec: str) -> list[str]:
         """The programs ``spec`` names (``name``, ``group:name`` or ``group:*``)."""
         parts = [p for p in spec.split(":") if p != "*"]
         if not parts or any(p not in self.programs for p in parts):
-            raise Refused(f"{spec!r} is not a program of this lab")
+            raise Refused(f"{spec!r} is not a program of this lab", BAD_NAME)
         return parts
 
     def check_logtail(self, path: str) -> None:
@@ -137,8 +145,9 @@ def _response(wfile: io.BufferedIOBase, status: int, reason: str, body: bytes, c
     wfile.flush()
 
 
-def _fault(message: str) -> bytes:
-    return xmlrpc.client.dumps(xmlrpc.client.Fault(DENIED, message), methodresponse=True).encode()
+def _fault(refused: Refused) -> bytes:
+    fault = xmlrpc.client.Fault(refused.code, str(refused))
+    return xmlrpc.client.dumps(fault, methodresponse=True).encode()
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -181,7 +190,7 @@ class _Handler(socketserver.StreamRequestHandler):
             door.check_call(call or "", params)
         except Refused as exc:
             self.server.log(f"refused: {exc}")
-            _response(self.wfile, 200, "OK", _fault(str(exc)), close=False)
+            _response(self.wfile, 200, "OK", _fault(exc), close=False)
             return True
         connection = UnixConnection(str(door.real), timeout=60)
         try:

@@ -56,10 +56,10 @@ from typing import TYPE_CHECKING
 from operator_ai.errors import LabError, SandboxError
 from operator_ai.lab import procs
 from operator_ai.lab.runtime import CLEAN_PATH
-from operator_ai.lab.state import NETNS, LabState, private_dir
+from operator_ai.lab.state import NETNS, WRITABLE, LabState, private_dir
 from operator_ai.sandbox import DEFAULT_TIMEOUT, OUTPUT_CAP, CommandResult
 from operator_ai.sandbox.capture import run_captured, unrunnable
-from operator_ai.sandbox.limits import CommandCgroup, Limits
+from operator_ai.sandbox.limits import CommandCgroup, Limits, MiB
 
 if TYPE_CHECKING:
     from operator_ai.lab import Lab
@@ -71,6 +71,18 @@ HELPER_ENV = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
 SANDBOX_ENV = {"PATH": CLEAN_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TERM": "dumb"}
 KILL_WAIT = 5.0
 """Seconds to wait, at a timeout, for the sandbox's processes to be gone."""
+ABOUT = """\
+## Your shell
+
+Each command runs in a fresh sandbox that ends with it: in its own process namespace (the
+nodes' processes are not visible; supervisorctl is how you see and control them), with a
+private /tmp ({tmp} MiB) that is empty again at the next command, and HOME=/tmp. You can
+write only in {lab}'s conf/ ({conf}), data/ and tmp/ ({tmp_dir}); the rest is read-only,
+and nothing of the host outside the system directories and this lab directory is visible.
+supervisorctl reaches supervisord through a door that allows status, start, stop, restart
+and tail (-f too) of this lab's programs, and nothing else. The platform's own records are
+not visible to you; the load generator's client-side stats are in {lab}/load.json.
+"""
 _FIRST = '{ulimit} && printf x >&{fd} && exec bash -c "$1" {fd}>&-'
 """The first thing run inside: set the rlimits, tell the parent the sandbox is up (a byte
 on a pipe: bwrap's own status fds report before its mounts are done), run the command."""
@@ -123,6 +135,12 @@ class BwrapSandbox:
             lab.path.resolve(), self.limits, [home.resolve(), *(p.resolve() for p in hide)]
         )
         self._ulimit = self.limits.ulimit()
+        cap = "{}B" if self._root else "no size cap"  # tmpfs mounts need root
+        self.about = ABOUT.format(
+            lab=lab.path.resolve(), tmp=self.limits.tmp_size // MiB,
+            conf=cap.format(WRITABLE["conf"]), tmp_dir=cap.format(WRITABLE["tmp"]),
+        )  # fmt: skip
+        """What the agent is told of the sandbox: facts, not advice."""
 
     def run(self, command: str, timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
         if rejected := unrunnable(command):

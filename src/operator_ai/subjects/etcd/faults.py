@@ -143,18 +143,18 @@ class StaleWal:
         name = injection.target
         node = lab.state.node(name)
         lab.supervisor.stop(name)
-        listed = json.loads(etcdctl(lab, "member", "list", "-w", "json"))
-        for member in listed.get("members", []):
-            if member.get("name") == name or node.url("peer") in member.get("peerURLs", []):
-                etcdctl(lab, "member", "remove", f"{member['ID']:x}")
-        etcdctl(lab, "member", "add", name, f"--peer-urls={node.url('peer')}")
-        lab.as_user("rm", "-rf", str(lab.path / "data" / name / "member"))
         # The config is the lab user's to edit, so it is read and written as the lab user.
         config_path = str(lab.path / "conf" / f"{name}.yml")
         config = json.loads(lab.as_user("cat", config_path))
         config["initial-cluster-state"] = "existing"
         text = json.dumps(config, indent=2) + "\n"
         lab.as_user("sh", "-c", 'cat > "$1"', "sh", config_path, input=text)
+        listed = json.loads(etcdctl(lab, "member", "list", "-w", "json"))
+        for member in listed.get("members", []):
+            if member.get("name") == name or node.url("peer") in member.get("peerURLs", []):
+                etcdctl(lab, "member", "remove", f"{member['ID']:x}")
+        etcdctl(lab, "member", "add", name, f"--peer-urls={node.url('peer')}")
+        lab.as_user("rm", "-rf", str(lab.path / "data" / name / "member"))
         lab.supervisor.start(name)
         # The new member replays the raft log, big writes included; defrag gives the space back.
         _wait_caught_up(lab, name)

@@ -20,6 +20,7 @@ import argparse
 import io
 import os
 import re
+import select
 import signal
 import socket
 import socketserver
@@ -206,10 +207,17 @@ class _Handler(socketserver.StreamRequestHandler):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as real:
             real.connect(str(self.server.door.real))
             real.sendall(head)
-            self.request.settimeout(None)
-            while chunk := real.recv(65536):
-                self.wfile.write(chunk)
-                self.wfile.flush()
+            client = self.request
+            client.settimeout(None)
+            while True:  # until either side hangs up: a client gone frees its slot at once
+                readable, _, _ = select.select([real, client], [], [])
+                if client in readable and not client.recv(4096):
+                    return
+                if real in readable:
+                    chunk = real.recv(65536)
+                    if not chunk:
+                        return
+                    client.sendall(chunk)
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):

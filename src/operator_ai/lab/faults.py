@@ -101,6 +101,7 @@ class Injections:
     def add(
         self, fault: str, target: str, params: dict[str, str], state: dict[str, Any]
     ) -> Injection:
+        self.path.parent.mkdir(mode=0o700, exist_ok=True)
         with locked(self.path):
             entries = self.all()
             injection = Injection(
@@ -144,6 +145,17 @@ def _pid(lab: Lab, target: str) -> int:
     return pid
 
 
+def kill_node(lab: Lab, name: str, timeout: float = 10.0) -> int:
+    """SIGKILL a node and wait until supervisord has seen it die, so that a start right
+    after (a revert) is not skipped as "already running"; returns the PID it had."""
+    pid = _pid(lab, name)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while lab.pid(name) == pid and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pid
+
+
 class Kill:
     name = "kill"
     description = "SIGKILL the node's process; it stays down until someone starts it"
@@ -152,9 +164,7 @@ class Kill:
     target = NODE
 
     def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        pid = _pid(lab, target)
-        os.kill(pid, signal.SIGKILL)
-        return {"pid": pid}
+        return {"pid": kill_node(lab, target)}
 
     def revert(self, lab: Lab, injection: Injection) -> None:
         lab.supervisor.start(injection.target)

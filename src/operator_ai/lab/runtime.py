@@ -234,6 +234,7 @@ class Lab:
         try:
             for sub in ("conf", "logs", "tmp"):
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
+            private_dir(self.path).mkdir(mode=0o700, exist_ok=True)
             spec = subject.compose(state, self.path)  # type: ignore[attr-defined]
             (self.path / "compose.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
             self.dir.save(state)

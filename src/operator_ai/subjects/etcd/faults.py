@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ import httpx
 
 from operator_ai.errors import LabError, SubjectUnreachable
 from operator_ai.lab import network
-from operator_ai.lab.faults import CLUSTER, NODE, DiskFull, Fault, Injection
+from operator_ai.lab.faults import CLUSTER, NODE, DiskFull, Fault, Injection, kill_node
 from operator_ai.lab.state import MODES, NETNS
 
 if TYPE_CHECKING:
@@ -84,9 +83,8 @@ class QuorumLoss:
         majority = len(lab.state.nodes) // 2 + 1
         victims = [n.name for n in lab.state.nodes][:majority]
         for name in victims:
-            pid = lab.pid(name)
-            if pid:
-                os.kill(pid, signal.SIGKILL)
+            if lab.pid(name):
+                kill_node(lab, name)
         return {"killed": victims}
 
     def revert(self, lab: Lab, injection: Injection) -> None:

@@ -159,10 +159,10 @@ def test_the_link_and_lab_up_chain_no_longer_gives_root_away(
     assert any("etcd3 is a link to" in line for line in said), said
 
     info = launcher.stat()
-    assert (info.st_uid, info.st_mode & 0o777) == (0, 0o644)
+    assert (info.st_uid, info.st_mode & 0o777) == (0, 0o700)
     untouched(victims)
-    rewrite = sandbox.run(f"echo 'id > /tmp/pwned' >> {launcher}")
-    assert rewrite.exit_code != 0
+    rewrite = sandbox.run(f"cat {launcher}; echo 'id > /tmp/pwned' >> {launcher}")
+    assert rewrite.exit_code != 0 and rewrite.stdout == ""  # neither readable nor writable
     assert "pwned" not in launcher.read_text()
     owns_its_lab(sandbox, lab)
 
@@ -190,11 +190,25 @@ CHEAP_FAULTS = ["kill", "stop", "pause", "partition", "loss", "delay", "disk_ful
                 "cpu_stress", "nospace", "quorum_loss"]  # fmt: skip
 
 
+def root_owned_in_lab_places(lab: Lab) -> list[Path]:
+    """Files of root's in the places the lab user writes: root wrote there."""
+    found = []
+    for sub in ("conf", "tmp", "data"):
+        for path in (lab.path / sub).rglob("*"):
+            if path.lstat().st_uid == 0 and path.parent != lab.path / "data":
+                found.append(path)
+    return found
+
+
 @pytest.mark.parametrize("name", CHEAP_FAULTS)
 def test_no_fault_writes_through_a_planted_link(
     sandbox: BwrapSandbox, lab: Lab, victims: Path, name: str
 ) -> None:
-    """Links at every name a fault or its revert could write in the lab user's places."""
+    """Links at the names a fault writes in the lab user's places (disk_full's fill file),
+    and at the names faults used to write as root (their helpers' logs, stress-ng's temp
+    files); then, for every fault, inject and revert: no victim changes, and root leaves
+    no file of its own in `conf/`, `tmp/` or `data/`, which is where root would have
+    followed a link."""
     links = " && ".join(
         f"ln -sf {victims}/{v} {where}"
         for v, where in [
@@ -207,11 +221,12 @@ def test_no_fault_writes_through_a_planted_link(
         fault = faults.catalogue(lab.subject.faults())[name]
         target = "etcd2" if fault.target == faults.NODE else None
         injection = faults.inject(lab, name, target, {})
+        during = root_owned_in_lab_places(lab)
         faults.revert(lab, injection.id)
         lab.heal(timeout=60)
         untouched(victims)
-        owned = [p for p in lab.path.rglob("*") if p.is_relative_to(lab.path / "run")]
-        assert all(p.stat().st_uid == 0 for p in owned)
+        assert during == [] and root_owned_in_lab_places(lab) == []
+        assert (lab.path / "data" / "etcd2" / faults.FILL_FILE).is_symlink()
     finally:
         sandbox.run(f"rm -f data/etcd2/{faults.FILL_FILE} tmp/* data/etcd3/delay.log")
         for active in faults.Injections(lab.path).active():
@@ -316,6 +331,22 @@ def test_only_status_start_stop_restart_and_tail_pass_the_door(
         'print(c.getresponse().read().decode())"'
     )
     assert "not allowed" in multicall.stdout, multicall
+    # Two method names, one namespaced: a parser that drops the prefix sees getState, one that
+    # ignores prefixed tags sees shutdown. The door forwards only the call it checked.
+    smuggled = sandbox.run(
+        "curl -s --unix-socket supervisor.sock http://localhost/RPC2 -H 'Content-Type: text/xml' "
+        '-d \'<?xml version="1.0"?><methodCall><methodName>supervisor.shutdown</methodName>'
+        '<y:methodName xmlns:y="u">supervisor.getState</y:methodName><params/></methodCall>\''
+    )
+    assert "RUNNING" in smuggled.stdout, smuggled  # getState's answer, and only that
+    entity = sandbox.run(
+        'curl -s --unix-socket supervisor.sock http://localhost/RPC2 -d \'<?xml version="1.0"?>'
+        '<!DOCTYPE m [<!ENTITY s "supervisor.shutdown">]><methodCall><methodName>&s;'
+        "</methodName></methodCall>'"
+    )
+    assert "DTD" in entity.stdout, entity
+    big = sandbox.run(f"{ctl(lab, 'tail -9999999 etcd1')} | wc -c")
+    assert int(big.stdout.split()[-1]) < 2 * 1024 * 1024, big  # a log read is capped
     assert lab.running()
     owns_its_lab(sandbox, lab, "etcd1")
     restart = sandbox.run(f"{ctl(lab, 'restart etcd3')} && timeout 2 {ctl(lab, 'tail -f etcd3')}")
@@ -388,6 +419,12 @@ def test_the_host_cannot_be_reached_over_ipv4_or_ipv6(
     assert accepted == []
     node = lab.state.node("etcd1")
     assert sandbox.run(f"curl -sf {node.url()}/health").exit_code == 0  # the lab: yes
+    # A node the agent reconfigured (a Redis replica of the host, say) is fenced too.
+    from_node = subprocess.run(
+        ["ip", "netns", "exec", str(node.netns), "curl", "-s", "-m", "3",
+         f"http://{lab.state.host_address}:{port}/"], capture_output=True,
+    )  # fmt: skip
+    assert from_node.returncode != 0 and accepted == []
 
 
 # -- disk --------------------------------------------------------------------------------
@@ -401,6 +438,8 @@ def test_tmp_conf_and_shm_stop_filling_at_their_caps(sandbox: BwrapSandbox, lab:
             result = sandbox.run(fill.format(n=6, d=where))
             used = int(result.stdout.split()[-1])
             assert used <= cap_mib, (where, used)
+        data = sandbox.run("touch data/fill; ln -s /etc data/etc")
+        assert data.stderr.count("Permission denied") == 2, data  # data/ is root's (on disk)
         assert sandbox.run("rm -f tmp/fill* conf/fill* && echo ok > tmp/note").exit_code == 0
         assert (lab.path / "tmp" / "note").read_text() == "ok\n"
     finally:
@@ -412,8 +451,7 @@ def test_tmp_conf_and_shm_stop_filling_at_their_caps(sandbox: BwrapSandbox, lab:
 
 
 def test_nodes_and_supervisord_start_in_the_lab_directory(lab: Lab) -> None:
-    for node in lab.state.nodes:
-        pid = lab.pid(node.name)
+    for pid in [lab.state.supervisor_pid, lab.state.door_pid, *map(lab.pid, ("etcd1", "etcd2"))]:
         assert pid is not None and os.readlink(f"/proc/{pid}/cwd") == str(lab.path)
     config = (lab.path / "supervisord.conf").read_text()
     assert config.count(f"directory={lab.path}\n") == 1 + len(lab.state.nodes)

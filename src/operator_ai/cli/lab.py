@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from operator_ai.cli.context import app_context
-from operator_ai.cli.output import JsonOption, console, err_console, print_json, table
+from operator_ai.cli.output import JsonOption, console, err_console, print_json, shown, table
 from operator_ai.errors import LabError, SubjectUnreachable
 from operator_ai.lab import Lab, docker, find_lab
 from operator_ai.lab.faults import Injections
@@ -23,7 +23,7 @@ LabOption = typer.Option(None, "--lab", help="The lab's name (default: the only 
 
 
 def progress(message: str) -> None:
-    err_console.print(f"[dim]lab:[/] {message}")
+    err_console.print(f"[dim]lab:[/] {shown(message)}")
 
 
 def open_lab(ctx: typer.Context, name: str | None) -> Lab:
@@ -118,7 +118,11 @@ def _status(lab: Lab) -> dict[str, Any]:
         "subnet": state.subnet,
         "host_address": state.host_address,
         "ops_netns": state.ops_netns,
-        "supervisor": {"pid": state.supervisor_pid, "running": running},
+        "supervisor": {
+            "pid": state.supervisor_pid,
+            "door_pid": state.door_pid,
+            "running": running,
+        },
         "leader": leader,
         "nodes": nodes,
         "faults": Injections(lab.path).active(),
@@ -141,7 +145,7 @@ def print_status(lab: Lab, as_json: bool) -> None:
     runner = (
         f"compose project {lab.state.prefix}"
         if status["mode"] == "docker"
-        else f"supervisord {status['supervisor']['pid']}"
+        else f"supervisord {status['supervisor']['pid']} (door {status['supervisor']['door_pid']})"
     )
     console.print(
         f"[bold]{status['lab']}[/]: {status['subject']} in {status['mode']} mode{where}; "
@@ -152,13 +156,13 @@ def print_status(lab: Lab, as_json: bool) -> None:
     for n in status["nodes"]:
         health = {True: "[green]healthy[/]", False: "[red]unhealthy[/]"}.get(n["healthy"], "-")
         if n["error"]:
-            health = f"[red]{n['error']}[/]"
+            health = f"[red]{shown(n['error'])}[/]"
         state = n["state"] if n["state"] == "RUNNING" else f"[red]{n['state']}[/]"
         role = f"[bold]{n['role']}[/]" if n["role"] == "leader" else (n["role"] or "-")
         nodes.add_row(n["name"], n["address"], str(n["pid"] or "-"), state, role, health)
     console.print(nodes)
     if status["error"]:
-        console.print(f"[red]observation failed:[/] {status['error']}")
+        console.print(f"[red]observation failed:[/] {shown(status['error'])}")
     if status["faults"]:
         faults = table("id", "fault", "target", "params", "since", caption="active faults (UTC)")
         for f in status["faults"]:

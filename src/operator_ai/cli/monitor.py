@@ -11,7 +11,7 @@ import typer
 
 from operator_ai.cli.context import app_context
 from operator_ai.cli.lab import open_lab
-from operator_ai.cli.output import console, err_console
+from operator_ai.cli.output import console, err_console, shown
 from operator_ai.errors import LabError
 from operator_ai.monitor import Monitor, Transition
 
@@ -59,7 +59,8 @@ def run(
         else:
             colour = COLOUR.get(t.kind, "bold")
             console.print(
-                f"{t.at:%H:%M:%S} [{colour}]{t.kind:<8}[/] #{t.ticket_id} {t.key}: {t.message}"
+                f"{t.at:%H:%M:%S} [{colour}]{t.kind:<8}[/] #{t.ticket_id} "
+                f"{shown(t.key)}: {shown(t.message)}"
             )
 
     if not once:
@@ -81,4 +82,5 @@ def run(
         console.print(f"observed {subject}: {state}")
         for v in waiting:
             grace = monitor.grace.get(v.invariant, 0)
-            console.print(f"  seen, not a ticket until it lasts {grace:g} s: {v.key}: {v.message}")
+            what = f"{shown(v.key)}: {shown(v.message)}"
+            console.print(f"  seen, not a ticket until it lasts {grace:g} s: {what}")

@@ -6,12 +6,11 @@ import json
 from collections.abc import Callable
 
 import typer
-from rich.markup import escape
 from rich.panel import Panel
 
 from operator_ai.cli.audit import sessions_table
 from operator_ai.cli.context import app_context
-from operator_ai.cli.output import JsonOption, console, print_json, styled, table, when
+from operator_ai.cli.output import JsonOption, console, print_json, shown, styled, table, when
 from operator_ai.store import Status, Store, Ticket
 
 app = typer.Typer(help="List, inspect and override tickets.", no_args_is_help=True)
@@ -37,9 +36,9 @@ def list_(
         rows.add_row(
             str(t.id),
             status_text,
-            escape(t.key),
+            shown(t.key),
             t.severity,
-            escape(t.message),
+            shown(t.message),
             when(t.opened_at, short=True),
             f"{t.occurrences}x",
             str(t.times_reopened),
@@ -60,7 +59,7 @@ def show(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOp
     timeline = table("at", "event", "actor", "detail", "session", title="Timeline")
     for e in events:
         timeline.add_row(
-            when(e.at), e.kind, escape(e.actor), escape(e.detail), str(e.session_id or "")
+            when(e.at), e.kind, shown(e.actor), shown(e.detail), str(e.session_id or "")
         )
     console.print(timeline)
     if sessions:
@@ -69,21 +68,21 @@ def show(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOp
 
 def _ticket_panel(t: Ticket) -> Panel:
     lines = [
-        f"[bold]{escape(t.key)}[/]  {styled(t.status)}{'  [cyan]held[/]' if t.held else ''}"
+        f"[bold]{shown(t.key)}[/]  {styled(t.status)}{'  [cyan]held[/]' if t.held else ''}"
         f"  severity {t.severity}",
-        escape(t.message),
+        shown(t.message),
         f"first seen {when(t.first_seen_at)}  opened {when(t.opened_at)}"
         f"  (detected after {t.time_to_detect:.1f} s)  last seen {when(t.last_seen_at)}",
         f"seen {t.occurrences}x, reopened {t.times_reopened}x",
     ]
     if t.claimed_by:
-        lines.append(f"claimed by {escape(t.claimed_by)} until {when(t.lease_until)}")
+        lines.append(f"claimed by {shown(t.claimed_by)} until {when(t.lease_until)}")
     if t.resolved_at:
         lines.append(
-            f"resolved {when(t.resolved_at)} by {t.resolved_by}: {escape(t.resolution or '')}"
+            f"resolved {when(t.resolved_at)} by {t.resolved_by}: {shown(t.resolution or '')}"
         )
     if t.evidence:
-        lines.append("evidence: " + escape(json.dumps(t.evidence, sort_keys=True, default=str)))
+        lines.append("evidence: " + shown(json.dumps(t.evidence, sort_keys=True, default=str)))
     return Panel("\n".join(lines), title=f"ticket {t.id}", expand=False)
 
 

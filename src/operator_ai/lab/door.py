@@ -10,13 +10,17 @@ for this lab's own programs, and answers anything else with an XML-RPC fault tha
 Before it lets a start through, it checks that the program's launch script is root's and
 that only root can change it.
 
-Requests are read with hard limits (header lines, body size, connections at once, idle
-time), so a hostile client costs it little; every refusal is logged.
+The door decides on the call it parsed, and forwards that call, serialized anew: never the
+client's bytes, which another XML parser (supervisord's) could read differently. Requests
+are read with hard limits (header lines, body size, no DTD, log reads of at most 1 MiB,
+connections at once, idle time), so a hostile client costs it little; refusals are logged,
+each cut short, and the log stops growing at LOG_CAP.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import re
@@ -40,6 +44,9 @@ MAX_HEADERS = 64
 MAX_BODY = 64 * 1024
 MAX_CONNECTIONS = 32
 IDLE_TIMEOUT = 30.0
+MAX_READ = 1024 * 1024
+"""The most of a log one call may ask for."""
+LOG_CAP = 4 * 1024 * 1024
 DENIED = 403
 """The fault code of a refused call (supervisor's own codes stay below 100)."""
 BAD_NAME = 10
@@ -60,6 +67,11 @@ NAMED = frozenset({
     "supervisor.tailProcessStdoutLog", "supervisor.tailProcessStderrLog",
 })  # fmt: skip
 """Calls whose first parameter names a program (or ``group:name``, ``group:*``)."""
+READS = frozenset({
+    "supervisor.readProcessStdoutLog", "supervisor.readProcessStderrLog",
+    "supervisor.tailProcessStdoutLog", "supervisor.tailProcessStderrLog",
+})  # fmt: skip
+"""Calls that take (name, offset, length) and read a log."""
 STARTS = frozenset({
     "supervisor.startProcess", "supervisor.startProcessGroup", "supervisor.startAllProcesses",
 })  # fmt: skip
@@ -91,6 +103,8 @@ class Door:
             named = self.names(params[0])
         else:
             raise Refused(f"{method} is not allowed through the lab's door (allowed: {allowed})")
+        if method in READS:
+            _check_read(params)
         if method in STARTS:
             for name in named:
                 if problem := check_launcher(self.lab_dir / "run" / f"{name}.sh"):
@@ -107,6 +121,29 @@ class Door:
         match = LOGTAIL.match(path)
         if match is None or match.group(1) not in self.programs:
             raise Refused(f"GET {path} is not allowed through the lab's door")
+
+
+def _check_read(params: tuple[Any, ...]) -> None:
+    """A log read of at most MAX_READ: the last N bytes (offset -N, length 0) or N bytes."""
+    offset, length = (*params[1:3], None, None)[:2]
+    if not (isinstance(offset, int) and isinstance(length, int)):
+        raise Refused("a log read takes a name, an offset and a length", 2)
+    tail = offset < 0 and length == 0 and -offset <= MAX_READ
+    if not (tail or 0 < length <= MAX_READ):
+        raise Refused(f"a log read may ask for at most {MAX_READ} bytes")
+
+
+def parse_call(body: bytes) -> tuple[str, tuple[Any, ...]]:
+    """The method and parameters of an XML-RPC call; a DTD (entities) is refused."""
+    if b"<!" in body:
+        raise Refused("a DTD or entity in an XML-RPC call")
+    try:
+        params, method = xmlrpc.client.loads(body)
+    except Exception as exc:  # expat's errors, and anything else malformed
+        raise Refused(f"not an XML-RPC call: {exc}") from exc
+    if not method:
+        raise Refused("an XML-RPC call with no method name")
+    return method, params
 
 
 def _read_request(rfile: io.BufferedIOBase) -> tuple[str, str, bytes, bytes] | None:
@@ -184,11 +221,9 @@ class _Handler(socketserver.StreamRequestHandler):
                 return False
             if method != "POST" or path != "/RPC2":
                 raise Refused(f"{method} {path} is not allowed through the lab's door")
-            try:
-                params, call = xmlrpc.client.loads(body)
-            except Exception as exc:  # expat's errors, and anything else malformed
-                raise Refused(f"not an XML-RPC call: {exc}") from exc
-            door.check_call(call or "", params)
+            call, params = parse_call(body)
+            door.check_call(call, params)
+            body = xmlrpc.client.dumps(params, call).encode()  # what was checked, exactly
         except Refused as exc:
             self.server.log(f"refused: {exc}")
             _response(self.wfile, 200, "OK", _fault(exc), close=False)
@@ -230,8 +265,11 @@ class _Server(socketserver.ThreadingUnixStreamServer):
         super().__init__(str(door_socket(door.lab_dir)), _Handler)
 
     def log(self, message: str) -> None:
-        with self._log_lock:
-            print(message, flush=True)
+        """One line on stdout (the door's log), cut to 300 characters; nothing once the log
+        holds LOG_CAP bytes, so refusals cannot fill root's disk."""
+        with self._log_lock, contextlib.suppress(OSError):
+            if os.fstat(sys.stdout.fileno()).st_size < LOG_CAP:
+                print(repr(message[:300])[1:-1], flush=True)
 
 
 def serve(door: Door, owner: tuple[int, int] | None) -> None:
@@ -265,8 +303,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--programs", required=True, help="the lab's programs, comma-separated")
     parser.add_argument("--owner", help="UID:GID who may connect (besides root)")
     args = parser.parse_args(argv)
-    owner = tuple(int(x) for x in args.owner.split(":")) if args.owner else None
-    serve(Door(args.lab, args.programs.split(",")), owner)  # type: ignore[arg-type]
+    owner = None
+    if args.owner:
+        uid, _, gid = args.owner.partition(":")
+        owner = (int(uid), int(gid))
+    serve(Door(args.lab, args.programs.split(",")), owner)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from operator_ai.errors import FaultUnsupported, LabError, OperatorError
 from operator_ai.lab import network, procs
 from operator_ai.lab.state import (
+    CLEAN_ENV,
     LOOPBACK,
     MODES,
     NETNS,
@@ -291,9 +292,9 @@ class Delay:
         )  # fmt: skip
         uid = pwd.getpwnam(lab.state.user).pw_uid
         proxy = procs.spawn(
-            ["ip", "netns", "exec", netns, sys.executable, "-m", "operator_ai.lab.delayproxy",
+            ["ip", "netns", "exec", netns, sys.executable, "-I", "-m", "operator_ai.lab.delayproxy",
              "--port", str(self.proxy_port), "--delay-ms", str(delay)],
-            helper_log(lab, f"delay-{target}"),
+            helper_log(lab, f"delay-{target}"), env=CLEAN_ENV, cwd=private_dir(lab.path),
         )  # fmt: skip
         state = {"netns": netns, "table": table, "helpers": [proxy]}
         try:
@@ -424,7 +425,7 @@ class CpuStress:
         pid = procs.spawn(
             ["stress-ng", "--cpu", str(workers), "--cpu-load", str(load),
              "--timeout", f"{timeout}s", "--temp-path", str(private_dir(lab.path)), "--quiet"],
-            helper_log(lab, "cpu-stress"),
+            helper_log(lab, "cpu-stress"), env=CLEAN_ENV, cwd=private_dir(lab.path),
         )  # fmt: skip
         return {"helpers": [pid]}
 

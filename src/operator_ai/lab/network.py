@@ -115,11 +115,12 @@ def _no_ipv6(netns: str) -> None:
            "net.ipv6.conf.default.disable_ipv6=1")  # fmt: skip
 
 
-def fence_ops(prefix: str, host_address: str) -> None:
-    """Keep the ops namespace (the agent's sandbox) off the host: the host may open
-    connections into the lab, but nothing in ops may open one to the host's address, and
-    nothing leaves ops over IPv6 at all (the lab has none; the host's veth might)."""
-    nft(f"{prefix}-ops", f"""table inet operator_fence {{
+def fence(netns: str, host_address: str) -> None:
+    """Keep a lab namespace off the host: the host may open connections into the lab, but
+    nothing in the lab may open one to the host's address (the agent's sandbox in ops, or a
+    node it reconfigured to connect there), and nothing leaves it over IPv6 at all (the lab
+    has none; the host's veth might)."""
+    nft(netns, f"""table inet operator_fence {{
   chain out {{ type filter hook output priority 0;
     ip daddr {host_address} ct state new drop;
     meta nfproto ipv6 oifname != "lo" drop; }}

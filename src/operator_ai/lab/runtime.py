@@ -19,6 +19,8 @@ import yaml
 from operator_ai.errors import LabError, SubjectUnreachable
 from operator_ai.lab import docker, network, procs, safefs
 from operator_ai.lab.state import (
+    CLEAN_ENV,
+    CLEAN_PATH,
     DOCKER,
     LOOPBACK,
     NETNS,
@@ -37,7 +39,6 @@ from operator_ai.lab.supervisor import start as start_supervisor
 from operator_ai.subjects import Observation, Subject, load_subject
 
 Progress = Callable[[str], None]
-CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def is_root() -> bool:
@@ -173,7 +174,8 @@ class Lab:
                 state.host_address = addresses["host"]
                 state.ops_address = addresses["ops"]
                 state.ops_netns = f"{state.prefix}-ops"
-                network.fence_ops(state.prefix, state.host_address)
+                for member in [*names, "ops"]:
+                    network.fence(f"{state.prefix}-{member}", state.host_address)
                 state.nodes = [
                     Node(n, addresses[n], dict(topology[n]), f"{state.prefix}-{n}") for n in names
                 ]
@@ -268,7 +270,9 @@ class Lab:
         for name in names:
             (self.path / "data" / name).mkdir()
         if is_root():
-            safefs.chown_tree(self.path / "data", account)
+            os.chmod(self.path / "data", 0o755)  # root's: the lab user owns each node's dir
+            for name in names:
+                os.chown(self.path / "data" / name, account.pw_uid, account.pw_gid)
             for sub, size in WRITABLE.items():  # capped, so the lab user cannot fill the host
                 network.sh("mount", "-t", "tmpfs", "-o", _tmpfs_options(size, 0o755, account),
                            f"operator-{sub}", str(self.path / sub))  # fmt: skip
@@ -316,7 +320,9 @@ class Lab:
             [*prefix, "env", "-i", *(f"{k}={v}" for k, v in variables.items()), *node.command]
         )
         script = self.path / "run" / f"{node.name}.sh"
-        safefs.write_file(script, f"#!/bin/sh\n# Written by `operator lab up`.\nexec {line}\n")
+        # 0700: what a fault changes in it (clock_skew's FAKETIME) would name the fault.
+        text = f"#!/bin/sh\n# Written by `operator lab up`.\nexec {line}\n"
+        safefs.write_file(script, text, mode=0o700)
 
     def heal(self, progress: Progress = _quiet, timeout: float = 30.0) -> None:
         """Revert every active fault, start every node, and wait until nothing is broken."""
@@ -430,8 +436,7 @@ def _free_port() -> int:
 
 
 def _clean_env() -> dict[str, str]:
-    """supervisord and its nodes inherit nothing of ours: no API keys, no OPERATOR_*."""
-    return {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
+    return dict(CLEAN_ENV)
 
 
 def as_lab_user(account: pwd.struct_passwd) -> list[str]:
@@ -441,7 +446,9 @@ def as_lab_user(account: pwd.struct_passwd) -> list[str]:
 
 
 def _tmpfs_options(size: str, mode: int, account: pwd.struct_passwd) -> str:
-    return f"size={size},mode={mode:o},uid={account.pw_uid},gid={account.pw_gid},nosuid,nodev"
+    return (
+        f"size={size},mode={mode:o},uid={account.pw_uid},gid={account.pw_gid},nosuid,nodev,noexec"
+    )
 
 
 def _unmount_under(path: Path) -> list[str]:

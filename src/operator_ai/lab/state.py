@@ -46,6 +46,10 @@ TMPFS_SIZE = "512m"
 """Each node's data tmpfs in netns mode (only what is used costs memory)."""
 WRITABLE = {"conf": "16m", "tmp": "256m"}
 """The lab user's other writable directories, and the size of the tmpfs each gets as root."""
+CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CLEAN_ENV = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
+"""What the lab's own processes (supervisord, the door, fault helpers) inherit of ours:
+nothing, so no API key or OPERATOR_* setting reaches them."""
 PRIVATE = "private"
 """Root's directory inside the lab: supervisord's socket, the fault record, helper logs."""
 

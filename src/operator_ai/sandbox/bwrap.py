@@ -55,8 +55,7 @@ from typing import TYPE_CHECKING
 
 from operator_ai.errors import LabError, SandboxError
 from operator_ai.lab import procs
-from operator_ai.lab.runtime import CLEAN_PATH
-from operator_ai.lab.state import NETNS, WRITABLE, LabState, private_dir
+from operator_ai.lab.state import CLEAN_PATH, NETNS, WRITABLE, LabState, private_dir
 from operator_ai.sandbox import DEFAULT_TIMEOUT, OUTPUT_CAP, CommandResult
 from operator_ai.sandbox.capture import run_captured, unrunnable
 from operator_ai.sandbox.limits import CommandCgroup, Limits, MiB
@@ -77,8 +76,9 @@ ABOUT = """\
 Each command runs in a fresh sandbox that ends with it: in its own process namespace (the
 nodes' processes are not visible; supervisorctl is how you see and control them), with a
 private /tmp ({tmp} MiB) that is empty again at the next command, and HOME=/tmp. You can
-write only in {lab}'s conf/ ({conf}), data/ and tmp/ ({tmp_dir}); the rest is read-only,
-and nothing of the host outside the system directories and this lab directory is visible.
+write only in {lab}'s conf/ ({conf}), tmp/ ({tmp_dir}) and each node's data dir under
+data/ (no program can be run from any of them); the rest is read-only, and nothing of the
+host outside the system directories and this lab directory is visible.
 supervisorctl reaches supervisord through a door that allows status, start, stop, restart
 and tail (-f too) of this lab's programs, and nothing else. The platform's own records are
 not visible to you; the load generator's client-side stats are in {lab}/load.json.

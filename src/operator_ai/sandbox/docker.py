@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 
 from operator_ai.errors import SandboxError
 from operator_ai.lab import docker
-from operator_ai.lab.runtime import CLEAN_PATH
-from operator_ai.lab.state import LabState
+from operator_ai.lab.state import CLEAN_PATH, LabState
 from operator_ai.sandbox import DEFAULT_TIMEOUT, OUTPUT_CAP, CommandResult
 from operator_ai.sandbox.capture import run_captured, unrunnable
 from operator_ai.sandbox.limits import Limits

@@ -19,7 +19,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from operator_ai.lab.runtime import CLEAN_PATH
+from operator_ai.lab.state import CLEAN_PATH
 from operator_ai.sandbox import DEFAULT_TIMEOUT, CommandResult
 from operator_ai.sandbox.capture import run_captured, unrunnable
 

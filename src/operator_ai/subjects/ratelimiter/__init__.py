@@ -63,7 +63,9 @@ class RateLimiter:
         # The nodes (the lab user) read it; only root may change it.
         safefs.write_file(limits_path(lab_dir), json.dumps(LIMITS, indent=2) + "\n")
         redis = lab.node(REDIS)
-        config = lab_dir / "conf" / "redis.conf"
+        # Root's, where the lab user cannot replace it: a Redis config can load code
+        # (loadmodule). CONFIG SET changes what Redis allows at run time.
+        config = lab_dir / "run" / "redis.conf"
         safefs.write_file(
             config,
             f"bind {redis.address}\nport {redis.ports['redis']}\nprotected-mode no\n"

@@ -40,7 +40,8 @@ each request with the NODE's own clock, so the nodes' clocks must agree.
 |---|---|---|
 {rows}
 
-Redis: {redis_url}, config {lab_dir}/conf/redis.conf, log {lab_dir}/logs/redis.log.
+Redis: {redis_url}, config {lab_dir}/run/redis.conf (root's: read-only to you), log
+{lab_dir}/logs/redis.log.
 {network}
 
 Declared limits (the source of truth, {limits_path(lab_dir)}, read-only to you, read by
@@ -66,5 +67,5 @@ Nodes and Redis are supervisord programs of the same names (`redis`, `rl1`...), 
 NAME`. They run as the unprivileged user `{lab.user}`, as you do.
 Tools: `curl`, `redis-cli -h {redis.address} -p {redis.ports["redis"]}`, `date`, the logs,
 and the usual shell tools. How supervisord starts each program (environment included) is
-in {lab_dir}/run/NAME.sh, which you can read but not change.
+in {lab_dir}/run/NAME.sh, which only root can read.
 """

@@ -72,7 +72,8 @@ def start_door(
     lab_dir: Path, programs: Sequence[str], owner: tuple[int, int] | None, env: dict[str, str]
 ) -> int:
     """Start the lab's door to supervisord (`lab/door.py`) and wait until it listens."""
-    argv = [sys.executable, "-I", "-m", "operator_ai.lab.door", "--lab", str(lab_dir),
+    # The trailing slash is how `lab down` finds it after a crash (`procs.referencing`).
+    argv = [sys.executable, "-I", "-m", "operator_ai.lab.door", "--lab", f"{lab_dir}/",
             "--programs", ",".join(programs)]  # fmt: skip
     if owner is not None:
         argv += ["--owner", f"{owner[0]}:{owner[1]}"]

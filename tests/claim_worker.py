@@ -16,6 +16,8 @@ from operator_ai.store import AuditKind, Store
 
 def drain(url: str, name: str, go_file: str) -> None:
     with Store(url) as store:
+        store.tickets(limit=1)  # connected and ready to claim: say so, then wait for the rest
+        print("ready", flush=True)
         while not os.path.exists(go_file):  # start together, so the claims really contend
             time.sleep(0.01)
         claimed = []

@@ -344,3 +344,64 @@ def test_without_a_small_model_summaries_are_truncations(
     result = next(e for e in store.audit_entries(c.session.id) if e.kind == AuditKind.TOOL_RESULT)
     assert result.summary.startswith("1 2 3 4 5")
     assert len(result.summary) < 200 and result.content.count("\n") >= 499
+
+
+class BreaksOnSecondCommand:
+    """The host sandbox, until its second command raises an error that is not Operator's."""
+
+    name = "breaking"
+    warning = None
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, command: str, timeout: float = 120.0) -> CommandResult:
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("the sandbox broke in a way nobody wrapped")
+        return HostSandbox().run(command, timeout)
+
+
+def test_a_foreign_error_mid_session_fails_it_at_once_and_the_worker_goes_on(
+    tmp_path: Path, store: Store
+) -> None:
+    import threading
+
+    from operator_ai.agent.worker import work
+
+    store.report_violation(Violation("etcd", "member_down", "etcd1", "etcd1 is down"))
+    store.report_violation(Violation("etcd", "member_down", "etcd2", "etcd2 is down"))
+    steps = [shell("true"), shell("echo second"), shell("echo never")]
+    spec = scripted(tmp_path / "s.yaml", *steps)
+    stop, errors, built = threading.Event(), [], []
+
+    def agent_for(c: Claim) -> Agent:
+        built.append(c)
+        if len(built) == 2:
+            stop.set()  # the second ticket is the last the worker takes
+            healthy = agent(store, recording(spec, Settings(home=tmp_path, db="sqlite://")))
+            healthy.listener = lambda kind, data: (
+                store.clear(c.ticket.key) if kind == "result" else None
+            )
+            return healthy
+        broken = agent(store, recording(spec, Settings(home=tmp_path, db="sqlite://")))
+        broken.sandbox = BreaksOnSecondCommand()
+        return broken
+
+    outcomes = work(store, "worker-1", agent_for, stop, model=spec, lease_seconds=60,
+                    on_error=lambda name, exc: errors.append(exc))  # fmt: skip
+
+    assert outcomes == [Outcome.FAILED, Outcome.RESOLVED]
+    assert [type(e) for e in errors] == [RuntimeError]
+    first = store.session(built[0].session.id)
+    assert first.outcome == Outcome.FAILED and first.ended_at is not None
+    assert "unexpected error: RuntimeError: the sandbox broke" in (first.summary or "")
+    ticket = store.ticket(built[0].ticket.id)
+    assert ticket.status == Status.OPEN  # back in the queue, after its backoff
+    assert ticket.lease_until is not None and ticket.lease_until > datetime.now(UTC)
+    trail = store.audit_entries(first.id)
+    assert (
+        trail[-1].kind == AuditKind.NOTE and "session failed: unexpected error" in trail[-1].content
+    )
+    assert store.verify_audit().ok
+    assert store.session(built[1].session.id).outcome == Outcome.RESOLVED

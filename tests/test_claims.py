@@ -37,7 +37,8 @@ def test_eight_processes_claim_each_ticket_exactly_once(db_url: str, tmp_path: P
         for i in range(WORKERS)
     ]
     try:
-        time.sleep(1.0)  # let every worker open the store and wait at the line
+        for p in procs:  # every worker has opened the store and waits at the line
+            assert p.stdout is not None and p.stdout.readline() == "ready\n"
         go.touch()
         outputs = [p.communicate(timeout=300)[0] for p in procs]
     finally:

@@ -6,6 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli
 from operator_ai.store import AuditKind, Store, Violation
 from operator_ai.testing.postgres import free_port
@@ -145,3 +147,25 @@ def test_malformed_config_file(tmp_path: Path) -> None:
 def test_module_entry_point_matches_console_script(tmp_path: Path) -> None:
     result = run_cli("--version", home=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("operator-ai ")
+
+
+@pytest.mark.parametrize(
+    ("args", "wrong", "hint"),
+    [
+        (["lab", "up", "etcd", "--mode", "bogus"], "--mode must be netns or loopback",
+         "netns needs root"),
+        (["lab", "up", "etcd", "--runtime", "vm"], "--runtime must be process or docker",
+         "subject's own runtime"),
+        (["lab", "up", "tikv", "--runtime", "docker", "--mode", "netns"],
+         "--mode applies to the process runtime only", "Drop --mode"),
+        (["monitor", "run", "--subject", "etcd", "--interval", "0"],
+         "--interval must be positive", "--interval 1"),
+    ],
+)  # fmt: skip
+def test_a_bad_flag_is_a_usage_error_that_says_what_is_wrong(
+    tmp_path: Path, args: list[str], wrong: str, hint: str
+) -> None:
+    result = run_cli(*args, home=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert wrong in result.stderr and hint in result.stderr
+    assert "lab status" not in result.stderr  # not the lab's hint: nothing is wrong with a lab

@@ -110,10 +110,15 @@ def test_total_packet_loss_cuts_a_member_off_and_the_revert_brings_it_back(
 
 def test_cpu_stress_runs_stress_ng_until_reverted(lab: Lab) -> None:
     injection = chaos.inject(lab, "cpu_stress", None, {"load": "10", "timeout": "60"})
-    [helper] = injection.state["helpers"]
-    assert procs.alive(helper) and "stress-ng" in " ".join(procs.cmdline(helper))
-    chaos.revert(lab, injection.id)
-    wait_for(lambda: not procs.alive(helper), timeout=10, what="stress-ng to stop")
+    try:
+        [helper] = chaos.helpers(injection)
+        # Right after the spawn the child may not have exec'd yet: wait for it to.
+        wait_for(lambda: "stress-ng" in " ".join(procs.cmdline(helper.pid)), timeout=10,
+                 what="stress-ng to start")  # fmt: skip
+        assert helper.alive()
+    finally:
+        chaos.revert(lab, injection.id)
+    wait_for(lambda: not helper.alive(), timeout=10, what="stress-ng to stop")
 
 
 @netns_only

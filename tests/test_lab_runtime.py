@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from lab_helpers import ROOT, lab_home
+from lab_helpers import ROOT, lab_home, wait_for
 from operator_ai.lab import Lab, LabDir, procs
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
@@ -122,3 +122,43 @@ def test_subjects_are_plugins_listed_by_the_cli(home: Path) -> None:
     assert "member_down" in [i["name"] for i in etcd["invariants"]]
     result = run_cli("lab", "up", "nope", home=home)
     assert result.returncode == 1 and "subjects list" in result.stderr
+
+
+def _spawn_with_pid(pid: int, argv: list[str]) -> subprocess.Popen[bytes] | None:
+    """Start ``argv`` as PID ``pid``, by setting the last PID handed out (root only); None if
+    another process keeps taking it first."""
+    for _ in range(50):
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        proc = subprocess.Popen(argv)
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    return None
+
+
+@pytest.mark.skipif(not ROOT, reason="reusing a PID on purpose needs root (ns_last_pid)")
+def test_a_revert_leaves_alone_the_process_that_took_an_exited_helpers_pid(
+    tmp_path: Path,
+) -> None:
+    """A helper (stress-ng, say) exits by itself; the kernel gives its PID to another
+    process; the revert, and `lab down`'s close_all, must not signal that one."""
+    from operator_ai.lab import faults
+
+    helper = procs.spawn(["true"], tmp_path / "helper.log")
+    wait_for(lambda: not helper.alive(), timeout=10, what="the helper to exit")
+    other = _spawn_with_pid(helper.pid, ["sleep", "60"])
+    if other is None:
+        pytest.skip(f"could not get PID {helper.pid} back for the test")
+    try:
+        assert procs.Proc.of(helper.pid) != helper  # same PID, another process
+        record = faults.Injections(tmp_path)
+        injection = record.add("cpu_stress", "cluster", {}, {
+            "helpers": [helper], "injected_at": "2026-12-01T00:00:00+00:00"})  # fmt: skip
+        faults.CpuStress().revert(None, injection)  # type: ignore[arg-type]  # uses no lab
+        record.close_all("lab down")
+        assert other.poll() is None  # untouched
+        assert record.active() == []
+    finally:
+        other.kill()
+        other.wait()

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import raw_sql
+from lab_helpers import wait_for
 from operator_ai.errors import StoreUnavailable
 from operator_ai.store import AuditKind, Store, Violation
 
@@ -75,7 +75,9 @@ def test_writer_killed_mid_append_leaves_an_intact_chain(db_url: str) -> None:
     ) as writer:
         try:
             assert writer.stdout is not None and writer.stdout.readline() == "appending\n"
-            time.sleep(1.5)
+            with Store(db_url) as reader:  # kill it once it has appended for a while
+                wait_for(lambda: len(reader.audit_entries(sid)) > 10, timeout=60,
+                         what="the writer to append")  # fmt: skip
             os.kill(writer.pid, signal.SIGKILL)
         finally:
             writer.kill()

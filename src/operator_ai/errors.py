@@ -5,6 +5,7 @@ to do next. Foreign exceptions (SQLAlchemy, psycopg, tomllib...) are translated 
 cross into our code, with ``raise Ours(...) from exc``, so the CLI catches only the base.
 
     OperatorError
+    ├── UsageError             a flag or parameter with a value it cannot take (exit 2)
     ├── ConfigError            malformed or invalid settings
     └── StoreError             anything about the tickets/sessions/audit database
         ├── StoreUnavailable   cannot open or reach the database (corrupt file, server down)
@@ -38,6 +39,10 @@ class OperatorError(Exception):
         super().__init__(message)
         if hint is not None:
             self.hint = hint
+
+
+class UsageError(OperatorError):
+    hint = "`--help` on the command lists its flags and the values each takes."
 
 
 class ConfigError(OperatorError):

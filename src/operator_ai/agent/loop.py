@@ -1,7 +1,9 @@
 """The agent loop: ask the model, run its commands in the sandbox, verify with the monitor.
 
 A session ends by raising one of the ``End`` exceptions below, each carrying its outcome;
-``Agent.run`` catches them and always writes the closing record."""
+``Agent.run`` catches them and always writes the closing record, whatever escapes: an
+error of ours or a foreign one fails the session (and a foreign one is raised again, for
+the worker to report), an interrupt such as Ctrl-C ends it interrupted."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from operator_ai.agent.budget import Budget, Spend
 from operator_ai.agent.prompts import (
@@ -98,22 +100,25 @@ class Agent:
             self._emit("warning", message=self.sandbox.warning)
         keeper = threading.Thread(target=self._keep_lease, args=(finished,), daemon=True)
         keeper.start()
+        outcome, reason = Outcome.INTERRUPTED, "the worker was interrupted"  # BaseException
         try:
             self._converse()
-            raise AssertionError("the conversation ends by raising")  # pragma: no cover
         except End as end:
             outcome, reason = end.outcome, str(end)
         except ModelError as exc:
             outcome, reason = Outcome.FAILED, f"model error: {exc}"
         except OperatorError as exc:  # the sandbox, the lab or the store broke
             outcome, reason = Outcome.FAILED, f"platform error: {exc}"
+        except Exception as exc:  # a foreign error from a seam, or a bug of ours
+            outcome, reason = Outcome.FAILED, f"unexpected error: {type(exc).__name__}: {exc}"
+            raise
         finally:
             finished.set()
-        keeper.join()
-        self._close(outcome, reason)
+            keeper.join()
+            self._close(outcome, reason)
         return outcome
 
-    def _converse(self) -> None:
+    def _converse(self) -> NoReturn:
         system = system_prompt(self.subject, self.briefing, self.command_timeout)
         events = self.store.events(self.ticket.id)
         messages: list[Message] = [UserMessage(ticket_prompt(self.ticket, events))]

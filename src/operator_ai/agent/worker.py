@@ -39,7 +39,7 @@ def work(
     lease_seconds: float,
     once: bool = False,
     poll: float = 1.0,
-    on_error: Callable[[str, OperatorError], None] = lambda name, exc: None,
+    on_error: Callable[[str, Exception], None] = lambda name, exc: None,
 ) -> list[Outcome]:
     """Claim and work tickets one at a time. With ``once``, work at most one and return."""
     outcomes: list[Outcome] = []
@@ -64,7 +64,7 @@ def _work_one(
     agent_for: AgentFor,
     model: str,
     lease_seconds: float,
-    on_error: Callable[[str, OperatorError], None],
+    on_error: Callable[[str, Exception], None],
 ) -> Outcome | None:
     """Claim one ticket and work it; None when there was nothing to claim."""
     store.release_expired()  # tickets of workers that died go back to the queue first
@@ -79,6 +79,9 @@ def _work_one(
         return Outcome.FAILED
     try:
         return agent.run(claim)
+    except Exception as exc:  # not ours: the session has ended failed; say so, keep serving
+        on_error(name, exc)
+        return Outcome.FAILED
     finally:
         agent.model.close()
 

@@ -78,8 +78,11 @@ def run(
     store = context.store
     agent_for = agent_factory(settings, store, options, stop, show)
 
-    def on_error(worker: str, exc: OperatorError) -> None:
-        show("error", {"message": str(exc), "hint": exc.hint})
+    def on_error(worker: str, exc: Exception) -> None:
+        if isinstance(exc, OperatorError):
+            show("error", {"message": str(exc), "hint": exc.hint})
+        else:  # a bug or a foreign error: the session has ended failed; the worker goes on
+            show("error", {"message": f"{type(exc).__name__}: {exc}"})
 
     def target(name: str) -> None:
         work(store, name, agent_for, stop, model=spec, lease_seconds=settings.lease_seconds,

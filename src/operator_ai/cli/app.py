@@ -22,7 +22,7 @@ from operator_ai.cli import (
 )
 from operator_ai.cli.context import AppContext
 from operator_ai.cli.output import err_console
-from operator_ai.errors import OperatorError
+from operator_ai.errors import OperatorError, UsageError
 
 app = typer.Typer(
     help="Operator: an autonomous AI operator for distributed systems.",
@@ -74,4 +74,4 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         if exc.hint:
             err_console.print(f"[dim]hint:[/] {exc.hint}", soft_wrap=True)
-        sys.exit(1)
+        sys.exit(2 if isinstance(exc, UsageError) else 1)

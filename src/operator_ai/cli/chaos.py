@@ -12,7 +12,7 @@ import typer
 from operator_ai.cli.context import app_context
 from operator_ai.cli.lab import LabOption, open_lab
 from operator_ai.cli.output import JsonOption, console, err_console, print_json, table
-from operator_ai.errors import LabError
+from operator_ai.errors import LabError, UsageError
 from operator_ai.lab import faults
 from operator_ai.lab.faults import Injection, Injections
 from operator_ai.lab.state import lab_names
@@ -78,7 +78,7 @@ def _params(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise LabError(f"--param {pair!r} is not KEY=VALUE", hint="e.g. --param ms=200")
+            raise UsageError(f"--param {pair!r} is not KEY=VALUE", hint="e.g. --param ms=200")
         params[key] = value
     return params
 

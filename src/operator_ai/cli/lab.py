@@ -10,11 +10,11 @@ import typer
 
 from operator_ai.cli.context import app_context
 from operator_ai.cli.output import JsonOption, console, err_console, print_json, shown, table
-from operator_ai.errors import LabError, SubjectUnreachable
+from operator_ai.errors import LabError, SubjectUnreachable, UsageError
 from operator_ai.lab import Lab, docker, find_lab
 from operator_ai.lab.faults import Injections
 from operator_ai.lab.runtime import is_root
-from operator_ai.lab.state import LabDir
+from operator_ai.lab.state import DOCKER, MODES, LabDir
 from operator_ai.subjects import load_subject
 
 app = typer.Typer(help="Start, inspect, load and stop lab clusters.", no_args_is_help=True)
@@ -54,12 +54,15 @@ def up(
     json: bool = JsonOption,
 ) -> None:
     """Start a lab cluster, or show it if it is already up."""
-    if mode not in (None, "netns", "loopback"):
-        raise LabError(f"--mode must be netns or loopback, not {mode!r}")
-    if runtime not in (None, "process", "docker"):
-        raise LabError(f"--runtime must be process or docker, not {runtime!r}")
-    if runtime == "docker" and mode:
-        raise LabError("--mode applies to the process runtime only; drop it with --runtime docker")
+    if mode not in (None, *MODES):
+        raise UsageError(f"--mode must be {' or '.join(MODES)}, not {mode!r}",
+                         hint="netns needs root; loopback runs as you, fewer faults.")  # fmt: skip
+    if runtime not in (None, "process", DOCKER):
+        raise UsageError(f"--runtime must be process or docker, not {runtime!r}",
+                         hint="Leave it out to use the subject's own runtime.")  # fmt: skip
+    if runtime == DOCKER and mode:
+        raise UsageError("--mode applies to the process runtime only",
+                         hint="Drop --mode when you pass --runtime docker.")  # fmt: skip
     settings = app_context(ctx).settings
     plugin = load_subject(subject)
     lab = Lab(LabDir(settings.home, name or subject))
@@ -238,7 +241,7 @@ def load(
 ) -> None:
     """Drive client load at a steady rate; stats go to the lab's load.json every second."""
     if rate <= 0:
-        raise LabError("--rate must be positive")
+        raise UsageError("--rate must be positive", hint="e.g. --rate 50 (operations per second)")
     lab = open_lab(ctx, lab_name)
 
     def report(stats: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import typer
 from operator_ai.cli.context import app_context
 from operator_ai.cli.lab import open_lab
 from operator_ai.cli.output import console, err_console, shown
-from operator_ai.errors import LabError
+from operator_ai.errors import LabError, UsageError
 from operator_ai.monitor import Monitor, Transition
 
 app = typer.Typer(help="Watch a subject and open or clear tickets.", no_args_is_help=True)
@@ -39,7 +39,7 @@ def run(
 ) -> None:
     """Observe on a fixed cadence; print each ticket transition as it happens."""
     if interval <= 0:
-        raise LabError("--interval must be positive")
+        raise UsageError("--interval must be positive", hint="e.g. --interval 1 (seconds)")
     lab = open_lab(ctx, lab_name or subject)
     if lab.state.subject != subject:
         raise LabError(f"lab {lab.dir.name!r} runs {lab.state.subject}, not {subject}")

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from operator_ai.errors import FaultUnsupported, LabError, OperatorError
+from operator_ai.errors import FaultUnsupported, LabError, OperatorError, UsageError
 from operator_ai.lab import network, procs
 from operator_ai.lab.state import (
     CLEAN_ENV,
@@ -129,9 +129,15 @@ class Injections:
     def close_all(self, note: str) -> None:
         """Mark every active injection over, killing the helpers it started."""
         for injection in self.active():
-            for pid in injection.state.get("helpers", []):
-                procs.terminate([pid], grace=1.0)
+            procs.terminate(helpers(injection), grace=1.0)
             self.close(injection.id, note)
+
+
+def helpers(injection: Injection) -> list[procs.Proc]:
+    """The processes a fault started, each by PID and start time: one that has exited since
+    and whose PID another process now has is not among them."""
+    found = (procs.Proc.load(v) for v in injection.state.get("helpers", []))
+    return [p for p in found if p is not None]
 
 
 # -- the generic faults -------------------------------------------------------------------
@@ -194,12 +200,12 @@ class Pause:
     target = NODE
 
     def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        return {"pids": procs.signal_tree(_pid(lab, target), signal.SIGSTOP)}
+        return {"procs": procs.signal_tree(_pid(lab, target), signal.SIGSTOP)}
 
     def revert(self, lab: Lab, injection: Injection) -> None:
-        for pid in injection.state["pids"]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        for value in injection.state.get("procs", []):
+            if proc := procs.Proc.load(value):
+                proc.signal(signal.SIGCONT)
 
 
 def _netns(lab: Lab, target: str) -> str:
@@ -315,7 +321,7 @@ redirect to :{self.proxy_port}; }}
 
     def revert(self, lab: Lab, injection: Injection) -> None:
         drop_table(injection.state["netns"], injection.state["table"])
-        procs.terminate(injection.state["helpers"], grace=2.0)
+        procs.terminate(helpers(injection), grace=2.0)
 
 
 def _wait_listening(netns: str, port: int, timeout: float = 10.0) -> None:
@@ -422,17 +428,17 @@ class CpuStress:
         workers = int(_number(params, "workers", 1, os.cpu_count() or 1))
         load = int(_number(params, "load", 1, 100))
         timeout = int(_number(params, "timeout", 1, 3600))
-        pid = procs.spawn(
+        proc = procs.spawn(
             ["stress-ng", "--cpu", str(workers), "--cpu-load", str(load),
              "--timeout", f"{timeout}s", "--temp-path", str(private_dir(lab.path)), "--quiet"],
             helper_log(lab, "cpu-stress"), env=CLEAN_ENV, cwd=private_dir(lab.path),
         )  # fmt: skip
-        return {"helpers": [pid]}
+        return {"helpers": [proc]}
 
     def revert(self, lab: Lab, injection: Injection) -> None:
-        for pid in injection.state["helpers"]:
-            if procs.alive(pid):
-                procs.signal_tree(pid, signal.SIGTERM)
+        for proc in helpers(injection):  # stress-ng may have stopped at its own timeout
+            if proc.alive():
+                procs.signal_tree(proc.pid, signal.SIGTERM)
 
 
 GENERIC: dict[str, Fault] = {
@@ -451,6 +457,9 @@ GENERIC: dict[str, Fault] = {
 }
 
 
+PARAMS = "`operator chaos list` shows each fault's parameters and their defaults."
+
+
 def helper_log(lab: Lab, name: str) -> Path:
     """Where a fault's helper process writes: root's, since it names the fault."""
     return private_dir(lab.path) / f"{name}.log"
@@ -460,9 +469,9 @@ def _number(params: dict[str, str], name: str, low: float, high: float) -> float
     try:
         value = float(params[name])
     except ValueError:
-        raise LabError(f"--param {name}={params[name]} is not a number") from None
+        raise UsageError(f"--param {name}={params[name]} is not a number", hint=PARAMS) from None
     if not low <= value <= high:
-        raise LabError(f"--param {name} must be between {low:g} and {high:g}")
+        raise UsageError(f"--param {name} must be between {low:g} and {high:g}", hint=PARAMS)
     return value
 
 

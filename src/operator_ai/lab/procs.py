@@ -1,4 +1,10 @@
-"""Processes by PID, read from /proc: trees for pause and kill, and the lab's leftovers."""
+"""Processes by PID, read from /proc: trees for pause and kill, and the lab's leftovers.
+
+A PID alone does not name a process for long: once it exits, the kernel hands the number to
+the next process that starts. So a process Operator starts now and signals later (a fault's
+helper, a paused tree) is remembered as a :class:`Proc`, its PID *and* its start time
+(field 22 of ``/proc/PID/stat``: set at fork, kept across exec), and only a process with
+both is signalled."""
 
 from __future__ import annotations
 
@@ -7,8 +13,55 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from operator_ai.errors import LabError
+
+
+class Proc(NamedTuple):
+    """One process, for as long as it lives: a reused PID has another start time."""
+
+    pid: int
+    started: int
+    """Clock ticks after boot at which it started (field 22 of /proc/PID/stat)."""
+
+    @classmethod
+    def of(cls, pid: int) -> Proc | None:
+        """The process that has ``pid`` now; None if there is none."""
+        started = _stat(pid, 19)
+        return None if started is None else cls(pid, int(started))
+
+    @classmethod
+    def load(cls, value: object) -> Proc | None:
+        """From its JSON form (a [pid, started] pair); None for anything else, such as a
+        bare PID from an older record, which cannot be told from a reuse."""
+        if isinstance(value, list | tuple) and len(value) == 2:
+            return cls(int(value[0]), int(value[1]))
+        return None
+
+    def alive(self) -> bool:
+        """Still this process, and not a zombie."""
+        alive(self.pid)  # reap it if it is our child and has exited
+        return _stat(self.pid, 0) not in (None, "Z") and _stat(self.pid, 19) == str(self.started)
+
+    def signal(self, sig: signal.Signals) -> bool:
+        """Send ``sig`` if this is still the process; False if it is gone."""
+        if not self.alive():
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+            return True
+        return False
+
+
+def _stat(pid: int, field: int) -> str | None:
+    """A field of /proc/PID/stat, counted from the state (0) after the command's name,
+    which may hold spaces and parentheses."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[field] if field < len(fields) else None
 
 
 def cmdline(pid: int) -> list[str]:
@@ -42,20 +95,20 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def signal_tree(pid: int, sig: signal.Signals) -> list[int]:
-    pids = tree(pid)
-    for each in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(each, sig)
-    return pids
+def signal_tree(pid: int, sig: signal.Signals) -> list[Proc]:
+    """Signal ``pid`` and its descendants; return them, each by PID and start time."""
+    found = [p for p in map(Proc.of, tree(pid)) if p is not None]
+    for proc in found:
+        proc.signal(sig)
+    return found
 
 
 def spawn(
     argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> int:
+) -> Proc:
     """Start a long-lived helper in its own session, detached from our terminal; its output
-    goes to ``log``, and it starts in ``cwd`` (else ours). Returns its PID (no Popen object,
-    which would warn when collected)."""
+    goes to ``log``, and it starts in ``cwd`` (else ours). Returns its PID and start time (no
+    Popen object, which would warn when collected)."""
     if cwd is not None:  # posix_spawn cannot chdir; env does, then execs in the same PID
         argv = ["env", "-C", str(cwd), "--", *argv]
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
@@ -65,7 +118,7 @@ def spawn(
             (os.POSIX_SPAWN_DUP2, fd, 1),
             (os.POSIX_SPAWN_DUP2, fd, 2),
         ]
-        return os.posix_spawnp(
+        pid = os.posix_spawnp(
             argv[0], argv, dict(os.environ) if env is None else env,
             file_actions=actions, setsid=True,
         )  # fmt: skip
@@ -73,16 +126,16 @@ def spawn(
         raise LabError(f"{argv[0]} is not installed", hint="Run `make setup` as root.") from exc
     finally:
         os.close(fd)
+    proc = Proc.of(pid)  # the start time is set at fork, so it is there already
+    assert proc is not None, "a child we have not reaped has a /proc entry"
+    return proc
 
 
 def alive(pid: int) -> bool:
+    """Some process has ``pid`` (use :meth:`Proc.alive` to know it is the same one)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our child and has exited
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    return _stat(pid, 0) not in (None, "Z")
 
 
 def referencing(marker: str) -> list[int]:
@@ -97,15 +150,13 @@ def referencing(marker: str) -> list[int]:
     ]
 
 
-def terminate(pids: list[int], grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL whatever is still alive after ``grace`` seconds."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+def terminate(procs: list[Proc], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL whatever is still alive after ``grace`` seconds; a PID that
+    now belongs to another process is left alone."""
+    for proc in procs:
+        proc.signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(alive(p) for p in pids):
+    while time.monotonic() < deadline and any(p.alive() for p in procs):
         time.sleep(0.05)
-    for pid in pids:
-        if alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    for proc in procs:
+        proc.signal(signal.SIGKILL)

@@ -390,14 +390,12 @@ class Lab:
             while procs.alive(state.supervisor_pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             removed.append(f"supervisord {state.supervisor_pid}")
-        if state and state.door_pid and procs.alive(state.door_pid):
-            procs.terminate([state.door_pid], grace=5.0)
-            removed.append(f"supervisor door {state.door_pid}")
-        leftovers = procs.referencing(str(self.path) + "/")
+        # Whatever still names the lab dir: the door, and the leftovers of a crash.
+        leftovers = [p for p in map(procs.Proc.of, procs.referencing(str(self.path) + "/")) if p]
         if leftovers:
             progress(f"stopping {len(leftovers)} leftover processes")
             procs.terminate(leftovers)
-            removed += [f"process {pid}" for pid in leftovers]
+            removed += [f"process {p.pid}" for p in leftovers]
         if is_root():
             removed += network.destroy(self.dir.prefix)
             removed += _unmount_under(self.path)

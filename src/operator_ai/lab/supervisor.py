@@ -52,16 +52,16 @@ def start(lab_dir: Path, private_mounts: bool, env: dict[str, str]) -> int:
     argv = ["supervisord", "-c", str(lab_dir / "supervisord.conf")]
     if private_mounts:
         argv = ["unshare", "--mount", "--propagation", "private", "--", *argv]
-    pid = procs.spawn(argv, lab_dir / "logs" / "supervisord.out", env, cwd=lab_dir)
+    proc = procs.spawn(argv, lab_dir / "logs" / "supervisord.out", env, cwd=lab_dir)
     client = Supervisor(supervisor_socket(lab_dir))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if not procs.alive(pid):
+        if not proc.alive():
             log = (lab_dir / "logs" / "supervisord.out").read_text(errors="replace")[-500:]
             raise LabError(f"supervisord exited at start: {log.strip()}")
         try:
             if client.call("supervisor.getState")["statename"] == RUNNING:
-                return pid
+                return proc.pid
         except LabError:
             pass
         time.sleep(0.05)
@@ -78,18 +78,18 @@ def start_door(
     if owner is not None:
         argv += ["--owner", f"{owner[0]}:{owner[1]}"]
     log = supervisor_socket(lab_dir).with_name("door.log")
-    pid = procs.spawn(argv, log, env, cwd=lab_dir)
+    proc = procs.spawn(argv, log, env, cwd=lab_dir)
     client = Supervisor(door_socket(lab_dir))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if not procs.alive(pid):
+        if not proc.alive():
             raise LabError(f"the lab's supervisor door exited at start: {log.read_text()[-500:]}")
         try:
             client.call("supervisor.getState")
-            return pid
+            return proc.pid
         except LabError:
             time.sleep(0.05)
-    procs.terminate([pid])
+    procs.terminate([proc])
     raise LabError("the lab's supervisor door did not answer within 15 s")
 
 

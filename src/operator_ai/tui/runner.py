@@ -17,8 +17,7 @@ from typing import Any
 from operator_ai.agent import run_workers, work
 from operator_ai.agent.worker import AgentOptions, agent_factory
 from operator_ai.config import Settings
-from operator_ai.errors import OperatorError
-from operator_ai.lab import Lab, procs
+from operator_ai.lab import Lab
 from operator_ai.monitor import Monitor, Transition
 from operator_ai.store import Store
 from operator_ai.tui.transcript import Event
@@ -108,7 +107,7 @@ class Runner:
         options = AgentOptions(model=self.model, settle_seconds=self.settle, lab=self.lab.dir.name)
         agent_for = agent_factory(self.settings, self.store, options, self.stopping, self.emit)
 
-        def on_error(worker: str, exc: OperatorError) -> None:
+        def on_error(worker: str, exc: Exception) -> None:
             self.emit("error", {"message": str(exc)})
 
         work(self.store, name, agent_for, self.stopping, model=self.model,
@@ -123,7 +122,7 @@ class Runner:
                 try:
                     self._load.wait(timeout=5)
                 except subprocess.TimeoutExpired:
-                    procs.terminate([self._load.pid])
+                    self._load.kill()  # our child, not reaped yet: its PID is still its own
                     self._load.wait()
         for thread in self._threads:
             thread.join(timeout=150)

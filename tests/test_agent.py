@@ -405,3 +405,26 @@ def test_a_foreign_error_mid_session_fails_it_at_once_and_the_worker_goes_on(
     )
     assert store.verify_audit().ok
     assert store.session(built[1].session.id).outcome == Outcome.RESOLVED
+
+
+class InterruptedOnFirstCommand:
+    name = "interrupted"
+    warning = None
+
+    def run(self, command: str, timeout: float = 120.0) -> CommandResult:
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_mid_session_ends_it_interrupted_and_goes_on_up(
+    tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    spec = scripted(tmp_path / "s.yaml", shell("true"))
+    c = claim(store)
+    broken = agent(store, recording(spec, settings))
+    broken.sandbox = InterruptedOnFirstCommand()
+    with pytest.raises(KeyboardInterrupt):
+        broken.run(c)
+    session = store.session(c.session.id)
+    assert session.outcome == Outcome.INTERRUPTED and session.ended_at is not None
+    assert store.audit_entries(c.session.id)[-1].content.startswith("session interrupted")
+    assert store.verify_audit().ok

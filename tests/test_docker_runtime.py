@@ -120,9 +120,9 @@ def test_docker_faults_build_the_commands_they_run() -> None:
 
 
 def test_fault_parameters_are_checked_before_anything_runs() -> None:
-    from operator_ai.errors import LabError
+    from operator_ai.errors import LabError, UsageError
 
-    with pytest.raises(LabError, match="between 0 and 100"):
+    with pytest.raises(UsageError, match="between 0 and 100"):
         FAULTS["loss"].commands(state(), "tikv1", {"percent": "140"})
     with pytest.raises(LabError, match="targets a store"):
         FAULTS["disk_pressure"].commands(state(), "pd1", {"leave_mb": "64"})

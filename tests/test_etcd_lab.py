@@ -17,8 +17,8 @@ import pytest
 
 from conftest import run_cli
 from lab_helpers import ROOT, cycle_for, cycle_until, lab_home, live, running_lab, wait_for
-from operator_ai.errors import FaultUnsupported, LabError
-from operator_ai.lab import Lab, procs
+from operator_ai.errors import FaultUnsupported, LabError, UsageError
+from operator_ai.lab import Lab
 from operator_ai.lab import faults as chaos
 from operator_ai.monitor import Monitor
 from operator_ai.store import Store
@@ -73,6 +73,9 @@ def test_killing_the_leader_elects_another_and_leaves_no_no_leader_ticket(
     old = lab.leader()
     chaos.inject(lab, "kill", "leader", {})
     cycle_until(monitor, lambda: lab.leader() not in (None, old), what="a new leader")
+    down = f"etcd:member_down:{old}"
+    cycle_until(monitor, lambda: live(monitor.store, down), what=down)
+    # What must not happen takes watching: no_leader's whole grace period, and then some.
     grace = max(i.grace_seconds for i in lab.subject.invariants if i.name == "no_leader")
     cycle_for(monitor, grace + 2)
     keys = [t.key for t in monitor.store.live()]
@@ -112,8 +115,9 @@ def test_cpu_stress_runs_stress_ng_until_reverted(lab: Lab) -> None:
     injection = chaos.inject(lab, "cpu_stress", None, {"load": "10", "timeout": "60"})
     try:
         [helper] = chaos.helpers(injection)
-        # Right after the spawn the child may not have exec'd yet: wait for it to.
-        wait_for(lambda: "stress-ng" in " ".join(procs.cmdline(helper.pid)), timeout=10,
+        # The helper is `env -C DIR stress-ng ...` until env execs: wait for stress-ng itself.
+        comm = Path(f"/proc/{helper.pid}/comm")
+        wait_for(lambda: comm.exists() and comm.read_text().startswith("stress-ng"), timeout=10,
                  what="stress-ng to start")  # fmt: skip
         assert helper.alive()
     finally:
@@ -216,9 +220,9 @@ def test_clock_skew_is_refused_for_go_binaries(lab: Lab) -> None:
 
 
 def test_bad_fault_requests_say_what_is_valid(lab: Lab) -> None:
-    with pytest.raises(LabError, match="no fault named 'nope'"):
+    with pytest.raises(UsageError, match="no fault named 'nope'"):
         chaos.inject(lab, "nope", "etcd1", {})
-    with pytest.raises(LabError, match="valid: workers, load, timeout"):
+    with pytest.raises(UsageError, match="valid: workers, load, timeout"):
         chaos.inject(lab, "cpu_stress", None, {"seconds": "3"})
     with pytest.raises(LabError, match="has no node 'etcd9'"):
         chaos.inject(lab, "kill", "etcd9", {})

@@ -162,3 +162,26 @@ def test_a_revert_leaves_alone_the_process_that_took_an_exited_helpers_pid(
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_process_is_known_by_its_pid_and_its_start_time(tmp_path: Path) -> None:
+    """Without root too: the same PID with another start time is not the process, and
+    nothing is signalled through it; the identity survives the fault record's JSON."""
+    from operator_ai.lab import faults
+
+    child = procs.spawn(["sleep", "60"], tmp_path / "sleep.log")
+    try:
+        assert child.alive()
+        impostor = procs.Proc(child.pid, child.started + 1)
+        assert not impostor.alive() and not impostor.signal(signal.SIGKILL)
+        assert child.alive()  # the signal went nowhere
+        record = faults.Injections(tmp_path)
+        record.add("cpu_stress", "cluster", {}, {
+            "helpers": [child, impostor], "injected_at": "2026-12-01T00:00:00+00:00"})  # fmt: skip
+        [stored] = record.all()
+        assert faults.helpers(stored) == [child, impostor]
+        assert procs.still(child.pid, child.started) == child
+        assert procs.still(child.pid, child.started + 1) is None
+    finally:
+        procs.terminate([child], grace=5.0)
+    assert not child.alive()

@@ -2,8 +2,8 @@
 
 A session ends by raising one of the ``End`` exceptions below, each carrying its outcome;
 ``Agent.run`` catches them and always writes the closing record, whatever escapes: an
-error of ours or a foreign one fails the session (and a foreign one is raised again, for
-the worker to report), an interrupt such as Ctrl-C ends it interrupted."""
+error of ours or a foreign one fails the session, an interrupt such as Ctrl-C ends it
+interrupted, and either of these last two is raised again once the session is closed."""
 
 from __future__ import annotations
 
@@ -90,18 +90,11 @@ class Agent:
         self.spend = Spend()
         self.lease_lost = threading.Event()
         finished = threading.Event()
-        self._emit("claimed", key=claim.ticket.key, model=self.model.spec)
-        started = f"session started on {claim.ticket.key} with model {self.model.spec}"
-        self._audit(AuditKind.NOTE, f"{started}, sandbox {self.sandbox.name}; {self.budget}")
-        if self.model.name != "scripted" and price(self.model.name) is None:
-            self._audit(AuditKind.NOTE, f"no price known for {self.model.name}: cost counts as 0")
-        if self.sandbox.warning:
-            self._audit(AuditKind.NOTE, f"weaker isolation: {self.sandbox.warning}")
-            self._emit("warning", message=self.sandbox.warning)
         keeper = threading.Thread(target=self._keep_lease, args=(finished,), daemon=True)
-        keeper.start()
-        outcome, reason = Outcome.INTERRUPTED, "the worker was interrupted"  # BaseException
+        escaped: BaseException | None = None
         try:
+            self._begin(claim)
+            keeper.start()
             self._converse()
         except End as end:
             outcome, reason = end.outcome, str(end)
@@ -111,12 +104,31 @@ class Agent:
             outcome, reason = Outcome.FAILED, f"platform error: {exc}"
         except Exception as exc:  # a foreign error from a seam, or a bug of ours
             outcome, reason = Outcome.FAILED, f"unexpected error: {type(exc).__name__}: {exc}"
-            raise
-        finally:
-            finished.set()
+            escaped = exc
+        except BaseException as exc:  # Ctrl-C, SystemExit: the worker is going away
+            outcome, reason, escaped = Outcome.INTERRUPTED, "the worker was interrupted", exc
+        finished.set()
+        if keeper.ident is not None:
             keeper.join()
+        try:
             self._close(outcome, reason)
+        except Exception as exc:
+            if escaped is None:
+                raise
+            escaped.add_note(f"and the session could not be closed: {exc!r}")
+        if escaped is not None:
+            raise escaped
         return outcome
+
+    def _begin(self, claim: Claim) -> None:
+        self._emit("claimed", key=claim.ticket.key, model=self.model.spec)
+        started = f"session started on {claim.ticket.key} with model {self.model.spec}"
+        self._audit(AuditKind.NOTE, f"{started}, sandbox {self.sandbox.name}; {self.budget}")
+        if self.model.name != "scripted" and price(self.model.name) is None:
+            self._audit(AuditKind.NOTE, f"no price known for {self.model.name}: cost counts as 0")
+        if self.sandbox.warning:
+            self._audit(AuditKind.NOTE, f"weaker isolation: {self.sandbox.warning}")
+            self._emit("warning", message=self.sandbox.warning)
 
     def _converse(self) -> NoReturn:
         system = system_prompt(self.subject, self.briefing, self.command_timeout)

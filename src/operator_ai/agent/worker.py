@@ -15,7 +15,7 @@ from operator_ai.agent.budget import Budget
 from operator_ai.agent.loop import Agent, Listener
 from operator_ai.agent.summary import Summarizer
 from operator_ai.config import Settings
-from operator_ai.errors import LabError, OperatorError, StoreError
+from operator_ai.errors import LabError, StoreError
 from operator_ai.lab import Lab, LabDir
 from operator_ai.models.spec import load_model
 from operator_ai.sandbox import DEFAULT_TIMEOUT, sandbox_for
@@ -73,12 +73,14 @@ def _work_one(
         return None
     try:
         agent = agent_for(claim)
-    except OperatorError as exc:  # no lab or sandbox for this ticket: let it wait
+    except Exception as exc:  # no lab or sandbox for this ticket, or a bug: let it wait
         on_error(name, exc)
         store.end_session(claim.session.id, Outcome.FAILED, str(exc), backoff_seconds=60)
         return Outcome.FAILED
     try:
         return agent.run(claim)
+    except StoreError:
+        raise  # the session could not be closed: `work` waits for the store to come back
     except Exception as exc:  # not ours: the session has ended failed; say so, keep serving
         on_error(name, exc)
         return Outcome.FAILED

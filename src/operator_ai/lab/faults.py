@@ -156,7 +156,8 @@ def kill_node(lab: Lab, name: str, timeout: float = 10.0) -> int:
     """SIGKILL a node and wait until supervisord has seen it die, so that a start right
     after (a revert) is not skipped as "already running"; returns the PID it had."""
     pid = _pid(lab, name)
-    os.kill(pid, signal.SIGKILL)
+    if proc := procs.Proc.of(pid):
+        proc.signal(signal.SIGKILL)
     deadline = time.monotonic() + timeout
     while lab.pid(name) == pid and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -486,7 +487,7 @@ def inject(lab: Lab, name: str, target: str | None, given: dict[str, str]) -> In
     faults = catalogue(lab.subject.faults())
     fault = faults.get(name)
     if fault is None:
-        raise LabError(f"no fault named {name!r}", hint=f"Faults: {', '.join(sorted(faults))}.")
+        raise UsageError(f"no fault named {name!r}", hint=f"Faults: {', '.join(sorted(faults))}.")
     if lab.state.mode not in fault.modes:
         raise FaultUnsupported(
             f"{name} cannot run in a {lab.state.mode}-mode lab"
@@ -495,7 +496,7 @@ def inject(lab: Lab, name: str, target: str | None, given: dict[str, str]) -> In
     unknown = set(given) - set(fault.params)
     if unknown:
         valid = ", ".join(fault.params) or "none"
-        raise LabError(f"{name} takes no parameter {', '.join(sorted(unknown))} (valid: {valid})")
+        raise UsageError(f"{name} takes no parameter {', '.join(sorted(unknown))} (valid: {valid})")
     params = {k: default for k, (default, _) in fault.params.items()} | given
     resolved = _resolve_target(lab, fault, target)
     for active in Injections(lab.path).active():
@@ -513,7 +514,7 @@ def _resolve_target(lab: Lab, fault: Fault, target: str | None) -> str:
     if fault.target == CLUSTER:
         return target or CLUSTER
     if target is None:
-        raise LabError(f"{fault.name} needs --target NODE (or leader, follower)")
+        raise UsageError(f"{fault.name} needs --target NODE (or leader, follower)")
     if target in ("leader", "follower"):
         leader = lab.leader()
         if leader is None:

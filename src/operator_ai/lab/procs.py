@@ -40,9 +40,11 @@ class Proc(NamedTuple):
         return None
 
     def alive(self) -> bool:
-        """Still this process, and not a zombie."""
-        alive(self.pid)  # reap it if it is our child and has exited
-        return _stat(self.pid, 0) not in (None, "Z") and _stat(self.pid, 19) == str(self.started)
+        """Still this process, and not a zombie (a zombie child of ours is reaped; the start
+        time is checked first, so no other child of ours that took the PID is)."""
+        if _stat(self.pid, 19) != str(self.started):
+            return False
+        return alive(self.pid) and _stat(self.pid, 19) == str(self.started)
 
     def signal(self, sig: signal.Signals) -> bool:
         """Send ``sig`` if this is still the process; False if it is gone."""
@@ -52,6 +54,14 @@ class Proc(NamedTuple):
             os.kill(self.pid, sig)
             return True
         return False
+
+
+def still(pid: int | None, started: int | None) -> Proc | None:
+    """The process recorded as ``pid`` and ``started``, if it still runs; else None."""
+    if pid is None or started is None:
+        return None
+    proc = Proc(pid, started)
+    return proc if proc.alive() else None
 
 
 def _stat(pid: int, field: int) -> str | None:
@@ -127,7 +137,8 @@ def spawn(
     finally:
         os.close(fd)
     proc = Proc.of(pid)  # the start time is set at fork, so it is there already
-    assert proc is not None, "a child we have not reaped has a /proc entry"
+    if proc is None:  # cannot happen to a child we have not reaped
+        raise LabError(f"{argv[0]} (PID {pid}) vanished as it started")
     return proc
 
 

@@ -93,10 +93,13 @@ class Lab:
     def running(self) -> bool:
         if self.state.mode == DOCKER:
             return docker.engine_problem() is None and docker.Containers(self.state).running()
-        return all(
-            pid and procs.alive(pid) and str(self.path) in " ".join(procs.cmdline(pid))
-            for pid in (self.state.supervisor_pid, self.state.door_pid)
-        )
+        door = procs.still(self.state.door_pid, self.state.door_started)
+        return self.supervisord is not None and door is not None
+
+    @property
+    def supervisord(self) -> procs.Proc | None:
+        """The lab's supervisord, if it still runs: the very process `lab up` started."""
+        return procs.still(self.state.supervisor_pid, self.state.supervisor_started)
 
     # -- up ----------------------------------------------------------------------------
 
@@ -197,12 +200,11 @@ class Lab:
                 self.path / "supervisord.conf", render_supervisor(self.path, state.prefix, names)
             )
             progress("starting supervisord")
-            state.supervisor_pid = start_supervisor(
-                self.path, private_mounts=mode == NETNS, env=_clean_env()
-            )
+            supervisord = start_supervisor(self.path, mode == NETNS, _clean_env())
+            state.supervisor_pid, state.supervisor_started = supervisord
             self.dir.save(state)
             owner = (account.pw_uid, account.pw_gid) if is_root() else None
-            state.door_pid = start_door(self.path, names, owner, env=_clean_env())
+            state.door_pid, state.door_started = start_door(self.path, names, owner, _clean_env())
             self.dir.save(state)
             if mode == NETNS:
                 for name in names:
@@ -292,17 +294,22 @@ class Lab:
 
     def in_mounts(self, *argv: str) -> str:
         """Run a command in the lab's mount namespace (supervisord's)."""
-        pid = self.state.supervisor_pid
-        if not pid:
+        return network.sh(*self._enter_mounts(), *argv)
+
+    def _enter_mounts(self) -> list[str]:
+        """``nsenter`` into supervisord's mount namespace, only if it is still the process
+        `lab up` started (root must not enter whatever namespace a reused PID has)."""
+        proc = self.supervisord
+        if proc is None:
             raise LabError("the lab's supervisord is not running")
-        return network.sh("nsenter", "-t", str(pid), "-m", "--", *argv)
+        return ["nsenter", "-t", str(proc.pid), "-m", "--"]
 
     def as_user(self, *argv: str, input: str | None = None) -> str:
         """Run a command as the lab user in the lab's mounts: how root reads or writes in the
         places the lab user can write, so that a planted link gets it nothing more."""
         prefix: list[str] = []
         if self.state.mode == NETNS:
-            prefix = ["nsenter", "-t", str(self.state.supervisor_pid), "-m", "--"]
+            prefix = self._enter_mounts()
         if is_root():
             prefix += as_lab_user(pwd.getpwnam(self.state.user))
         return network.sh(*prefix, *argv, input=input)
@@ -382,14 +389,15 @@ class Lab:
                 failed = exc
         if is_root():
             removed += docker.release_loops(self.path / "disks")
-        if state and state.supervisor_pid and procs.alive(state.supervisor_pid):
+        supervisord = state and procs.still(state.supervisor_pid, state.supervisor_started)
+        if supervisord:
             progress("stopping supervisord and its nodes")
             with contextlib.suppress(LabError):
                 Supervisor(supervisor_socket(self.path), timeout=10).shutdown()
             deadline = time.monotonic() + 15
-            while procs.alive(state.supervisor_pid) and time.monotonic() < deadline:
+            while supervisord.alive() and time.monotonic() < deadline:
                 time.sleep(0.1)
-            removed.append(f"supervisord {state.supervisor_pid}")
+            removed.append(f"supervisord {supervisord.pid}")
         # Whatever still names the lab dir: the door, and the leftovers of a crash.
         leftovers = [p for p in map(procs.Proc.of, procs.referencing(str(self.path) + "/")) if p]
         if leftovers:

@@ -96,7 +96,10 @@ class LabState:
     ops_address: str | None = None
     ops_netns: str | None = None
     supervisor_pid: int | None = None
+    supervisor_started: int | None = None
     door_pid: int | None = None
+    door_started: int | None = None
+    """Each with its start time (`lab/procs.py`): a PID alone may be another process's now."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def node(self, name: str) -> Node:

@@ -46,7 +46,7 @@ def render_config(lab_dir: Path, prefix: str, programs: Sequence[str]) -> str:
     return "\n".join(sections)
 
 
-def start(lab_dir: Path, private_mounts: bool, env: dict[str, str]) -> int:
+def start(lab_dir: Path, private_mounts: bool, env: dict[str, str]) -> procs.Proc:
     """Start supervisord detached from us; with ``private_mounts`` it gets its own mount
     namespace, so the nodes' tmpfs data dirs exist only for the lab and vanish with it."""
     argv = ["supervisord", "-c", str(lab_dir / "supervisord.conf")]
@@ -61,7 +61,7 @@ def start(lab_dir: Path, private_mounts: bool, env: dict[str, str]) -> int:
             raise LabError(f"supervisord exited at start: {log.strip()}")
         try:
             if client.call("supervisor.getState")["statename"] == RUNNING:
-                return proc.pid
+                return proc
         except LabError:
             pass
         time.sleep(0.05)
@@ -70,7 +70,7 @@ def start(lab_dir: Path, private_mounts: bool, env: dict[str, str]) -> int:
 
 def start_door(
     lab_dir: Path, programs: Sequence[str], owner: tuple[int, int] | None, env: dict[str, str]
-) -> int:
+) -> procs.Proc:
     """Start the lab's door to supervisord (`lab/door.py`) and wait until it listens."""
     # The trailing slash is how `lab down` finds it after a crash (`procs.referencing`).
     argv = [sys.executable, "-I", "-m", "operator_ai.lab.door", "--lab", f"{lab_dir}/",
@@ -86,7 +86,7 @@ def start_door(
             raise LabError(f"the lab's supervisor door exited at start: {log.read_text()[-500:]}")
         try:
             client.call("supervisor.getState")
-            return proc.pid
+            return proc
         except LabError:
             time.sleep(0.05)
     procs.terminate([proc])

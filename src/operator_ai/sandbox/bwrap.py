@@ -218,9 +218,8 @@ class BwrapSandbox:
                 "`operator lab up` rebuild the lab.",
             )
         argv = ["nsenter", f"--net={netns}"]
-        pid = state.supervisor_pid
-        if pid and procs.alive(pid) and str(self.lab.path) in " ".join(procs.cmdline(pid)):
-            argv.append(f"--mount=/proc/{pid}/ns/mnt")
+        if supervisord := procs.still(state.supervisor_pid, state.supervisor_started):
+            argv.append(f"--mount=/proc/{supervisord.pid}/ns/mnt")
         return [*argv, "--"]
 
     def _setpriv(self) -> list[str]:

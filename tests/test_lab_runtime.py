@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,6 +148,11 @@ def test_a_revert_leaves_alone_the_process_that_took_an_exited_helpers_pid(
 
     helper = procs.spawn(["true"], tmp_path / "helper.log")
     wait_for(lambda: not helper.alive(), timeout=10, what="the helper to exit")
+    # Start times count clock ticks (10 ms): a reuse within the same tick, which only a
+    # forced one like this can be, would look the same. Let a tick or two pass first.
+    ticks = os.sysconf("SC_CLK_TCK")
+    wait_for(lambda: time.clock_gettime(time.CLOCK_BOOTTIME) * ticks > helper.started + 2,
+             timeout=5, what="the next clock tick")  # fmt: skip
     other = _spawn_with_pid(helper.pid, ["sleep", "60"])
     if other is None:
         pytest.skip(f"could not get PID {helper.pid} back for the test")

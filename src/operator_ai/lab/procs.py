@@ -4,7 +4,9 @@ A PID alone does not name a process for long: once it exits, the kernel hands th
 the next process that starts. So a process Operator starts now and signals later (a fault's
 helper, a paused tree) is remembered as a :class:`Proc`, its PID *and* its start time
 (field 22 of ``/proc/PID/stat``: set at fork, kept across exec), and only a process with
-both is signalled."""
+both is signalled. The start time counts clock ticks (10 ms), so a PID handed out again
+within one tick would look the same: the kernel would have to run through every other PID
+in that time first."""
 
 from __future__ import annotations
 

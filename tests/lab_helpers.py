@@ -34,11 +34,11 @@ def lab_home() -> Iterator[Path]:
 
 @contextmanager
 def running_lab(
-    home: Path, subject: str = "etcd", mode: str = MODE, name: str | None = None
+    home: Path, subject: str = "etcd", mode: str = MODE, name: str | None = None, nodes: int = 3
 ) -> Iterator[Lab]:
     lab = Lab(LabDir(home, name or subject))
     try:
-        lab.up(load_subject(subject), 3, mode, "operator-lab")
+        lab.up(load_subject(subject), nodes, mode, "operator-lab")
         yield lab
     finally:
         lab.down()

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from lab_helpers import ROOT, lab_home, wait_for
+from lab_helpers import ROOT, lab_home, running_lab, wait_for
 from operator_ai.errors import LabError
-from operator_ai.lab import Lab, LabDir, faults
+from operator_ai.lab import Lab, faults, runtime
 from operator_ai.lab.state import LabState, Node, private_dir, supervisor_socket
 from operator_ai.lab.supervisor import Supervisor
 from operator_ai.sandbox import sandbox_for
@@ -77,23 +77,15 @@ def homes() -> Iterator[tuple[Path, Path]]:
 
 @pytest.fixture(scope="module")
 def lab(homes: tuple[Path, Path]) -> Iterator[Lab]:
-    lab = Lab(LabDir(homes[0], "etcd"))
-    try:
-        lab.up(load_subject("etcd"), 3, "netns", LAB_USER)
+    with running_lab(homes[0], mode="netns") as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture(scope="module")
 def other_lab(homes: tuple[Path, Path]) -> Iterator[Lab]:
     """A one-node lab of the other operator's, whose socket a probe reaches for."""
-    lab = Lab(LabDir(homes[1], "theirs"))
-    try:
-        lab.up(load_subject("etcd"), 1, "netns", LAB_USER)
+    with running_lab(homes[1], mode="netns", name="theirs", nodes=1) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +115,8 @@ def owns_its_lab(sandbox: BwrapSandbox, lab: Lab, node: str = "etcd2") -> None:
 
 
 def as_lab_user(*argv: str) -> None:
-    account = pwd.getpwnam(LAB_USER)
-    subprocess.run(
-        ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups",
-         "--", *argv], check=True, capture_output=True,
-    )  # fmt: skip
+    prefix = runtime.as_lab_user(pwd.getpwnam(LAB_USER))
+    subprocess.run([*prefix, *argv], check=True, capture_output=True)
 
 
 # -- root never follows a path the lab user can write -----------------------------------

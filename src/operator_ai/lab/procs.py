@@ -19,6 +19,9 @@ from typing import NamedTuple
 
 from operator_ai.errors import LabError
 
+STATE, PPID, STARTTIME = 0, 1, 19
+"""Fields of /proc/PID/stat (3, 4 and 22 in proc(5)), counted after the command's name."""
+
 
 class Proc(NamedTuple):
     """One process, for as long as it lives: a reused PID has another start time."""
@@ -30,7 +33,7 @@ class Proc(NamedTuple):
     @classmethod
     def of(cls, pid: int) -> Proc | None:
         """The process that has ``pid`` now; None if there is none."""
-        started = _stat(pid, 19)
+        started = _stat(pid, STARTTIME)
         return None if started is None else cls(pid, int(started))
 
     @classmethod
@@ -44,9 +47,9 @@ class Proc(NamedTuple):
     def alive(self) -> bool:
         """Still this process, and not a zombie (a zombie child of ours is reaped; the start
         time is checked first, so no other child of ours that took the PID is)."""
-        if _stat(self.pid, 19) != str(self.started):
+        if _stat(self.pid, STARTTIME) != str(self.started):
             return False
-        return alive(self.pid) and _stat(self.pid, 19) == str(self.started)
+        return alive(self.pid) and _stat(self.pid, STARTTIME) == str(self.started)
 
     def signal(self, sig: signal.Signals) -> bool:
         """Send ``sig`` if this is still the process; False if it is gone."""
@@ -67,8 +70,8 @@ def still(pid: int | None, started: int | None) -> Proc | None:
 
 
 def _stat(pid: int, field: int) -> str | None:
-    """A field of /proc/PID/stat, counted from the state (0) after the command's name,
-    which may hold spaces and parentheses."""
+    """A field of /proc/PID/stat, counted from the state after the command's name, which
+    may hold spaces and parentheses."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -87,14 +90,8 @@ def cmdline(pid: int) -> list[str]:
 def _parents() -> dict[int, int]:
     parents = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses; fields resume after the last ')'.
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if entry.name.isdigit() and (parent := _stat(int(entry.name), PPID)) is not None:
+            parents[int(entry.name)] = int(parent)
     return parents
 
 
@@ -148,7 +145,7 @@ def alive(pid: int) -> bool:
     """Some process has ``pid`` (use :meth:`Proc.alive` to know it is the same one)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our child and has exited
-    return _stat(pid, 0) not in (None, "Z")
+    return _stat(pid, STATE) not in (None, "Z")
 
 
 def referencing(marker: str) -> list[int]:

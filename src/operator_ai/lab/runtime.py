@@ -200,11 +200,11 @@ class Lab:
                 self.path / "supervisord.conf", render_supervisor(self.path, state.prefix, names)
             )
             progress("starting supervisord")
-            supervisord = start_supervisor(self.path, mode == NETNS, _clean_env())
+            supervisord = start_supervisor(self.path, mode == NETNS, CLEAN_ENV)
             state.supervisor_pid, state.supervisor_started = supervisord
             self.dir.save(state)
             owner = (account.pw_uid, account.pw_gid) if is_root() else None
-            state.door_pid, state.door_started = start_door(self.path, names, owner, _clean_env())
+            state.door_pid, state.door_started = start_door(self.path, names, owner, CLEAN_ENV)
             self.dir.save(state)
             if mode == NETNS:
                 for name in names:
@@ -439,10 +439,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _clean_env() -> dict[str, str]:
-    return dict(CLEAN_ENV)
 
 
 def as_lab_user(account: pwd.struct_passwd) -> list[str]:

@@ -12,6 +12,7 @@ lint: setup
 	$(VENV)/ruff check src tests bench
 	$(VENV)/ruff format --check src tests bench
 	$(VENV)/mypy
+	$(VENV)/lint-imports --no-cache
 
 bench: setup
 	$(VENV)/python bench/store.py

@@ -35,10 +35,10 @@ from operator_ai.agent import work
 from operator_ai.agent.worker import AgentOptions, agent_factory
 from operator_ai.config import Settings
 from operator_ai.lab import Lab, LabDir
-from operator_ai.lab import faults as chaos
+from operator_ai.lab import injections as chaos
 from operator_ai.monitor import Monitor
+from operator_ai.plugins import load_subject
 from operator_ai.store import Status, Store, Violation
-from operator_ai.subjects import load_subject
 
 
 def script(path: Path, turns: list[dict[str, object]]) -> str:
@@ -131,7 +131,7 @@ def main() -> int:
         with Store(settings.db) as store:
             results["overhead_ms"] = figures(overhead(settings, store, args.steps), 1000)
             store.resolve(store.live()[0].id, "bench: overhead run done")
-            monitor = Monitor(store, lab, interval=args.interval)
+            monitor = Monitor(store, lab.subject, lab.cluster, interval=args.interval)
             stop = threading.Event()
             runner = threading.Thread(target=monitor.run, args=(lambda t: None, stop))
             runner.start()

@@ -26,10 +26,10 @@ from datetime import datetime
 from pathlib import Path
 
 from operator_ai.lab import Lab, LabDir
-from operator_ai.lab import faults as chaos
+from operator_ai.lab import injections as chaos
 from operator_ai.monitor import Monitor
+from operator_ai.plugins import load_subject
 from operator_ai.store import Store
-from operator_ai.subjects import load_subject
 
 FAULTS = {
     "kill-follower": ("kill", "follower"),
@@ -108,7 +108,7 @@ def main() -> int:
         results["lab_up_seconds"] = round(time.perf_counter() - started, 2)
 
         store = Store(f"sqlite:///{home / 'operator.db'}")
-        monitor = Monitor(store, lab, interval=args.interval)
+        monitor = Monitor(store, lab.subject, lab.cluster, interval=args.interval)
         cpu = monitor_cpu(monitor, 30)
         results["monitor_cpu_ms_per_observation"] = round(cpu * 1000, 2)
         results["monitor_cpu_share_at_interval"] = round(cpu / args.interval, 4)

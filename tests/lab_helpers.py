@@ -13,9 +13,9 @@ from pathlib import Path
 
 from operator_ai.lab import Lab, LabDir
 from operator_ai.monitor import Monitor
+from operator_ai.plugins import load_subject
 from operator_ai.store import Store
 from operator_ai.store.records import Ticket
-from operator_ai.subjects import load_subject
 
 ROOT = os.geteuid() == 0
 MODE = "netns" if ROOT else "loopback"
@@ -72,7 +72,7 @@ def cycle_for(monitor: Monitor, seconds: float) -> None:
 @contextmanager
 def running_monitor(store: Store, lab: Lab, interval: float = 0.5) -> Iterator[Monitor]:
     """The real monitor, cycling on a thread for as long as the block runs."""
-    monitor = Monitor(store, lab, interval=interval)
+    monitor = Monitor(store, lab.subject, lab.cluster, interval=interval)
     stop = threading.Event()
     thread = threading.Thread(target=monitor.run, args=(lambda t: None, stop), daemon=True)
     thread.start()

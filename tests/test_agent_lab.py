@@ -22,7 +22,7 @@ from operator_ai.agent import Budget, work
 from operator_ai.agent.worker import AgentOptions, agent_factory
 from operator_ai.config import Settings
 from operator_ai.lab import Lab
-from operator_ai.lab import faults as chaos
+from operator_ai.lab import injections as chaos
 from operator_ai.store import AuditKind, Outcome, Status, Store
 
 pytestmark = [
@@ -105,7 +105,7 @@ def test_the_agent_restarts_a_killed_follower_and_the_monitor_confirms_it(
     assert target in results[0].content and f"{target}: started" in results[1].content
     assert any(e.kind == AuditKind.REASONING for e in entries)
     assert any(e.kind == AuditKind.VERIFICATION and "confirmed" in e.content for e in entries)
-    assert lab.pid(target) is not None
+    assert lab.cluster.pid(target) is not None
     verified = run_cli("audit", "verify", home=settings.home, env={"OPERATOR_DB": settings.db})
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
@@ -127,7 +127,7 @@ def test_claiming_success_without_fixing_is_not_verified_and_escalates(
     assert outcomes == [Outcome.ESCALATED]
     ticket = store.tickets()[0]
     assert ticket.status == Status.ESCALATED
-    assert lab.pid(target) is None  # nothing was fixed, and nothing said otherwise
+    assert lab.cluster.pid(target) is None  # nothing was fixed, and nothing said otherwise
     [session] = store.sessions(ticket.id)
     assert "step budget spent" in (session.summary or "")
     verifications = [e.content for e in store.audit_entries(session.id)

@@ -158,7 +158,7 @@ def test_module_entry_point_matches_console_script(tmp_path: Path) -> None:
          "subject's own runtime"),
         (["lab", "up", "tikv", "--runtime", "docker", "--mode", "netns"],
          "--mode applies to the process runtime only", "Drop --mode"),
-        (["monitor", "run", "--subject", "etcd", "--interval", "0"],
+        (["monitor", "run", "--lab", "etcd", "--interval", "0"],
          "--interval must be positive", "--interval 1"),
     ],
 )  # fmt: skip

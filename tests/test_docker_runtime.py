@@ -14,8 +14,9 @@ import yaml
 
 from conftest import run_cli
 from lab_helpers import lab_home, live, running_lab, wait_for
+from operator_ai.core import NoControl
 from operator_ai.lab import docker
-from operator_ai.lab.state import LabState, Node
+from operator_ai.lab.state import LabNode, LabState
 from operator_ai.sandbox.docker import run_argv
 from operator_ai.sandbox.limits import Limits
 from operator_ai.subjects.tikv import compose, load_commands
@@ -28,7 +29,7 @@ ENGINE = docker.engine_problem()
 def state() -> LabState:
     topology = compose.topology(3)
     nodes = [
-        Node(n, "127.0.0.1", {p: 40000 + i for p in ports})
+        LabNode(n, "127.0.0.1", {p: 40000 + i for p in ports})
         for i, (n, ports) in enumerate(topology.items())
     ]
     return LabState(
@@ -39,6 +40,7 @@ def state() -> LabState:
         user="root",
         nodes=nodes,
         created_at="2026-12-01T00:00:00+00:00",
+        extra={"project": "op0a1b2c"},
     )
 
 
@@ -82,11 +84,11 @@ def test_prometheus_scrapes_the_status_port_that_the_promql_matches() -> None:
 
 def test_docker_faults_build_the_commands_they_run() -> None:
     lab = state()
-    assert FAULTS["kill"].commands(lab, "tikv2", {}) == [
+    assert FAULTS["kill"].commands(lab.prefix, "tikv2", {}) == [
         ["docker", "kill", "--signal", "KILL", "op0a1b2c-tikv2"]
     ]
-    assert FAULTS["pause"].undo(lab, "pd1", {}) == [["docker", "unpause", "op0a1b2c-pd1"]]
-    [delay] = FAULTS["delay"].commands(lab, "tikv1", {"ms": "250", "jitter": "0"})
+    assert FAULTS["pause"].undo(lab.prefix, "pd1", {}) == [["docker", "unpause", "op0a1b2c-pd1"]]
+    [delay] = FAULTS["delay"].commands(lab.prefix, "tikv1", {"ms": "250", "jitter": "0"})
     assert delay[:8] == [
         "docker",
         "run",
@@ -98,9 +100,9 @@ def test_docker_faults_build_the_commands_they_run() -> None:
         docker.TOOLS_IMAGE,
     ]
     assert delay[8:] == ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", "250ms"]
-    [loss] = FAULTS["loss"].commands(lab, "tikv1", {"percent": "40"})
+    [loss] = FAULTS["loss"].commands(lab.prefix, "tikv1", {"percent": "40"})
     assert loss[-2:] == ["loss", "40%"]
-    assert FAULTS["loss"].undo(lab, "tikv1", {})[0][-6:] == [
+    assert FAULTS["loss"].undo(lab.prefix, "tikv1", {})[0][-6:] == [
         "tc",
         "qdisc",
         "del",
@@ -114,7 +116,7 @@ def test_docker_faults_build_the_commands_they_run() -> None:
         "-j DROP && iptables -I INPUT -s 10.5.0.4 -j DROP && iptables -I OUTPUT "
         "-d 10.5.0.4 -j DROP"
     )
-    [fill] = FAULTS["disk_pressure"].commands(lab, "tikv3", {"leave_mb": "64"})
+    [fill] = FAULTS["disk_pressure"].commands(lab.prefix, "tikv3", {"leave_mb": "64"})
     assert fill[:5] == ["docker", "run", "--rm", "--volumes-from", "op0a1b2c-tikv3"]
     assert "count=$((free - 64))" in fill[-1]
 
@@ -123,9 +125,9 @@ def test_fault_parameters_are_checked_before_anything_runs() -> None:
     from operator_ai.errors import LabError, UsageError
 
     with pytest.raises(UsageError, match="between 0 and 100"):
-        FAULTS["loss"].commands(state(), "tikv1", {"percent": "140"})
+        FAULTS["loss"].commands(state().prefix, "tikv1", {"percent": "140"})
     with pytest.raises(LabError, match="targets a store"):
-        FAULTS["disk_pressure"].commands(state(), "pd1", {"leave_mb": "64"})
+        FAULTS["disk_pressure"].commands(state().prefix, "pd1", {"leave_mb": "64"})
 
 
 def test_the_docker_sandbox_is_a_locked_down_container_without_the_docker_socket() -> None:
@@ -152,9 +154,9 @@ def test_compose_commands_name_the_lab_project_and_remove_volumes_on_down() -> N
     lab, path = state(), Path("/labs/tikv")
     base = ["docker", "compose", "--project-name", "op0a1b2c", "--file", "/labs/tikv/compose.yaml"]
     # Every profile, so that a running load's container goes too (and frees the network).
-    assert docker.down(lab, path) == [*base, "--profile", "*", "down", "--volumes",
+    assert docker.down(lab.prefix, path) == [*base, "--profile", "*", "down", "--volumes",
                                       "--remove-orphans", "--timeout", "5"]  # fmt: skip
-    load, run = load_commands(lab, path, 200.4, 30)
+    load, run = load_commands(lab.cluster(path, NoControl()), 200.4, 30)
     assert load[: len(base) + 6] == [*base, "--profile", "load", "run", "--rm", "-T", "ycsb"]
     assert load[len(base) + 6] == "load" and run[len(base) + 6] == "run"
     assert "operationcount=6012" in run and "target=200" in run  # go-ycsb reads an integer
@@ -188,13 +190,13 @@ def tikv_lab() -> Iterator[object]:
 @pytest.mark.skipif(shutil.which("losetup") is None, reason="needs losetup for the store disks")
 def test_live_a_killed_store_opens_store_down(tikv_lab: object) -> None:
     from operator_ai.lab import Lab
-    from operator_ai.lab import faults as chaos
+    from operator_ai.lab import injections as chaos
     from operator_ai.monitor import Monitor
     from operator_ai.store import Store
 
     assert isinstance(tikv_lab, Lab)
     with Store(f"sqlite:///{tikv_lab.path / 'test.db'}") as store:
-        monitor = Monitor(store, tikv_lab, interval=1.0)
+        monitor = Monitor(store, tikv_lab.subject, tikv_lab.cluster, interval=1.0)
         chaos.inject(tikv_lab, "kill", "tikv2", {})
 
         def opened() -> object:
@@ -205,7 +207,7 @@ def test_live_a_killed_store_opens_store_down(tikv_lab: object) -> None:
 
 
 def test_the_briefing_names_roles_containers_tools_and_queries() -> None:
-    text = briefing(state(), Path("/labs/tikv"))
+    text = briefing(state().cluster(Path("/labs/tikv"), NoControl()))
     for needle in ("op0a1b2c-tikv2", "op0a1b2c-pd1", "pd-ctl -u http://pd1:2379", "tikv-ctl",
                    "tikv3:20160 (status tikv3:20180)", "histogram_quantile(0.99",
                    "no access\nto Docker", "`/lab/compose.yaml`"):  # fmt: skip
@@ -215,7 +217,7 @@ def test_the_briefing_names_roles_containers_tools_and_queries() -> None:
 def test_delay_and_loss_refuse_to_share_a_node(tmp_path: Path) -> None:
     from operator_ai.errors import LabError
     from operator_ai.lab import Lab, LabDir
-    from operator_ai.lab import faults as chaos
+    from operator_ai.lab import injections as chaos
 
     lab_dir = LabDir(tmp_path, "tikv")
     lab_dir.path.mkdir(parents=True)

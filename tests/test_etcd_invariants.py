@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from operator_ai.subjects import Observation
+from operator_ai.core import Observation
 from operator_ai.subjects.etcd.invariants import INVARIANTS, check
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

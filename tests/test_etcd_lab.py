@@ -19,7 +19,8 @@ from conftest import run_cli
 from lab_helpers import ROOT, cycle_for, cycle_until, lab_home, live, running_lab, wait_for
 from operator_ai.errors import FaultUnsupported, LabError, UsageError
 from operator_ai.lab import Lab
-from operator_ai.lab import faults as chaos
+from operator_ai.lab import injections as chaos
+from operator_ai.lab.faults import helpers
 from operator_ai.monitor import Monitor
 from operator_ai.store import Store
 from operator_ai.store.records import Status
@@ -38,7 +39,7 @@ def lab() -> Iterator[Lab]:
 def monitor(lab: Lab, tmp_path: Path) -> Iterator[Monitor]:
     store = Store(f"sqlite:///{tmp_path / 'operator.db'}")
     try:
-        yield Monitor(store, lab, interval=1.0)
+        yield Monitor(store, lab.subject, lab.cluster, interval=1.0)
     finally:
         lab.heal()
         store.close()
@@ -105,7 +106,7 @@ def test_total_packet_loss_cuts_a_member_off_and_the_revert_brings_it_back(
     injection = chaos.inject(lab, "loss", target, {"percent": "100"})
     key = f"etcd:member_down:{target}"
     cycle_until(monitor, lambda: live(monitor.store, key), what=key)
-    assert lab.pid(target) is not None  # running, just unreachable
+    assert lab.cluster.pid(target) is not None  # running, just unreachable
 
     chaos.revert(lab, injection.id)
     cycle_until(monitor, lambda: not monitor.store.live(), what="every ticket cleared")
@@ -114,7 +115,7 @@ def test_total_packet_loss_cuts_a_member_off_and_the_revert_brings_it_back(
 def test_cpu_stress_runs_stress_ng_until_reverted(lab: Lab) -> None:
     injection = chaos.inject(lab, "cpu_stress", None, {"load": "10", "timeout": "60"})
     try:
-        [helper] = chaos.helpers(injection)
+        [helper] = helpers(injection)
         # The helper is `env -C DIR stress-ng ...` until env execs: wait for stress-ng itself.
         comm = Path(f"/proc/{helper.pid}/comm")
         wait_for(lambda: comm.exists() and comm.read_text().startswith("stress-ng"), timeout=10,
@@ -140,13 +141,13 @@ def test_a_full_disk_crashes_the_member_and_it_cannot_restart(lab: Lab, monitor:
     assert "no space left on device" in log
 
     with pytest.raises(LabError, match="SPAWN_ERROR"):
-        lab.supervisor.start(target)
-    assert lab.pid(target) is None
+        lab.control.start(target)
+    assert lab.cluster.pid(target) is None
     chaos.revert(lab, injection.id)
 
 
 def _write(lab: Lab, seconds: float) -> None:
-    lab.subject.load(lab.state, lab.path, 100, seconds, lambda _stats: None)
+    lab.subject.load(lab.cluster, 100, seconds, lambda _stats: None, threading.Event())
 
 
 def test_the_nospace_alarm_opens_alarm_active(lab: Lab, monitor: Monitor) -> None:
@@ -164,7 +165,7 @@ def test_a_restarted_monitor_keeps_the_same_ticket(lab: Lab, monitor: Monitor) -
     first = live(monitor.store, key)
     assert first is not None
 
-    restarted = Monitor(monitor.store, lab, interval=1.0)
+    restarted = Monitor(monitor.store, lab.subject, lab.cluster, interval=1.0)
     cycle_for(restarted, 3)
     same = [t for t in monitor.store.tickets() if t.key == key]
     assert [t.id for t in same] == [first.id]
@@ -178,7 +179,7 @@ def test_with_every_member_down_one_unobservable_ticket_opens_and_nothing_clears
     chaos.inject(lab, "kill", target, {})
     cycle_until(monitor, lambda: live(monitor.store, f"etcd:member_down:{target}"))
     for node in lab.state.nodes:
-        lab.supervisor.stop(node.name)
+        lab.control.stop(node.name)
     cycle_until(monitor, lambda: live(monitor.store, "etcd:subject_unobservable:cluster"))
     cycle_for(monitor, 3)
 
@@ -237,7 +238,7 @@ def test_a_stale_wal_panics_on_restart_until_the_member_is_replaced(
     cycle_until(monitor, lambda: live(monitor.store, f"etcd:member_down:{target}"))
 
     with pytest.raises(LabError, match="SPAWN_ERROR"):
-        lab.supervisor.start(target)
+        lab.control.start(target)
     assert "is out of range" in (lab.path / "logs" / f"{target}.log").read_text()
 
     chaos.revert(lab, injection.id)  # replaces the member
@@ -258,9 +259,9 @@ def test_the_cli_reverts_a_timed_fault_on_sigterm_and_monitor_once_says_what_it_
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: lab.pid(target) is None, what=f"{target} to stop")
+        wait_for(lambda: lab.cluster.pid(target) is None, what=f"{target} to stop")
         db = f"sqlite:///{home / 'once.db'}"
-        once = run_cli("monitor", "run", "--subject", "etcd", "--once", home=home,
+        once = run_cli("monitor", "run", "--lab", "etcd", "--once", home=home,
                        env={"OPERATOR_DB": db})  # fmt: skip
         assert once.returncode == 0, once.stderr
         assert f"seen, not a ticket until it lasts 1 s: etcd:member_down:{target}" in once.stdout
@@ -274,5 +275,5 @@ def test_the_cli_reverts_a_timed_fault_on_sigterm_and_monitor_once_says_what_it_
         inject.kill()
     assert inject.returncode == 0, output
     assert "reverted injection" in output
-    assert lab.pid(target) is not None  # the revert started it again
+    assert lab.cluster.pid(target) is not None  # the revert started it again
     assert not chaos.Injections(lab.path).active()

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is no
 def home() -> Iterator[Path]:
     with lab_home() as path:
         yield path
-        run_cli("lab", "down", "etcd", home=path)  # whatever a failed test left
+        run_cli("lab", "down", "--lab", "etcd", home=path)  # whatever a failed test left
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -64,9 +64,9 @@ def test_up_status_and_down_leave_nothing_behind(home: Path) -> None:
     pid = status["nodes"][0]["pid"]
     assert os.stat(f"/proc/{pid}").st_uid != 0
 
-    ok(run_cli("lab", "down", "etcd", home=home))
+    ok(run_cli("lab", "down", "--lab", "etcd", home=home))
     assert leftovers(home) == []
-    ok(run_cli("lab", "down", "etcd", home=home))  # idempotent
+    ok(run_cli("lab", "down", "--lab", "etcd", home=home))  # idempotent
     result = run_cli("lab", "status", home=home)
     assert result.returncode == 1 and "lab up" in result.stderr
 
@@ -81,7 +81,7 @@ def test_down_cleans_up_after_a_crashed_supervisor_and_a_lost_lab_json(home: Pat
     (lab.path / "lab.json").unlink()
     assert leftovers(home)
 
-    ok(run_cli("lab", "down", "etcd", home=home))
+    ok(run_cli("lab", "down", "--lab", "etcd", home=home))
     assert leftovers(home) == []
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from operator_ai.subjects import Observation
+from operator_ai.core import Observation
 from operator_ai.subjects.ratelimiter.invariants import INVARIANTS, check
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -19,7 +19,7 @@ import pytest
 
 from lab_helpers import ROOT, cycle_for, cycle_until, lab_home, live, running_lab, wait_for
 from operator_ai.lab import Lab
-from operator_ai.lab import faults as chaos
+from operator_ai.lab import injections as chaos
 from operator_ai.lab.load import read_workload
 from operator_ai.monitor import Monitor
 from operator_ai.store import Store
@@ -40,7 +40,7 @@ def lab() -> Iterator[Lab]:
 def monitor(lab: Lab, tmp_path: Path) -> Iterator[Monitor]:
     store = Store(f"sqlite:///{tmp_path / 'operator.db'}")
     try:
-        yield Monitor(store, lab, interval=1.0)
+        yield Monitor(store, lab.subject, lab.cluster, interval=1.0)
     finally:
         lab.heal()
         store.close()
@@ -48,7 +48,7 @@ def monitor(lab: Lab, tmp_path: Path) -> Iterator[Monitor]:
 
 @pytest.fixture
 def load(lab: Lab) -> Iterator[subprocess.Popen[str]]:
-    """`operator lab load ratelimiter` at 400 checks/s, as a user would run it."""
+    """`operator lab load --lab ratelimiter` at 400 checks/s, as a user would run it."""
     with _load(lab, 400) as proc:
         yield proc
 
@@ -58,7 +58,8 @@ def _load(lab: Lab, rate: int) -> Iterator[subprocess.Popen[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPERATOR_")}
     env["OPERATOR_HOME"] = str(lab.path.parent.parent)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "operator_ai", "lab", "load", "ratelimiter", "--rate", str(rate)],
+        [sys.executable, "-m", "operator_ai", "lab", "load", "--lab", "ratelimiter",
+         "--rate", str(rate)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -19,7 +19,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from operator_ai.ratelimiter.cli import main
+from operator_ai.subjects.ratelimiter.service.cli import main
 from operator_ai.testing.ratelimiter import RateLimiterNode, ratelimiter_nodes
 from operator_ai.testing.redis import RedisServer, free_port, redis_server
 
@@ -446,7 +446,7 @@ def test_the_process_exits_non_zero_on_a_bad_limits_file(tmp_path: Path) -> None
     """The same refusal, seen from outside, as the lab's supervisor sees it."""
     argv = node_args("--limits", str(tmp_path / "missing.json"))
     result = subprocess.run(
-        [sys.executable, "-m", "operator_ai.ratelimiter", *argv],
+        [sys.executable, "-m", "operator_ai.subjects.ratelimiter.service", *argv],
         capture_output=True,
         text=True,
         timeout=30,

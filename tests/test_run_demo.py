@@ -31,7 +31,7 @@ def home() -> Iterator[Path]:
         try:
             yield home
         finally:
-            run_cli("lab", "down", "etcd", home=home)
+            run_cli("lab", "down", "--lab", "etcd", home=home)
 
 
 def env(home: Path) -> dict[str, str]:
@@ -56,7 +56,7 @@ needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 @needs_tmux
 def test_the_dashboard_kills_a_node_on_k_and_shows_the_repair(home: Path) -> None:
     tmux = ["tmux", "-L", f"operator-test-run-{os.getpid()}"]
-    command = f"{sys.executable} -m operator_ai run --subject etcd --model scripted:{RESTART}"
+    command = f"{sys.executable} -m operator_ai run etcd --model scripted:{RESTART}"
     shell = f"{command}; echo run-exited-$?; sleep 600"
     subprocess.run([*tmux, "new-session", "-d", "-x", "160", "-y", "50", shell],
                    env=env(home), check=True)  # fmt: skip
@@ -96,7 +96,7 @@ def test_the_demo_shows_fault_detection_repair_and_recovery_in_a_terminal(home: 
 
 def test_operator_run_headless_repairs_a_killed_member(home: Path) -> None:
     run = subprocess.Popen(
-        [sys.executable, "-m", "operator_ai", "run", "--subject", "etcd", "--no-ui",
+        [sys.executable, "-m", "operator_ai", "run", "etcd", "--no-ui",
          "--model", f"scripted:{RESTART}"],
         env=env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -125,8 +125,8 @@ def test_operator_run_headless_repairs_a_killed_member(home: Path) -> None:
 def test_the_runner_restarts_a_broken_monitor_and_a_dead_load(home: Path) -> None:
     from lab_helpers import running_lab, wait_for
     from operator_ai.config import Settings
+    from operator_ai.run import Runner
     from operator_ai.store import Store
-    from operator_ai.tui.runner import Runner
 
     with running_lab(home) as lab, Store(f"sqlite:///{home / 'operator.db'}") as store:
         runner = Runner(Settings(home=home, db=f"sqlite:///{home / 'operator.db'}"), store, lab,

@@ -94,7 +94,7 @@ def uid_threads(uid: int) -> int:
 
 
 def node_pids(lab: Lab) -> dict[str, int]:
-    return {p["name"]: p["pid"] for p in lab.supervisor.all_info()}
+    return {p.name: p.pid for p in lab.control.statuses()}
 
 
 def leftover_cgroups() -> list[Path]:
@@ -286,7 +286,7 @@ def test_a_fork_bomb_is_contained_and_leaves_the_lab_running(
     assert procs.referencing(tag) == []
 
     assert node_pids(lab) == nodes_before
-    assert all(p["statename"] == "RUNNING" for p in lab.supervisor.all_info())
+    assert all(p.state == "RUNNING" for p in lab.control.statuses())
     assert subprocess.run(["true"], timeout=10).returncode == 0  # the host can still fork
     assert sandbox.run("echo still here").stdout == "still here\n"
     assert leftover_cgroups() == []

@@ -24,12 +24,12 @@ from conftest import run_cli
 from lab_helpers import ROOT, lab_home, running_lab, wait_for
 from operator_ai.errors import LabError
 from operator_ai.lab import Lab, faults, runtime
-from operator_ai.lab.state import LabState, Node, private_dir, supervisor_socket
+from operator_ai.lab.state import LabNode, LabState, private_dir, supervisor_socket
 from operator_ai.lab.supervisor import Supervisor
+from operator_ai.plugins import load_subject
 from operator_ai.sandbox import sandbox_for
 from operator_ai.sandbox.bwrap import BwrapSandbox
 from operator_ai.store import AuditKind, Store, Violation
-from operator_ai.subjects import load_subject
 
 pytestmark = [
     pytest.mark.skipif(not ROOT, reason="the escape suite runs a netns lab, which needs root"),
@@ -180,7 +180,7 @@ def test_a_launch_script_root_did_not_keep_is_never_started(
         assert "etcd2: ERROR (file is not executable)" in refused.stdout  # supervisorctl's words
         log = (private_dir(lab.path) / "door.log").read_text()
         assert "refusing to start etcd2" in log and "not root" in log  # and the reason
-        assert lab.pid("etcd2") is None
+        assert lab.cluster.pid("etcd2") is None
     finally:
         os.chown(launcher, 0, 0)
     owns_its_lab(sandbox, lab)
@@ -313,14 +313,14 @@ def test_only_status_start_stop_restart_and_tail_pass_the_door(
     sandbox: BwrapSandbox, lab: Lab
 ) -> None:
     log = private_dir(lab.path) / "door.log"
-    pid = lab.pid("etcd1")
+    pid = lab.cluster.pid("etcd1")
     for args in ("shutdown", "reload", "update", "signal KILL etcd1", "clear etcd1",
                  "maintail", "pid", "remove etcd1", "avail"):  # fmt: skip
         seen = len(log.read_text())
         result = sandbox.run(ctl(lab, args))
         assert result.exit_code != 0, (args, result)
         assert "refused:" in log.read_text()[seen:], args  # supervisorctl words it its way
-    assert lab.pid("etcd1") == pid
+    assert lab.cluster.pid("etcd1") == pid
     multicall = sandbox.run(
         'python3 -c "import xmlrpc.client as x, http.client as h, socket\n'
         "class C(h.HTTPConnection):\n"
@@ -464,10 +464,11 @@ def test_python_nodes_run_isolated_from_the_working_directory() -> None:
         (lab_dir / "conf").mkdir()
         (lab_dir / "run").mkdir()
         state = LabState("rl", "ratelimiter", "loopback", "opx", LAB_USER, [
-            Node("redis", "127.0.0.1", {"redis": 6379}), Node("rl1", "127.0.0.1", {"http": 8080}),
+            LabNode("redis", "127.0.0.1", {"redis": 6379}),
+            LabNode("rl1", "127.0.0.1", {"http": 8080}),
         ], "now")  # fmt: skip
         commands = load_subject("ratelimiter").node_commands(state, lab_dir)
-    assert commands["rl1"][1:4] == ["-I", "-m", "operator_ai.ratelimiter"]
+    assert commands["rl1"][1:4] == ["-I", "-m", "operator_ai.subjects.ratelimiter.service"]
 
 
 # -- what a person reads -----------------------------------------------------------------

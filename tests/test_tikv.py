@@ -12,11 +12,13 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from fake_tikv import Cluster, FakeTiKV, GiB, fake_tikv
+from operator_ai.core import NoControl
 from operator_ai.lab import Lab, LabDir
-from operator_ai.lab.state import LabState, Node
+from operator_ai.lab.state import LabNode as Node
+from operator_ai.lab.state import LabState
 from operator_ai.monitor import Monitor
+from operator_ai.plugins import load_subject
 from operator_ai.store import Status, Store
-from operator_ai.subjects import load_subject
 from operator_ai.subjects.tikv.observe import parse_size, queries
 
 TIKV = load_subject("tikv")
@@ -48,14 +50,14 @@ def fake() -> Iterator[FakeTiKV]:
 
 
 def violations(fake: FakeTiKV, tmp_path: Path) -> set[str]:
-    observation = TIKV.observe(lab_state(fake), tmp_path, timeout=5.0)
+    observation = TIKV.observe(lab_state(fake).cluster(tmp_path, NoControl()), timeout=5.0)
     return {v.key for v in TIKV.check(observation, [])}
 
 
 def test_a_healthy_cluster_is_observed_whole_and_breaks_nothing(
     fake: FakeTiKV, tmp_path: Path
 ) -> None:
-    observation = TIKV.observe(lab_state(fake), tmp_path, timeout=5.0)
+    observation = TIKV.observe(lab_state(fake).cluster(tmp_path, NoControl()), timeout=5.0)
     assert observation.cluster["leader"] == "pd1"
     assert observation.unobserved == ()
     assert observation.cluster["regions"] == {"miss_peer": 0, "down_peer": 0, "pending_peer": 0}
@@ -128,13 +130,13 @@ def test_a_store_pd_does_not_list_is_down_and_a_leaderless_pd_hides_the_rest(
     fake: FakeTiKV, tmp_path: Path
 ) -> None:
     _store("tikv3", state="Tombstone")(fake.cluster)  # PD lists tombstones only when asked
-    observation = TIKV.observe(lab_state(fake), tmp_path, timeout=5.0)
+    observation = TIKV.observe(lab_state(fake).cluster(tmp_path, NoControl()), timeout=5.0)
     assert observation.nodes["tikv3"]["state"] == "not registered"
     [down] = TIKV.check(observation, [])
     assert (down.key, down.message) == ("tikv:store_down:tikv3", "tikv3 is not registered in PD")
 
     fake.cluster.leader = None  # the members it answers itself; the rest is forwarded, or 503
-    observation = TIKV.observe(lab_state(fake), tmp_path, timeout=5.0)
+    observation = TIKV.observe(lab_state(fake).cluster(tmp_path, NoControl()), timeout=5.0)
     assert {"store_down", "region_unhealthy", "leader_imbalance", "high_latency"} <= set(
         observation.unobserved
     )
@@ -144,7 +146,7 @@ def test_a_store_pd_does_not_list_is_down_and_a_leaderless_pd_hides_the_rest(
 def test_promql_selects_stores_by_status_port_and_sums_buckets_by_le(
     fake: FakeTiKV, tmp_path: Path
 ) -> None:
-    TIKV.observe(lab_state(fake), tmp_path, timeout=5.0)
+    TIKV.observe(lab_state(fake).cluster(tmp_path, NoControl()), timeout=5.0)
     sent = [parse_qs(urlparse(p).query)["query"][0] for p in fake.prometheus.received]
     assert len(sent) == len(queries(["x"]))
     for query in sent:
@@ -181,7 +183,7 @@ def test_a_failing_health_check_blinds_one_invariant_not_the_whole_look(
     fake: FakeTiKV, tmp_path: Path
 ) -> None:
     fake.cluster.health_up = False
-    observation = TIKV.observe(lab_state(fake), tmp_path, timeout=5.0)
+    observation = TIKV.observe(lab_state(fake).cluster(tmp_path, NoControl()), timeout=5.0)
     assert observation.unobserved == ("pd_member_unhealthy",)
     assert "health" in observation.cluster["errors"]
     assert TIKV.check(observation, []) == []  # the stores and regions were still seen
@@ -194,7 +196,7 @@ def test_one_dead_pd_member_is_named_while_the_others_answer(
     fake.pds["pd1"].close()
     fake.cluster.pds["pd1"] = False
     fake.cluster.leader = "pd2"
-    observation = TIKV.observe(state, tmp_path, timeout=5.0)
+    observation = TIKV.observe(state.cluster(tmp_path, NoControl()), timeout=5.0)
     assert observation.cluster["answering_pd"] == "pd2"
     assert observation.nodes["pd1"]["error"] == "connection refused"
     assert {v.key for v in TIKV.check(observation, [])} == {"tikv:pd_member_unhealthy:pd1"}
@@ -209,7 +211,8 @@ def monitor(fake: FakeTiKV, tmp_path: Path) -> Iterator[Monitor]:
     lab_dir.path.mkdir(parents=True)
     lab_dir.save(lab_state(fake))
     with Store(f"sqlite:///{tmp_path / 'operator.db'}") as store:
-        yield Monitor(store, Lab(lab_dir), interval=1.0)
+        lab = Lab(lab_dir)
+        yield Monitor(store, lab.subject, lab.cluster, interval=1.0)
 
 
 def cycles(monitor: Monitor, n: int) -> None:

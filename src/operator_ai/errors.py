@@ -22,9 +22,7 @@ cross into our code, with ``raise Ours(...) from exc``, so the CLI catches only 
     │   ├── NoModel            no model configured, or a spec that names no provider
     │   ├── ModelUnavailable   the API kept failing (rate limits, 5xx, overload, network)
     │   └── ModelRejected      the API refused the request for good (auth, bad request)
-    ├── SandboxError           the sandbox itself cannot start or run a command
-    └── LimiterError           the rate limiter service: Redis answered with an error
-        └── RedisUnavailable   Redis did not answer in time, or refused the connection
+    └── SandboxError           the sandbox itself cannot start or run a command
 """
 
 from __future__ import annotations
@@ -115,11 +113,3 @@ class ModelRejected(ModelError):
 
 class SandboxError(OperatorError):
     hint = "Run `make setup` (it installs bubblewrap), or `operator lab status` for the lab."
-
-
-class LimiterError(OperatorError):
-    hint = "Inspect the key named in the message with redis-cli (TYPE, ZRANGE, HGETALL)."
-
-
-class RedisUnavailable(LimiterError):
-    hint = "Check that Redis is running and reachable at the --redis URL."

@@ -67,6 +67,10 @@ class Interrupted(End):
 Listener = Callable[[str, dict[str, object]], None]
 
 
+SETTLE_SECONDS = 30.0
+"""How long the agent waits, by default, for the monitor to confirm a fix holds."""
+
+
 @dataclass
 class Agent:
     """Works one claimed ticket to an outcome."""
@@ -77,7 +81,7 @@ class Agent:
     subject: str
     briefing: str
     budget: Budget = field(default_factory=Budget)
-    settle_seconds: float = 30.0
+    settle_seconds: float = SETTLE_SECONDS
     command_timeout: float = DEFAULT_TIMEOUT
     lease_seconds: float = 120.0
     backoff_seconds: float = 60.0

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from operator_ai.agent.budget import Budget
-from operator_ai.agent.loop import Agent, Listener
+from operator_ai.agent.loop import SETTLE_SECONDS, Agent, Listener
 from operator_ai.agent.summary import Summarizer
 from operator_ai.config import Settings
 from operator_ai.errors import LabError, StoreError
@@ -20,7 +20,6 @@ from operator_ai.lab import Lab, LabDir
 from operator_ai.models.spec import load_model
 from operator_ai.sandbox import DEFAULT_TIMEOUT, sandbox_for
 from operator_ai.store import Claim, Outcome, Store
-from operator_ai.subjects import load_subject
 
 AgentFor = Callable[[Claim], Agent]
 
@@ -106,7 +105,7 @@ class AgentOptions:
 
     model: str
     budget: Budget = field(default_factory=Budget)
-    settle_seconds: float = 30.0
+    settle_seconds: float = SETTLE_SECONDS
     command_timeout: float = DEFAULT_TIMEOUT
     unsafe_host: bool = False
     lab: str | None = None  # default: the lab named after the ticket's subject
@@ -128,7 +127,7 @@ def agent_factory(
         lab = Lab(LabDir(settings.home, options.lab or claim.ticket.subject))
         if not lab.running():
             raise LabError(f"lab {lab.dir.name!r} for ticket #{claim.ticket.id} is not running")
-        subject = load_subject(lab.state.subject)
+        subject = lab.subject
         sandbox = sandbox_for(
             lab, settings.home, hide=store_files(settings.db), unsafe_host=options.unsafe_host
         )
@@ -138,7 +137,7 @@ def agent_factory(
             model=load_model(options.model, settings),
             sandbox=sandbox,
             subject=subject.name,
-            briefing=subject.briefing(lab.state, lab.path) + (f"\n{about}" if about else ""),
+            briefing=subject.briefing(lab.cluster) + (f"\n{about}" if about else ""),
             budget=options.budget,
             settle_seconds=options.settle_seconds,
             command_timeout=options.command_timeout,

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json as _json
-import signal
 import threading
 from datetime import UTC, datetime
-from types import FrameType
 
 import typer
 
-from operator_ai.agent import Budget, run_workers, work
+from operator_ai.agent import SETTLE_SECONDS, Budget, run_workers, work
 from operator_ai.agent.worker import AgentOptions, agent_factory
-from operator_ai.cli.context import app_context
-from operator_ai.cli.output import console, err_console
+from operator_ai.cli.context import app_context, stop_on_signals
+from operator_ai.cli.output import JsonLinesOption, console, err_console, print_json_line
 from operator_ai.errors import NoModel, OperatorError
 from operator_ai.models.spec import load_model
-from operator_ai.tui.transcript import Event, describe
+from operator_ai.run import Event
+from operator_ai.sandbox import DEFAULT_TIMEOUT
+from operator_ai.tui.transcript import describe
 
 app = typer.Typer(help="Run agent workers on the ticket queue.", no_args_is_help=True)
 
@@ -36,10 +35,12 @@ def run(
     max_minutes: float = typer.Option(15.0, "--max-minutes", help="Wall time per session."),
     max_cost: float = typer.Option(2.0, "--max-cost", help="USD per session."),
     settle: float = typer.Option(
-        30.0, "--settle", help="Seconds to wait for the monitor to confirm a fix."
+        SETTLE_SECONDS, "--settle", help="Seconds to wait for the monitor to confirm a fix."
     ),
     command_timeout: float = typer.Option(
-        120.0, "--command-timeout", help="Seconds before a command's sandbox is torn down."
+        DEFAULT_TIMEOUT,
+        "--command-timeout",
+        help="Seconds before a command's sandbox is torn down.",
     ),
     lab_name: str | None = typer.Option(
         None, "--lab", help="The lab to work in (default: the one named after the subject)."
@@ -47,7 +48,7 @@ def run(
     unsafe_host: bool = typer.Option(
         False, "--unsafe-host", help="Run commands on the host, without the sandbox. Unsafe."
     ),
-    json: bool = typer.Option(False, "--json", help="Print each event as a JSON line."),
+    as_json: bool = JsonLinesOption,
 ) -> None:
     """Claim tickets and work each to a verified outcome. Needs `operator monitor run` (or
     `operator run`) alongside: only the monitor can confirm a fix."""
@@ -67,14 +68,8 @@ def run(
         unsafe_host=unsafe_host,
         lab=lab_name,
     )
-    stop = threading.Event()
-
-    def on_signal(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    show = _print_json if json else _print
+    stop = stop_on_signals()
+    show = _print_json if as_json else _print
     store = context.store
     agent_for = agent_factory(settings, store, options, stop, show)
 
@@ -88,15 +83,15 @@ def run(
         work(store, name, agent_for, stop, model=spec, lease_seconds=settings.lease_seconds,
              once=once, on_error=on_error)  # fmt: skip
 
-    if not json:
+    if not as_json:
         mode = "one ticket each" if once else "Ctrl-C stops"
         err_console.print(f"agent: {workers} worker(s) with {spec}; {mode}")
     run_workers(workers, target)
 
 
 def _print_json(kind: str, data: dict[str, object]) -> None:
-    record = {"at": datetime.now(UTC).isoformat(), "worker": threading.current_thread().name}
-    print(_json.dumps({**record, "event": kind, **data}, default=str), flush=True)
+    record = {"at": datetime.now(UTC), "worker": threading.current_thread().name}
+    print_json_line({**record, "event": kind, **data})
 
 
 def _print(kind: str, data: dict[str, object]) -> None:

@@ -11,12 +11,11 @@ from operator_ai.cli.output import (
     console,
     plain,
     print_json,
-    shown,
-    styled,
     table,
     when,
 )
 from operator_ai.store import AuditEntry, AuditKind, Session
+from operator_ai.tui.text import shown, styled
 
 app = typer.Typer(help="Read agent sessions and check the audit trail.", no_args_is_help=True)
 

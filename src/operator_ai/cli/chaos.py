@@ -5,16 +5,15 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from types import FrameType
 
 import typer
 
-from operator_ai.cli.context import app_context
-from operator_ai.cli.lab import LabOption, open_lab
+from operator_ai.cli.context import LabOption, app_context, open_lab, stop_on_signals
 from operator_ai.cli.output import JsonOption, console, err_console, print_json, table
+from operator_ai.core import NODE, Injection
 from operator_ai.errors import LabError, UsageError
-from operator_ai.lab import faults
-from operator_ai.lab.faults import Injection, Injections
+from operator_ai.lab import injections as chaos
+from operator_ai.lab.injections import Injections
 from operator_ai.lab.state import lab_names
 
 app = typer.Typer(help="Inject faults into a lab and revert them.", no_args_is_help=True)
@@ -25,17 +24,17 @@ def list_(
     ctx: typer.Context,
     lab_name: str | None = LabOption,
     history: bool = typer.Option(False, "--history", help="Also show reverted injections."),
-    json: bool = JsonOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """The faults this lab can take, and its injections."""
     home = app_context(ctx).settings.home
     lab = open_lab(ctx, lab_name) if lab_name or lab_names(home) else None
-    catalogue = faults.catalogue(lab.subject.faults() if lab else {})
+    catalogue = chaos.catalogue(lab.subject if lab else None)
     injections = Injections(lab.path).all() if lab else []
     if not history:
         injections = [i for i in injections if i.active]
     mode = lab.state.mode if lab else None
-    if json:
+    if as_json:
         print_json(
             {
                 "faults": [
@@ -55,7 +54,7 @@ def list_(
         name = f.name
         if mode is not None and mode not in f.modes:
             name = f"[dim]{f.name} ({'/'.join(f.modes)} only)[/]"
-        out.add_row(name, "NODE" if f.target == faults.NODE else "cluster", params, f.description)
+        out.add_row(name, "NODE" if f.target == NODE else "cluster", params, f.description)
     console.print(out)
     if lab:
         _print_injections(injections, "injections" if history else "active faults")
@@ -95,12 +94,12 @@ def inject(
         None, "--duration", help="Revert after S seconds (Ctrl-C reverts early)."
     ),
     lab_name: str | None = LabOption,
-    json: bool = JsonOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """Inject a fault now; it stays until `chaos revert`, or for --duration seconds."""
     lab = open_lab(ctx, lab_name)
-    injection = faults.inject(lab, fault, target, _params(param))
-    if json:
+    injection = chaos.inject(lab, fault, target, _params(param))
+    if as_json:
         print_json(injection)
     else:
         console.print(
@@ -109,25 +108,18 @@ def inject(
         )
     if duration is None:
         return
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # a killed terminal still reverts the fault
-        signal.signal(sig, _interrupt)
+    stop = stop_on_signals(signal.SIGHUP)  # a killed terminal still reverts the fault
     try:
         end = time.monotonic() + duration
-        while (left := end - time.monotonic()) > 0:
+        while (left := end - time.monotonic()) > 0 and not stop.is_set():
             err_console.print(f"reverting in {left:4.0f} s", end="\r")
-            time.sleep(min(1.0, left))
-    except KeyboardInterrupt:
-        pass
+            stop.wait(min(1.0, left))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a revert is not cut short
             signal.signal(sig, signal.SIG_IGN)
-        injection = faults.revert(lab, injection.id)
+        injection = chaos.revert(lab, injection.id)
         with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
             err_console.print(f"reverted injection {injection.id}        ")
-
-
-def _interrupt(_sig: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 @app.command()
@@ -136,15 +128,15 @@ def revert(
     injection_id: int | None = typer.Argument(None, help="The injection's id."),
     all_: bool = typer.Option(False, "--all", help="Revert every active injection."),
     lab_name: str | None = LabOption,
-    json: bool = JsonOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """Undo an injected fault (or all of them)."""
     if (injection_id is None) == (not all_):
         raise LabError("give an injection id or --all", hint="`operator chaos list` shows them.")
     lab = open_lab(ctx, lab_name)
     ids = [i.id for i in Injections(lab.path).active()] if all_ else [injection_id or 0]
-    reverted = [faults.revert(lab, i) for i in ids]
-    if json:
+    reverted = [chaos.revert(lab, i) for i in ids]
+    if as_json:
         print_json(reverted)
     elif not reverted:
         console.print("no active faults")

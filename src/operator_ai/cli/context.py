@@ -4,13 +4,20 @@ store on first use (so `--help` works even when the config is broken)."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import typer
 
 from operator_ai.config import Settings, load_settings
+from operator_ai.lab import Lab, find_lab
 from operator_ai.store import Store
+
+LabOption = typer.Option(None, "--lab", help="The lab's name (default: the only lab that is up).")
+"""How every command that works on a running lab chooses it."""
 
 
 @dataclass
@@ -44,3 +51,21 @@ def app_context(ctx: typer.Context) -> AppContext:
     obj = ctx.find_root().obj
     assert isinstance(obj, AppContext), "the root callback sets the context"
     return obj
+
+
+def open_lab(ctx: typer.Context, name: str | None) -> Lab:
+    """The lab ``--lab`` names, or the only one that is up."""
+    return Lab(find_lab(app_context(ctx).settings.home, name))
+
+
+def stop_on_signals(*also: signal.Signals) -> threading.Event:
+    """An event that SIGINT (Ctrl-C), SIGTERM (and ``also``) set, for commands that run
+    until stopped and then finish what they were doing."""
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, *also):
+        signal.signal(sig, on_signal)
+    return stop

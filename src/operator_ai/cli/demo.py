@@ -11,17 +11,17 @@ import typer
 from rich.rule import Rule
 
 from operator_ai.cli.context import app_context
-from operator_ai.cli.lab import print_status, progress
-from operator_ai.cli.output import console, shown
+from operator_ai.cli.lab import print_status, up_lab
+from operator_ai.cli.output import console
 from operator_ai.errors import LabError
 from operator_ai.lab import Lab, LabDir
-from operator_ai.lab import faults as chaos
+from operator_ai.lab import injections as chaos
 from operator_ai.lab.load import read_workload
 from operator_ai.models.spec import load_model
+from operator_ai.run import AGENT_EVENTS, Event, Runner, victim
 from operator_ai.store import Status, Store, Ticket
-from operator_ai.subjects import load_subject
-from operator_ai.tui.runner import Runner, victim
-from operator_ai.tui.transcript import AGENT_EVENTS, Event, describe
+from operator_ai.tui.text import shown
+from operator_ai.tui.transcript import describe
 
 NO_MODEL = """\
 [bold]No model is configured[/], so the demo stops at the ticket. To let the agent repair it:
@@ -57,11 +57,10 @@ def demo(
             arrived.notify_all()
 
     chapter(1, "Health", auto, first=True)
-    plugin = load_subject(subject)
-    lab.up(plugin, plugin.default_nodes, None, settings.lab_user, progress)
+    up_lab(ctx, lab, subject)
     print_status(lab, as_json=False)
 
-    runner = Runner(settings, store, lab, model=spec, rate=100, settle=30, on_event=on_event)
+    runner = Runner(settings, store, lab, model=spec, rate=100, on_event=on_event)
     injection = None
     try:
         chapter(2, "Load", auto)

@@ -8,26 +8,27 @@ from typing import Any
 
 import typer
 
-from operator_ai.cli.context import app_context
-from operator_ai.cli.output import JsonOption, console, err_console, print_json, shown, table
+from operator_ai import plugins
+from operator_ai.cli.context import LabOption, app_context, open_lab, stop_on_signals
+from operator_ai.cli.output import (
+    JsonLinesOption,
+    JsonOption,
+    console,
+    err_console,
+    print_json,
+    print_json_line,
+    progress,
+    table,
+)
+from operator_ai.core import COMPOSE, DOCKER, LOOPBACK, MODES, NETNS, PROCESS, RUNTIMES
 from operator_ai.errors import LabError, SubjectUnreachable, UsageError
-from operator_ai.lab import Lab, docker, find_lab
-from operator_ai.lab.faults import Injections
-from operator_ai.lab.runtime import is_root
-from operator_ai.lab.state import DOCKER, MODES, LabDir
-from operator_ai.subjects import load_subject
+from operator_ai.lab import Lab, LabDir, docker
+from operator_ai.lab.injections import Injections
+from operator_ai.lab.load import DEFAULT_RATE
+from operator_ai.lab.process import is_root
+from operator_ai.tui.text import shown
 
 app = typer.Typer(help="Start, inspect, load and stop lab clusters.", no_args_is_help=True)
-
-LabOption = typer.Option(None, "--lab", help="The lab's name (default: the only lab that is up).")
-
-
-def progress(message: str) -> None:
-    err_console.print(f"[dim]lab:[/] {shown(message)}")
-
-
-def open_lab(ctx: typer.Context, name: str | None) -> Lab:
-    return Lab(find_lab(app_context(ctx).settings.home, name))
 
 
 @app.command()
@@ -40,55 +41,65 @@ def up(
     mode: str | None = typer.Option(
         None,
         "--mode",
-        help="netns (root; the default as root) or loopback (no root, fewer faults).",
+        help=f"{NETNS} (root; the default as root) or {LOOPBACK} (no root, fewer faults).",
     ),
-    name: str | None = typer.Option(
-        None, "--name", help="The lab's name (default: the subject's)."
+    lab_name: str | None = typer.Option(
+        None, "--lab", help="The lab's name (default: the subject's)."
     ),
     runtime: str | None = typer.Option(
         None,
         "--runtime",
-        help="process (nodes under supervisord; etcd, ratelimiter) or docker (Docker "
+        help=f"{PROCESS} (nodes under supervisord; etcd, ratelimiter) or {COMPOSE} (Docker "
         "Compose; tikv). Default: the subject's own.",
     ),
-    json: bool = JsonOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """Start a lab cluster, or show it if it is already up."""
     if mode not in (None, *MODES):
         raise UsageError(f"--mode must be {' or '.join(MODES)}, not {mode!r}",
                          hint="netns needs root; loopback runs as you, fewer faults.")  # fmt: skip
-    if runtime not in (None, "process", DOCKER):
-        raise UsageError(f"--runtime must be process or docker, not {runtime!r}",
+    if runtime not in (None, *RUNTIMES):
+        raise UsageError(f"--runtime must be {' or '.join(RUNTIMES)}, not {runtime!r}",
                          hint="Leave it out to use the subject's own runtime.")  # fmt: skip
-    if runtime == DOCKER and mode:
+    if runtime == COMPOSE and mode:
         raise UsageError("--mode applies to the process runtime only",
                          hint="Drop --mode when you pass --runtime docker.")  # fmt: skip
-    settings = app_context(ctx).settings
-    plugin = load_subject(subject)
-    lab = Lab(LabDir(settings.home, name or subject))
-    if runtime == "docker":
-        mode = "docker"
-    elif runtime == "process":
-        mode = mode or ("netns" if is_root() else "loopback")
-    state = lab.up(plugin, nodes or plugin.default_nodes, mode, settings.lab_user, progress)
-    if state.mode == "loopback":
+    if runtime == COMPOSE:
+        mode = DOCKER
+    elif runtime == PROCESS:
+        mode = mode or (NETNS if is_root() else LOOPBACK)
+    lab = Lab(LabDir(app_context(ctx).settings.home, lab_name or subject))
+    up_lab(ctx, lab, subject, nodes, mode)
+    print_status(lab, as_json)
+
+
+def up_lab(
+    ctx: typer.Context, lab: Lab, subject: str, nodes: int | None = None, mode: str | None = None
+) -> None:
+    """Bring ``lab`` up (or find it up) with the user's settings, saying so when it is a
+    loopback lab, which isolates less."""
+    plugin = plugins.load_subject(subject)
+    state = lab.up(plugin, nodes or plugin.default_nodes, mode, app_context(ctx).settings.lab_user,
+                   progress)  # fmt: skip
+    if state.mode == LOOPBACK:
         err_console.print(
             "[yellow]loopback mode:[/] nodes share the host's network and run as you; "
             "network faults are unavailable and the sandbox isolates less."
         )
-    print_status(lab, json)
 
 
 @app.command()
-def status(ctx: typer.Context, lab_name: str | None = LabOption, json: bool = JsonOption) -> None:
+def status(
+    ctx: typer.Context, lab_name: str | None = LabOption, as_json: bool = JsonOption
+) -> None:
     """Nodes, addresses, PIDs, state, leader and active faults."""
-    print_status(open_lab(ctx, lab_name), json)
+    print_status(open_lab(ctx, lab_name), as_json)
 
 
 def _status(lab: Lab) -> dict[str, Any]:
     state = lab.state
     running = lab.running()
-    processes = {p["name"]: p for p in lab.supervisor.all_info()} if running else {}
+    processes = {p.name: p for p in lab.control.statuses()} if running else {}
     observed: dict[str, Any] = {}
     leader = error = None
     if running:
@@ -99,15 +110,15 @@ def _status(lab: Lab) -> dict[str, Any]:
             error = str(exc)
     nodes = []
     for node in state.nodes:
-        process = processes.get(node.name, {})
+        process = processes.get(node.name)
         seen = observed.get(node.name, {})
         nodes.append(
             {
                 "name": node.name,
                 "address": f"{node.address}:{next(iter(node.ports.values()))}",
                 "netns": node.netns,
-                "pid": process.get("pid") or None,
-                "state": process.get("statename", "unknown" if running else "lab down"),
+                "pid": process.pid if process else None,
+                "state": process.state if process else "unknown" if running else "lab down",
                 "role": _role(node.name, leader, seen),
                 "healthy": seen.get("healthy"),
                 "error": seen.get("error"),
@@ -147,7 +158,7 @@ def print_status(lab: Lab, as_json: bool) -> None:
     where = f", subnet {status['subnet']}" if status["subnet"] else ""
     runner = (
         f"compose project {lab.state.prefix}"
-        if status["mode"] == "docker"
+        if status["mode"] == DOCKER
         else f"supervisord {status['supervisor']['pid']} (door {status['supervisor']['door_pid']})"
     )
     console.print(
@@ -184,8 +195,8 @@ def logs(
 ) -> None:
     """Print a node's log (its stdout and stderr)."""
     lab = open_lab(ctx, lab_name)
-    if lab.state.mode == "docker":
-        container = docker.container(lab.state, node)
+    if lab.state.mode == DOCKER:
+        container = docker.container(lab.state.prefix, lab.state.node(node).name)
         argv = ["docker", "logs", "--tail", str(lines), *(["--follow"] if follow else []),
                 container]  # fmt: skip
         with contextlib.suppress(KeyboardInterrupt):
@@ -200,15 +211,11 @@ def logs(
 
 
 @app.command()
-def down(
-    ctx: typer.Context,
-    lab_name: str | None = typer.Argument(None, help="The lab (default: the only one up)."),
-    json: bool = JsonOption,
-) -> None:
+def down(ctx: typer.Context, lab_name: str | None = LabOption, as_json: bool = JsonOption) -> None:
     """Stop a lab and remove its processes, namespaces and mounts (safe to repeat)."""
     lab = open_lab(ctx, lab_name)
     removed = lab.down(progress)
-    if json:
+    if as_json:
         print_json({"lab": lab.dir.name, "removed": removed})
     else:
         console.print(
@@ -217,38 +224,33 @@ def down(
 
 
 @app.command()
-def reset(
-    ctx: typer.Context,
-    lab_name: str | None = typer.Argument(None, help="The lab (default: the only one up)."),
-    json: bool = JsonOption,
-) -> None:
+def reset(ctx: typer.Context, lab_name: str | None = LabOption, as_json: bool = JsonOption) -> None:
     """Stop the lab, wipe its data, logs and fault history, and start it afresh."""
     lab = open_lab(ctx, lab_name)
     state = lab.state
     lab.down(progress)
     lab.wipe()
-    lab.up(load_subject(state.subject), len(state.nodes), state.mode, state.user, progress)
-    print_status(lab, json)
+    lab.up(lab.subject, len(state.nodes), state.mode, state.user, progress)
+    print_status(lab, as_json)
 
 
 @app.command()
 def load(
     ctx: typer.Context,
-    lab_name: str = typer.Argument(..., help="The lab to load, e.g. etcd."),
-    rate: float = typer.Option(50.0, "--rate", help="Requests per second."),
+    lab_name: str | None = LabOption,
+    rate: float = typer.Option(DEFAULT_RATE, "--rate", help="Requests per second."),
     duration: float | None = typer.Option(None, "--duration", help="Stop after S seconds."),
-    json: bool = typer.Option(False, "--json", help="Print each second's stats as a JSON line."),
+    as_json: bool = JsonLinesOption,
 ) -> None:
-    """Drive client load at a steady rate; stats go to the lab's load.json every second."""
+    """Drive client load at a steady rate, until Ctrl-C or --duration; stats go to the lab's
+    load.json every second."""
     if rate <= 0:
         raise UsageError("--rate must be positive", hint="e.g. --rate 50 (operations per second)")
     lab = open_lab(ctx, lab_name)
 
     def report(stats: dict[str, Any]) -> None:
-        if json:
-            import json as _json
-
-            print(_json.dumps({k: v for k, v in stats.items() if k != "series"}), flush=True)
+        if as_json:
+            print_json_line({k: v for k, v in stats.items() if k != "series"})
             return
         window = stats["window"]
         err_console.print(
@@ -259,5 +261,4 @@ def load(
         )
 
     err_console.print(f"load: {rate:g} ops/s on {lab.dir.name}; Ctrl-C stops")
-    with contextlib.suppress(KeyboardInterrupt):
-        lab.subject.load(lab.state, lab.path, rate, duration, report)
+    lab.subject.load(lab.cluster, rate, duration, report, stop_on_signals())

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json as _json
-import signal
-import threading
-from types import FrameType
-
 import typer
 
-from operator_ai.cli.context import app_context
-from operator_ai.cli.lab import open_lab
-from operator_ai.cli.output import console, err_console, shown
-from operator_ai.errors import LabError, UsageError
+from operator_ai.cli.context import LabOption, app_context, open_lab, stop_on_signals
+from operator_ai.cli.output import JsonLinesOption, console, err_console, print_json_line
+from operator_ai.errors import UsageError
 from operator_ai.monitor import Monitor, Transition
+from operator_ai.tui.text import shown
 
 app = typer.Typer(help="Watch a subject and open or clear tickets.", no_args_is_help=True)
 
@@ -29,33 +24,24 @@ COLOUR = {
 @app.command()
 def run(
     ctx: typer.Context,
-    subject: str = typer.Option(..., "--subject", help="The subject to watch, e.g. etcd."),
-    lab_name: str | None = typer.Option(
-        None, "--lab", help="The lab to watch (default: the subject's name)."
-    ),
+    lab_name: str | None = LabOption,
     interval: float = typer.Option(1.0, "--interval", help="Seconds between observations."),
     once: bool = typer.Option(False, "--once", help="Observe once, reconcile, and exit."),
-    json: bool = typer.Option(False, "--json", help="Print each transition as a JSON line."),
+    as_json: bool = JsonLinesOption,
 ) -> None:
-    """Observe on a fixed cadence; print each ticket transition as it happens."""
+    """Observe a lab's cluster on a fixed cadence; print each ticket transition as it
+    happens. Ctrl-C stops."""
     if interval <= 0:
         raise UsageError("--interval must be positive", hint="e.g. --interval 1 (seconds)")
-    lab = open_lab(ctx, lab_name or subject)
-    if lab.state.subject != subject:
-        raise LabError(f"lab {lab.dir.name!r} runs {lab.state.subject}, not {subject}")
-    monitor = Monitor(app_context(ctx).store, lab, interval=interval)
-    stop = threading.Event()
-
-    def on_signal(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    lab = open_lab(ctx, lab_name)
+    subject = lab.subject.name
+    monitor = Monitor(app_context(ctx).store, lab.subject, lab.cluster, interval=interval)
+    stop = stop_on_signals()
 
     def show(t: Transition) -> None:
-        if json:
-            print(_json.dumps({"at": t.at.isoformat(), "kind": t.kind, "ticket": t.ticket_id,
-                               "key": t.key, "message": t.message}), flush=True)  # fmt: skip
+        if as_json:
+            print_json_line({"at": t.at, "kind": t.kind, "ticket": t.ticket_id, "key": t.key,
+                             "message": t.message})  # fmt: skip
         else:
             colour = COLOUR.get(t.kind, "bold")
             console.print(
@@ -72,11 +58,11 @@ def run(
         # One look cannot outlast a grace period: say what was seen that is not a ticket yet.
         live = {t.key for t in monitor.store.live(subject)}
         waiting = [v for v in monitor.seen if v.key not in live]
-        if json:
+        if as_json:
             for v in waiting:
                 grace = monitor.grace.get(v.invariant, 0)
-                seen = {"kind": "seen", "key": v.key, "message": v.message, "grace_seconds": grace}
-                print(_json.dumps(seen))
+                print_json_line({"kind": "seen", "key": v.key, "message": v.message,
+                                 "grace_seconds": grace})  # fmt: skip
             return
         state = monitor.last_error or f"{len(live)} live tickets"
         console.print(f"observed {subject}: {state}")

@@ -4,40 +4,39 @@ from __future__ import annotations
 
 import contextlib
 import select
-import signal
 import sys
 import termios
 import threading
 import tty
 from collections.abc import Callable, Iterator
-from types import FrameType
 
 import typer
 from rich.live import Live
 
-from operator_ai.cli.context import app_context
-from operator_ai.cli.lab import progress
-from operator_ai.cli.output import console, err_console
+from operator_ai.cli.context import app_context, stop_on_signals
+from operator_ai.cli.lab import up_lab
+from operator_ai.cli.output import console, err_console, progress
 from operator_ai.errors import OperatorError
 from operator_ai.lab import Lab, LabDir
-from operator_ai.lab import faults as chaos
+from operator_ai.lab import injections as chaos
+from operator_ai.lab.injections import Injections
+from operator_ai.lab.load import DEFAULT_RATE
 from operator_ai.models.spec import load_model
-from operator_ai.subjects import load_subject
+from operator_ai.run import AGENT_EVENTS, Event, Runner, victim
 from operator_ai.tui.dashboard import screen
-from operator_ai.tui.runner import Runner, victim
-from operator_ai.tui.transcript import AGENT_EVENTS, Event, describe
+from operator_ai.tui.transcript import describe
 
 KEYS = "[bold]k[/] kill a node · [bold]r[/] revert faults · [bold]q[/] quit"
 
 
 def run(
     ctx: typer.Context,
-    subject: str = typer.Option(..., "--subject", help="What to run, e.g. etcd or ratelimiter."),
+    subject: str = typer.Argument(..., help="What to run, e.g. etcd (`operator subjects list`)."),
     model: str | None = typer.Option(
         None, "--model", help="The agent's model (default OPERATOR_MODEL); none: no remediation."
     ),
     workers: int = typer.Option(1, "--workers", min=1, help="Agent workers."),
-    rate: float = typer.Option(50.0, "--rate", help="Load, in requests per second."),
+    rate: float = typer.Option(DEFAULT_RATE, "--rate", help="Load, in requests per second."),
     lab_name: str | None = typer.Option(None, "--lab", help="Lab name (default: the subject)."),
     down: bool = typer.Option(False, "--down", help="Take the lab down on exit."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Print transitions and agent steps."),
@@ -50,17 +49,10 @@ def run(
     if spec:
         load_model(spec, settings).close()  # a bad spec or key fails now
     lab = Lab(LabDir(settings.home, lab_name or subject))
-    lab.up(load_subject(subject), load_subject(subject).default_nodes, None,
-           settings.lab_user, progress)  # fmt: skip
+    up_lab(ctx, lab, subject)
     runner = Runner(settings, context.store, lab, model=spec, workers=workers, rate=rate,
                     on_event=_print if no_ui else lambda e: None)  # fmt: skip
-    stop = threading.Event()
-
-    def on_signal(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     if not spec:
         err_console.print("[yellow]no model configured:[/] tickets open, nobody repairs them "
                           "(see `operator agent run --help` for --model)")  # fmt: skip
@@ -98,7 +90,7 @@ def _dashboard(runner: Runner, stop: threading.Event) -> None:
                 elif key == "k":
                     chaos.inject(runner.lab, "kill", victim(runner.lab), {})
                 elif key == "r":
-                    for injection in chaos.Injections(runner.lab.path).active():
+                    for injection in Injections(runner.lab.path).active():
                         chaos.revert(runner.lab, injection.id)
             except OperatorError as exc:
                 runner.emit("error", {"message": str(exc)})

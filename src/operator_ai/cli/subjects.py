@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import typer
 
+from operator_ai import plugins
 from operator_ai.cli.output import JsonOption, console, print_json, table
 from operator_ai.lab.faults import GENERIC
-from operator_ai.subjects import load_subject, subject_names
 
 app = typer.Typer(help="List the installed subject plugins.", no_args_is_help=True)
 
 
 @app.command("list")
-def list_(json: bool = JsonOption) -> None:
+def list_(as_json: bool = JsonOption) -> None:
     """Installed subjects, with their invariants and their own faults."""
-    subjects = [load_subject(name) for name in subject_names()]
-    if json:
+    subjects = [plugins.load_subject(name) for name in plugins.names(plugins.SUBJECTS)]
+    if as_json:
         print_json(
             [
                 {

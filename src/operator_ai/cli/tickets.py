@@ -10,8 +10,9 @@ from rich.panel import Panel
 
 from operator_ai.cli.audit import sessions_table
 from operator_ai.cli.context import app_context
-from operator_ai.cli.output import JsonOption, console, print_json, shown, styled, table, when
+from operator_ai.cli.output import JsonOption, console, print_json, table, when
 from operator_ai.store import Status, Store, Ticket
+from operator_ai.tui.text import shown, styled
 
 app = typer.Typer(help="List, inspect and override tickets.", no_args_is_help=True)
 

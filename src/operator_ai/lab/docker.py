@@ -17,14 +17,22 @@ tested on machines without an engine.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
+import signal
 import subprocess
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import yaml
+
+from operator_ai.core import COMPOSE, DOCKER, RUNNING, NodeStatus, Subject
 from operator_ai.errors import LabError
 from operator_ai.lab import network
-from operator_ai.lab.state import LabState
+from operator_ai.lab.state import LabDir, LabNode, LabState, Progress, free_port, private_dir
 
 TOOLS_IMAGE = "nicolaka/netshoot:v0.13"
 """tc, iptables, dd and df in one image: the helper for network and disk faults."""
@@ -77,49 +85,49 @@ def run(argv: list[str], timeout: float = 120.0, check: bool = True) -> str:
     return network.sh(*argv, check=check, timeout=timeout)
 
 
-def container(state: LabState, node: str) -> str:
-    return f"{state.prefix}-{state.node(node).name}"
+def container(prefix: str, node: str) -> str:
+    return f"{prefix}-{node}"
 
 
-def lab_network(state: LabState) -> str:
-    return f"{state.prefix}-net"
+def lab_network(prefix: str) -> str:
+    return f"{prefix}-net"
 
 
-def compose(state: LabState, lab_dir: Path, *args: str) -> list[str]:
+def compose(prefix: str, lab_dir: Path, *args: str) -> list[str]:
     return [
         "docker",
         "compose",
         "--project-name",
-        state.prefix,
+        prefix,
         "--file",
         str(lab_dir / "compose.yaml"),
         *args,
     ]
 
 
-def up(state: LabState, lab_dir: Path) -> list[list[str]]:
+def up(prefix: str, lab_dir: Path) -> list[list[str]]:
     """Build the tool images the lab names, then start every service in the background."""
     return [
-        compose(state, lab_dir, "--profile", "tools", "build", "--quiet"),
-        compose(state, lab_dir, "up", "--detach", "--quiet-pull"),
+        compose(prefix, lab_dir, "--profile", "tools", "build", "--quiet"),
+        compose(prefix, lab_dir, "up", "--detach", "--quiet-pull"),
     ]
 
 
-def down(state: LabState, lab_dir: Path) -> list[str]:
+def down(prefix: str, lab_dir: Path) -> list[str]:
     """Remove the containers (a running load's too: every profile), the network and the
     volumes: nothing of the lab stays."""
-    return compose(state, lab_dir, "--profile", "*", "down", "--volumes", "--remove-orphans",
+    return compose(prefix, lab_dir, "--profile", "*", "down", "--volumes", "--remove-orphans",
                    "--timeout", "5")  # fmt: skip
 
 
-def in_netns(state: LabState, node: str, *command: str) -> list[str]:
+def in_netns(prefix: str, node: str, *command: str) -> list[str]:
     """``command`` in a helper container sharing ``node``'s network namespace."""
     return [
         "docker",
         "run",
         "--rm",
         "--network",
-        f"container:{container(state, node)}",
+        f"container:{container(prefix, node)}",
         "--cap-add",
         "NET_ADMIN",
         TOOLS_IMAGE,
@@ -127,14 +135,14 @@ def in_netns(state: LabState, node: str, *command: str) -> list[str]:
     ]
 
 
-def with_volumes(state: LabState, node: str, script: str) -> list[str]:
+def with_volumes(prefix: str, node: str, script: str) -> list[str]:
     """``script`` in a helper container that mounts ``node``'s volumes, running or not."""
     return [
         "docker",
         "run",
         "--rm",
         "--volumes-from",
-        container(state, node),
+        container(prefix, node),
         TOOLS_IMAGE,
         "sh",
         "-c",
@@ -163,49 +171,125 @@ def release_loops(disks: Path) -> list[str]:
     return released
 
 
-def address(state: LabState, node: str) -> str:
+def address(prefix: str, node: str) -> str:
     """A container's address on the lab network."""
     fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
-    out = run(["docker", "inspect", "--format", fmt, container(state, node)]).split()
+    out = run(["docker", "inspect", "--format", fmt, container(prefix, node)]).split()
     if not out:
         raise LabError(f"{node} has no address on the lab network (is it running?)")
     return out[0]
 
 
 class Containers:
-    """The lab's nodes as containers, behind the calls the runtime makes of supervisord."""
+    """The lab's nodes as containers: the Compose runtime's NodeControl."""
 
-    def __init__(self, state: LabState) -> None:
-        self.state = state
+    def __init__(self, prefix: str, nodes: Sequence[str]) -> None:
+        self.prefix = prefix
+        self.nodes = list(nodes)
 
-    def info(self, name: str) -> dict[str, Any]:
+    def status(self, node: str) -> NodeStatus:
         out = run(
-            ["docker", "inspect", "--format", "{{json .State}}", container(self.state, name)],
+            ["docker", "inspect", "--format", "{{json .State}}", container(self.prefix, node)],
             check=False,
         )
         try:
             seen = json.loads(out)
         except ValueError:
-            return {"name": name, "pid": 0, "statename": "ABSENT"}
-        return {
-            "name": name,
-            "pid": seen.get("Pid") or 0,
-            "statename": STATES.get(seen.get("Status", ""), "UNKNOWN"),
-        }
+            return NodeStatus(node, "ABSENT")
+        state = STATES.get(seen.get("Status", ""), "UNKNOWN")
+        return NodeStatus(node, state, seen.get("Pid") or None)
 
-    def all_info(self) -> list[dict[str, Any]]:
-        return [self.info(n.name) for n in self.state.nodes]
+    def statuses(self) -> list[NodeStatus]:
+        return [self.status(n) for n in self.nodes]
 
-    def start(self, name: str) -> None:
-        info = self.info(name)
-        if info["statename"] == "PAUSED":
-            run(["docker", "unpause", container(self.state, name)])
-        elif info["statename"] != "RUNNING":
-            run(["docker", "start", container(self.state, name)])
+    def start(self, node: str) -> None:
+        state = self.status(node).state
+        if state == "PAUSED":
+            run(["docker", "unpause", container(self.prefix, node)])
+        elif state != RUNNING:
+            run(["docker", "start", container(self.prefix, node)])
 
-    def stop(self, name: str) -> None:
-        if self.info(name)["statename"] == "RUNNING":
-            run(["docker", "stop", "--time", "10", container(self.state, name)])
+    def stop(self, node: str) -> None:
+        if self.status(node).state == RUNNING:
+            run(["docker", "stop", "--time", "10", container(self.prefix, node)])
+
+    def restart(self, node: str) -> None:
+        self.stop(node)
+        self.start(node)
+
+    def signal(self, node: str, sig: signal.Signals) -> int:
+        status = self.status(node)
+        if status.state != RUNNING or status.pid is None:
+            raise LabError(f"{node} is not running")
+        run(["docker", "kill", "--signal", sig.name, container(self.prefix, node)])
+        return status.pid
 
     def running(self) -> bool:
-        return any(i["statename"] in ("RUNNING", "PAUSED") for i in self.all_info())
+        return any(s.state in (RUNNING, "PAUSED") for s in self.statuses())
+
+
+@runtime_checkable
+class ComposeSubject(Subject, Protocol):
+    """A subject whose lab is a compose file (TiKV's)."""
+
+    def compose(self, state: LabState, lab_dir: Path) -> dict[str, Any]:
+        """Write the lab's files under ``lab_dir`` and return its compose file."""
+        ...
+
+
+class ComposeRuntime:
+    """A lab of containers on one compose network; their ports are published on 127.0.0.1,
+    so the monitor reaches them as it does a loopback lab's."""
+
+    name = COMPOSE
+
+    def __init__(self, lab_dir: LabDir) -> None:
+        self.dir = lab_dir
+        self.path = lab_dir.path
+
+    def up(self, subject: Subject, nodes: int, mode: str | None, user: str,
+           progress: Progress) -> LabState:  # fmt: skip
+        if not isinstance(subject, ComposeSubject):
+            raise LabError(
+                f"{subject.name} has no Docker lab",
+                hint=f"`operator lab up {subject.name}` runs it as processes.",
+            )
+        require_engine(subject.name)
+        state = LabState(
+            name=self.dir.name,
+            subject=subject.name,
+            mode=DOCKER,
+            prefix=self.dir.prefix,
+            user=pwd.getpwuid(os.geteuid()).pw_name,
+            nodes=[
+                LabNode(n, "127.0.0.1", {p: free_port() for p in ports})
+                for n, ports in subject.topology(nodes).items()
+            ],
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        for sub in ("conf", "logs", "tmp"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        private_dir(self.path).mkdir(mode=0o700, exist_ok=True)
+        spec = subject.compose(state, self.path)
+        (self.path / "compose.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        self.dir.save(state)
+        progress(f"starting {len(state.nodes)} containers (images are pulled the first time)")
+        for argv in up(state.prefix, self.path):
+            run(argv, timeout=1800)
+        return state
+
+    def control(self, state: LabState) -> Containers:
+        return Containers(state.prefix, [n.name for n in state.nodes])
+
+    def running(self, state: LabState) -> bool:
+        return engine_problem() is None and self.control(state).running()
+
+    def down(self, state: LabState | None, progress: Progress) -> list[str]:
+        removed = []
+        if state and state.mode == DOCKER and engine_problem() is None:
+            progress("removing the lab's containers, network and volumes")
+            run(down(state.prefix, self.path), timeout=300)
+            removed.append(f"compose project {state.prefix}")
+        if os.geteuid() == 0:
+            removed += release_loops(self.path / "disks")
+        return removed

@@ -1,19 +1,15 @@
-"""Faults: real injections with a revert, each recorded in the lab's `private/injections.json`.
+"""The generic faults: real injections with a revert that work on any subject's nodes.
 
-The generic faults here work on any subject's nodes. A subject adds its own through
-``Subject.faults()``. Whether a fault can run is checked when it runs (privileges, the
-lab's mode, the kernel's nft support, the binary), and a refusal says why.
-
-The record, and the logs of a fault's helpers, are root's (in ``private/``), out of the
-agent's sight: they name the fault. A fault that writes where the lab user can write does
-it as the lab user (``Lab.as_user``), never as root through a path the agent could have
-replaced with a link.
+A subject adds its own through ``Subject.faults()``, using the public helpers here
+(``kill_node``, ``drop_rules``, ``number``...). The logs of a fault's helpers are root's (in
+``private/``), out of the agent's sight: they name the fault. A fault that writes where the
+lab user can write does it as the lab user (``LabHandle.as_user``), never as root through a
+path the agent could have replaced with a link.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pwd
 import shutil
@@ -21,116 +17,16 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
+from operator_ai.core import CLUSTER, MODES, NETNS, NODE, Fault, Injection, LabHandle
 from operator_ai.errors import FaultUnsupported, LabError, OperatorError, UsageError
 from operator_ai.lab import network, procs
-from operator_ai.lab.state import (
-    CLEAN_ENV,
-    LOOPBACK,
-    MODES,
-    NETNS,
-    TMPFS_SIZE,
-    locked,
-    private_dir,
-    write_json,
-)
+from operator_ai.lab.state import CLEAN_ENV, TMPFS_SIZE, private_dir
 
-if TYPE_CHECKING:
-    from operator_ai.lab.runtime import Lab
-
-NODE = "node"
-CLUSTER = "cluster"
 FILL_FILE = ".operator-fill"
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
-
-
-@dataclass
-class Injection:
-    id: int
-    fault: str
-    target: str
-    params: dict[str, str]
-    injected_at: str
-    reverted_at: str | None = None
-    state: dict[str, Any] = field(default_factory=dict)
-    note: str = ""
-
-    @property
-    def active(self) -> bool:
-        return self.reverted_at is None
-
-
-class Fault(Protocol):
-    name: str
-    description: str
-    params: Mapping[str, tuple[str, str]]
-    """Each parameter's default and meaning."""
-    modes: tuple[str, ...]
-    target: str
-    """`node` (pass --target NODE, `leader` or `follower`) or `cluster`."""
-
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        """Break something; return what ``revert`` needs to undo it."""
-        ...
-
-    def revert(self, lab: Lab, injection: Injection) -> None: ...
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-class Injections:
-    """The lab's record of faults, kept in one JSON file under a lock."""
-
-    def __init__(self, lab_dir: Path) -> None:
-        self.path = private_dir(lab_dir) / "injections.json"
-
-    def all(self) -> list[Injection]:
-        try:
-            return [Injection(**entry) for entry in json.loads(self.path.read_text())]
-        except FileNotFoundError:
-            return []
-
-    def active(self) -> list[Injection]:
-        return [i for i in self.all() if i.active]
-
-    def add(
-        self, fault: str, target: str, params: dict[str, str], state: dict[str, Any]
-    ) -> Injection:
-        self.path.parent.mkdir(mode=0o700, exist_ok=True)
-        with locked(self.path):
-            entries = self.all()
-            injection = Injection(
-                id=max((e.id for e in entries), default=0) + 1,
-                fault=fault,
-                target=target,
-                params=params,
-                injected_at=state.pop("injected_at"),
-                state=state,
-            )
-            write_json(self.path, [asdict(e) for e in [*entries, injection]])
-        return injection
-
-    def close(self, injection_id: int, note: str = "") -> Injection:
-        with locked(self.path):
-            entries = self.all()
-            for entry in entries:
-                if entry.id == injection_id and entry.active:
-                    entry.reverted_at = _now()
-                    entry.note = note
-            write_json(self.path, [asdict(e) for e in entries])
-        return next(e for e in entries if e.id == injection_id)
-
-    def close_all(self, note: str) -> None:
-        """Mark every active injection over, killing the helpers it started."""
-        for injection in self.active():
-            procs.terminate(helpers(injection), grace=1.0)
-            self.close(injection.id, note)
 
 
 def helpers(injection: Injection) -> list[procs.Proc]:
@@ -143,8 +39,8 @@ def helpers(injection: Injection) -> list[procs.Proc]:
 # -- the generic faults -------------------------------------------------------------------
 
 
-def _pid(lab: Lab, target: str) -> int:
-    pid = lab.pid(target)
+def _pid(lab: LabHandle, target: str) -> int:
+    pid = lab.cluster.pid(target)
     if pid is None:
         raise LabError(
             f"{target} is not running", hint=f"`supervisorctl start {target}` starts it first."
@@ -152,14 +48,13 @@ def _pid(lab: Lab, target: str) -> int:
     return pid
 
 
-def kill_node(lab: Lab, name: str, timeout: float = 10.0) -> int:
-    """SIGKILL a node and wait until supervisord has seen it die, so that a start right
+def kill_node(lab: LabHandle, name: str, timeout: float = 10.0) -> int:
+    """SIGKILL a node and wait until its control has seen it die, so that a start right
     after (a revert) is not skipped as "already running"; returns the PID it had."""
-    pid = _pid(lab, name)
-    if proc := procs.Proc.of(pid):
-        proc.signal(signal.SIGKILL)
+    cluster = lab.cluster
+    pid = cluster.control.signal(name, signal.SIGKILL)
     deadline = time.monotonic() + timeout
-    while lab.pid(name) == pid and time.monotonic() < deadline:
+    while cluster.pid(name) == pid and time.monotonic() < deadline:
         time.sleep(0.02)
     return pid
 
@@ -171,11 +66,11 @@ class Kill:
     modes: tuple[str, ...] = MODES
     target = NODE
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         return {"pid": kill_node(lab, target)}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
-        lab.supervisor.start(injection.target)
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        lab.cluster.control.start(injection.target)
 
 
 class Stop:
@@ -185,12 +80,12 @@ class Stop:
     modes: tuple[str, ...] = MODES
     target = NODE
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        lab.supervisor.stop(target)
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        lab.cluster.control.stop(target)
         return {}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
-        lab.supervisor.start(injection.target)
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        lab.cluster.control.start(injection.target)
 
 
 class Pause:
@@ -200,18 +95,19 @@ class Pause:
     modes: tuple[str, ...] = MODES
     target = NODE
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         return {"procs": procs.signal_tree(_pid(lab, target), signal.SIGSTOP)}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         for value in injection.state.get("procs", []):
             if proc := procs.Proc.load(value):
                 proc.signal(signal.SIGCONT)
 
 
-def _netns(lab: Lab, target: str) -> str:
-    netns = lab.state.node(target).netns
-    if lab.state.mode != NETNS or netns is None:
+def _netns(lab: LabHandle, target: str) -> str:
+    cluster = lab.cluster
+    netns = cluster.node(target).netns
+    if cluster.mode != NETNS or netns is None:
         raise FaultUnsupported("this fault needs a netns-mode lab")
     return netns
 
@@ -230,11 +126,13 @@ def drop_table(netns: str, table: str) -> None:
     network.sh("ip", "netns", "exec", netns, "nft", "delete", "table", "inet", table, check=False)
 
 
-def _peers(lab: Lab, target: str) -> str:
-    return ", ".join(n.address for n in lab.state.nodes if n.name != target)
+def _peers(lab: LabHandle, target: str) -> str:
+    return ", ".join(n.address for n in lab.cluster.nodes if n.name != target)
 
 
-def drop_rules(lab: Lab, target: str, fault: str, inbound: str, outbound: str) -> dict[str, Any]:
+def drop_rules(
+    lab: LabHandle, target: str, fault: str, inbound: str, outbound: str
+) -> dict[str, Any]:
     """Load a filter table in the node's namespace; revert deletes the table."""
     netns, table = _netns(lab, target), f"operator_{fault}"
     _nft(netns, f"""table inet {table} {{
@@ -251,13 +149,13 @@ class Partition:
     modes: tuple[str, ...] = (NETNS,)
     target = NODE
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         peers = _peers(lab, target)
         return drop_rules(
             lab, target, self.name, f"ip saddr {{ {peers} }} drop;", f"ip daddr {{ {peers} }} drop;"
         )
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         drop_table(injection.state["netns"], injection.state["table"])
 
 
@@ -268,15 +166,15 @@ class Loss:
     modes: tuple[str, ...] = (NETNS,)
     target = NODE
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        percent = int(_number(params, "percent", 0, 100))
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        percent = int(number(params, "percent", 0, 100))
         # nft compares a number in 0..99, so 100% is a plain drop.
         rule = "drop;" if percent == 100 else f"numgen random mod 100 < {percent} drop;"
         return drop_rules(
             lab, target, self.name, f'iifname "eth0" {rule}', f'oifname "eth0" {rule}'
         )
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         drop_table(injection.state["netns"], injection.state["table"])
 
 
@@ -288,16 +186,16 @@ class Delay:
     target = NODE
     proxy_port = 15999
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        delay = int(_number(params, "ms", 1, 60_000))
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        delay = int(number(params, "ms", 1, 60_000))
         netns, table = _netns(lab, target), "operator_delay"
-        node = lab.state.node(target)
-        ports = ", ".join(str(p) for p in sorted(set(node.ports.values())))
+        cluster = lab.cluster
+        ports = ", ".join(str(p) for p in sorted(set(cluster.node(target).ports.values())))
         peer_ports = ", ".join(
-            str(p) for p in sorted({p for n in lab.state.nodes if n.name != target
+            str(p) for p in sorted({p for n in cluster.nodes if n.name != target
                                     for p in n.ports.values()})
         )  # fmt: skip
-        uid = pwd.getpwnam(lab.state.user).pw_uid
+        uid = pwd.getpwnam(cluster.user or "").pw_uid
         proxy = procs.spawn(
             ["ip", "netns", "exec", netns, sys.executable, "-I", "-m", "operator_ai.lab.delayproxy",
              "--port", str(self.proxy_port), "--delay-ms", str(delay)],
@@ -320,7 +218,7 @@ redirect to :{self.proxy_port}; }}
         _cut_connections(netns, f"{ports}, {peer_ports}")
         return state
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         drop_table(injection.state["netns"], injection.state["table"])
         procs.terminate(helpers(injection), grace=2.0)
 
@@ -348,7 +246,7 @@ class DiskFull:
     modes: tuple[str, ...] = (NETNS,)
     target = NODE
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         data = str(lab.path / "data" / target)
         used = int(lab.in_mounts("df", "-B1", "--output=used", data).split()[-1])
         _remount(lab, data, f"size={used + 4 * 1024 * 1024}")
@@ -358,13 +256,13 @@ class DiskFull:
             lab.as_user("dd", "if=/dev/zero", f"of={data}/{FILL_FILE}", "bs=1M", "count=1024")
         return {"data": data}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         data = injection.state["data"]
         lab.as_user("rm", "-f", f"{data}/{FILL_FILE}")
         _remount(lab, data, f"size={TMPFS_SIZE}")
 
 
-def _remount(lab: Lab, data: str, options: str) -> None:
+def _remount(lab: LabHandle, data: str, options: str) -> None:
     """Remount a node's data tmpfs; the path must still be the tmpfs itself (a data dir is a
     mount point, which the lab user cannot rename or replace with a link)."""
     lab.in_mounts("mountpoint", "-q", data)
@@ -388,10 +286,10 @@ class ClockSkew:
     modes: tuple[str, ...] = MODES
     target = NODE
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        seconds = int(_number(params, "seconds", -(10**7), 10**7))
-        node = lab.state.node(target)
-        binary = shutil.which(node.command[0]) or node.command[0]
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        seconds = int(number(params, "seconds", -(10**7), 10**7))
+        program = lab.command(target)[0]
+        binary = shutil.which(program) or program
         if is_go_binary(binary):
             raise FaultUnsupported(
                 f"{target} runs {binary}, a Go binary: Go reads the clock without libc, so "
@@ -400,18 +298,11 @@ class ClockSkew:
             )
         if not Path(FAKETIME_LIB).exists():
             raise FaultUnsupported(f"{FAKETIME_LIB} is missing", hint="apt-get install faketime")
-        lab.write_launcher(node, {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"{seconds:+d}s"})
-        _restart(lab, target)
+        lab.relaunch(target, {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"{seconds:+d}s"})
         return {}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
-        lab.write_launcher(lab.state.node(injection.target))
-        _restart(lab, injection.target)
-
-
-def _restart(lab: Lab, target: str) -> None:
-    lab.supervisor.stop(target)
-    lab.supervisor.start(target)
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        lab.relaunch(injection.target)
 
 
 class CpuStress:
@@ -425,10 +316,10 @@ class CpuStress:
     modes: tuple[str, ...] = MODES
     target = CLUSTER
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        workers = int(_number(params, "workers", 1, os.cpu_count() or 1))
-        load = int(_number(params, "load", 1, 100))
-        timeout = int(_number(params, "timeout", 1, 3600))
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        workers = int(number(params, "workers", 1, os.cpu_count() or 1))
+        load = int(number(params, "load", 1, 100))
+        timeout = int(number(params, "timeout", 1, 3600))
         proc = procs.spawn(
             ["stress-ng", "--cpu", str(workers), "--cpu-load", str(load),
              "--timeout", f"{timeout}s", "--temp-path", str(private_dir(lab.path)), "--quiet"],
@@ -436,7 +327,7 @@ class CpuStress:
         )  # fmt: skip
         return {"helpers": [proc]}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         for proc in helpers(injection):  # stress-ng may have stopped at its own timeout
             if proc.alive():
                 procs.signal_tree(proc.pid, signal.SIGTERM)
@@ -461,12 +352,12 @@ GENERIC: dict[str, Fault] = {
 PARAMS = "`operator chaos list` shows each fault's parameters and their defaults."
 
 
-def helper_log(lab: Lab, name: str) -> Path:
+def helper_log(lab: LabHandle, name: str) -> Path:
     """Where a fault's helper process writes: root's, since it names the fault."""
     return private_dir(lab.path) / f"{name}.log"
 
 
-def _number(params: dict[str, str], name: str, low: float, high: float) -> float:
+def number(params: dict[str, str], name: str, low: float, high: float) -> float:
     try:
         value = float(params[name])
     except ValueError:
@@ -474,65 +365,3 @@ def _number(params: dict[str, str], name: str, low: float, high: float) -> float
     if not low <= value <= high:
         raise UsageError(f"--param {name} must be between {low:g} and {high:g}", hint=PARAMS)
     return value
-
-
-# -- injecting and reverting ---------------------------------------------------------------
-
-
-def catalogue(lab_subject_faults: Mapping[str, Fault]) -> dict[str, Fault]:
-    return {**GENERIC, **lab_subject_faults}
-
-
-def inject(lab: Lab, name: str, target: str | None, given: dict[str, str]) -> Injection:
-    faults = catalogue(lab.subject.faults())
-    fault = faults.get(name)
-    if fault is None:
-        raise UsageError(f"no fault named {name!r}", hint=f"Faults: {', '.join(sorted(faults))}.")
-    if lab.state.mode not in fault.modes:
-        raise FaultUnsupported(
-            f"{name} cannot run in a {lab.state.mode}-mode lab"
-            + (" (it needs namespaces: run as root)" if lab.state.mode == LOOPBACK else "")
-        )
-    unknown = set(given) - set(fault.params)
-    if unknown:
-        valid = ", ".join(fault.params) or "none"
-        raise UsageError(f"{name} takes no parameter {', '.join(sorted(unknown))} (valid: {valid})")
-    params = {k: default for k, (default, _) in fault.params.items()} | given
-    resolved = _resolve_target(lab, fault, target)
-    for active in Injections(lab.path).active():
-        if active.fault == name and active.target == resolved:
-            raise LabError(
-                f"{name} is already active on {resolved} (injection {active.id})",
-                hint=f"`operator chaos revert {active.id}` first.",
-            )
-    injected_at = _now()
-    state = fault.inject(lab, resolved, params)
-    return Injections(lab.path).add(name, resolved, params, {**state, "injected_at": injected_at})
-
-
-def _resolve_target(lab: Lab, fault: Fault, target: str | None) -> str:
-    if fault.target == CLUSTER:
-        return target or CLUSTER
-    if target is None:
-        raise UsageError(f"{fault.name} needs --target NODE (or leader, follower)")
-    if target in ("leader", "follower"):
-        leader = lab.leader()
-        if leader is None:
-            raise LabError("the cluster has no leader right now; name the node instead")
-        if target == "leader":
-            return leader
-        return next(n.name for n in lab.state.nodes if n.name != leader)
-    return lab.state.node(target).name
-
-
-def revert(lab: Lab, injection_id: int) -> Injection:
-    record = Injections(lab.path)
-    injection = next((i for i in record.all() if i.id == injection_id), None)
-    if injection is None:
-        raise LabError(f"no injection {injection_id}", hint="`operator chaos list` shows them.")
-    if not injection.active:
-        return injection
-    fault = catalogue(lab.subject.faults()).get(injection.fault)
-    if fault is not None:
-        fault.revert(lab, injection)
-    return record.close(injection_id, "reverted")

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from operator_ai.core import Stop
 from operator_ai.lab.state import write_json
 
+DEFAULT_RATE = 50.0
+"""Operations a second a load generator drives unless told otherwise."""
 WINDOW_SECONDS = 10
 SERIES_SECONDS = 60
 FRESH_SECONDS = 5.0
@@ -119,10 +122,12 @@ async def drive(
     duration: float | None,
     request: Callable[[int], Awaitable[None]],
     publish: Callable[[], None],
+    stop: Stop,
     max_in_flight: int = 256,
 ) -> None:
     """Start ``request(n)`` at ``rate`` a second (open loop, at most ``max_in_flight`` at
-    once) for ``duration`` seconds or until cancelled; ``publish`` once a second and at the end."""
+    once) for ``duration`` seconds or until ``stop`` is set or the task is cancelled;
+    ``publish`` once a second and at the end."""
     slots = asyncio.Semaphore(max_in_flight)
 
     async def one(n: int) -> None:
@@ -142,7 +147,7 @@ async def drive(
     try:
         for n in itertools.count():
             due = start + n / rate
-            if duration is not None and due - start >= duration:
+            if stop.is_set() or (duration is not None and due - start >= duration):
                 break
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             await slots.acquire()

@@ -28,20 +28,16 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from operator_ai.core import Cluster, Node, NodeControl
 from operator_ai.errors import LabError
 
-NETNS = "netns"
-LOOPBACK = "loopback"
-MODES = (NETNS, LOOPBACK)
-"""The process runtime's modes: nodes under supervisord, which the generic faults work on."""
-DOCKER = "docker"
-"""The Docker Compose runtime's mode: nodes are containers (`lab/docker.py`)."""
 TMPFS_SIZE = "512m"
 """Each node's data tmpfs in netns mode (only what is used costs memory)."""
 WRITABLE = {"conf": "16m", "tmp": "256m"}
@@ -50,6 +46,14 @@ CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CLEAN_ENV = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
 """What the lab's own processes (supervisord, the door, fault helpers) inherit of ours:
 nothing, so no API key or OPERATOR_* setting reaches them."""
+Progress = Callable[[str], None]
+"""Where the lab says what it is doing, one line at a time."""
+
+
+def quiet(_: str) -> None:
+    pass
+
+
 PRIVATE = "private"
 """Root's directory inside the lab: supervisord's socket, the fault record, helper logs."""
 
@@ -69,15 +73,10 @@ def door_socket(lab_dir: Path) -> Path:
 
 
 @dataclass
-class Node:
-    name: str
-    address: str
-    ports: dict[str, int]
-    netns: str | None = None
-    command: list[str] = field(default_factory=list)
+class LabNode(Node):
+    """A node as the lab runs it: the cluster's view of it, and how it is started."""
 
-    def url(self, port: str = "client") -> str:
-        return f"http://{self.address}:{self.ports[port]}"
+    command: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -89,7 +88,7 @@ class LabState:
     mode: str
     prefix: str
     user: str
-    nodes: list[Node]
+    nodes: list[LabNode]
     created_at: str
     subnet: str | None = None
     host_address: str | None = None
@@ -102,19 +101,33 @@ class LabState:
     """Each with its start time (`lab/procs.py`): a PID alone may be another process's now."""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def node(self, name: str) -> Node:
+    def node(self, name: str) -> LabNode:
         for node in self.nodes:
             if node.name == name:
                 return node
         names = ", ".join(n.name for n in self.nodes)
         raise LabError(f"lab {self.name!r} has no node {name!r}", hint=f"Its nodes: {names}.")
 
+    def cluster(self, workdir: Path, control: NodeControl) -> Cluster:
+        """The cluster this lab runs, as the monitor, the agent and faults see it."""
+        return Cluster(
+            subject=self.subject,
+            name=self.name,
+            nodes=self.nodes,
+            control=control,
+            workdir=workdir,
+            mode=self.mode,
+            subnet=self.subnet,
+            user=self.user,
+            extra=self.extra,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabState:
-        nodes = [Node(**n) for n in data.pop("nodes")]
+        nodes = [LabNode(**n) for n in data.pop("nodes")]
         return cls(nodes=nodes, **data)
 
 
@@ -193,3 +206,9 @@ def find_lab(home: Path, name: str | None) -> LabDir:
     if not names:
         raise LabError("no lab is up", hint="Start one with `operator lab up etcd`.")
     raise LabError(f"several labs are up: {', '.join(names)}", hint="Name one with --lab NAME.")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -7,6 +7,7 @@ starts it, which is what makes a fault last and `supervisorctl` part of the agen
 from __future__ import annotations
 
 import http.client
+import signal
 import socket
 import sys
 import time
@@ -15,11 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from operator_ai.core import RUNNING, NodeStatus
 from operator_ai.errors import LabError
 from operator_ai.lab import procs
 from operator_ai.lab.state import PRIVATE, door_socket, supervisor_socket
-
-RUNNING = "RUNNING"
 
 
 def render_config(lab_dir: Path, prefix: str, programs: Sequence[str]) -> str:
@@ -146,17 +146,42 @@ class Supervisor:
     def info(self, name: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.call("supervisor.getProcessInfo", name))
 
-    def all_info(self) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], self.call("supervisor.getAllProcessInfo"))
+    # -- NodeControl ---------------------------------------------------------------------
 
-    def start(self, name: str) -> None:
+    def status(self, node: str) -> NodeStatus:
+        return _status(self.info(node))
+
+    def statuses(self) -> list[NodeStatus]:
+        infos = cast(list[dict[str, Any]], self.call("supervisor.getAllProcessInfo"))
+        return [_status(info) for info in infos]
+
+    def start(self, node: str) -> None:
         """Start a node and wait until it has stayed up for `startsecs`."""
-        if self.info(name)["statename"] != RUNNING:
-            self.call("supervisor.startProcess", name, True)
+        if self.status(node).state != RUNNING:
+            self.call("supervisor.startProcess", node, True)
 
-    def stop(self, name: str) -> None:
-        if self.info(name)["statename"] == RUNNING:
-            self.call("supervisor.stopProcess", name, True)
+    def stop(self, node: str) -> None:
+        if self.status(node).state == RUNNING:
+            self.call("supervisor.stopProcess", node, True)
+
+    def restart(self, node: str) -> None:
+        self.stop(node)
+        self.start(node)
+
+    def signal(self, node: str, sig: signal.Signals) -> int:
+        pid = self.status(node).pid
+        proc = procs.Proc.of(pid) if pid else None
+        if proc is None:
+            raise LabError(
+                f"{node} is not running", hint=f"`supervisorctl start {node}` starts it first."
+            )
+        proc.signal(sig)
+        return proc.pid
 
     def shutdown(self) -> None:
         self.call("supervisor.shutdown")
+
+
+def _status(info: dict[str, Any]) -> NodeStatus:
+    state = str(info["statename"])
+    return NodeStatus(str(info["name"]), state, int(info["pid"] or 0) or None)

@@ -2,8 +2,10 @@
 
 The conversation is typed: a ``UserMessage``, the model's own ``AssistantMessage`` (its
 ``Turn``), and ``ToolResults`` answering the tool calls of the turn before. Adapters turn these
-into their provider's wire format and back. ``load_model(spec, settings)`` builds one from a
-spec string such as ``anthropic:claude-sonnet-5-5`` or ``scripted:path.yaml``.
+into their provider's wire format and back. ``load_model(spec, settings)`` (models.spec) builds
+one from a spec string such as ``anthropic:claude-sonnet-5-5`` or ``scripted:path.yaml``: the
+prefix names a ``ModelProvider`` registered in the ``operator_ai.models`` entry-point group,
+where the built-ins (models.providers) register too.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from operator_ai.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,3 +152,11 @@ class Model(Protocol):
     def close(self) -> None:
         """Release the HTTP connections, if any."""
         ...
+
+
+class ModelProvider(Protocol):
+    """Builds the Model a spec names; ``rest`` is the spec after its ``PREFIX:``. Registered
+    under that prefix in the ``operator_ai.models`` entry-point group. Raises NoModel, saying
+    what to fix, when the spec or the settings cannot make one."""
+
+    def __call__(self, spec: str, rest: str, settings: Settings) -> Model: ...

@@ -24,11 +24,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from operator_ai.clock import utcnow
+from operator_ai.core import Cluster, Invariant, Observation, Subject, Violation
 from operator_ai.errors import SubjectUnreachable
-from operator_ai.lab.runtime import Lab
 from operator_ai.store import Store
-from operator_ai.store.records import Ticket, Violation
-from operator_ai.subjects import Invariant, Observation
+from operator_ai.store.records import Ticket
 
 UNOBSERVABLE = Invariant(
     "subject_unobservable", "the monitor can observe the system", "critical", 2.0
@@ -47,17 +46,20 @@ class Transition:
 
 
 class Monitor:
+    """Watches one cluster of ``subject``, a lab's or any other."""
+
     def __init__(
         self,
         store: Store,
-        lab: Lab,
+        subject: Subject,
+        cluster: Cluster,
         interval: float = 1.0,
         timeout: float | None = None,
         clear_after: int = 2,
     ) -> None:
         self.store = store
-        self.lab = lab
-        self.subject = lab.subject
+        self.cluster = cluster
+        self.subject = subject
         self.interval = interval
         self.timeout = timeout or max(0.5, 0.8 * interval)
         self.clear_after = clear_after
@@ -72,9 +74,8 @@ class Monitor:
 
     def cycle(self) -> list[Transition]:
         """Observe once, then open, update and clear tickets accordingly."""
-        state = self.lab.state
         try:
-            observation = self.subject.observe(state, self.lab.path, self.timeout)
+            observation = self.subject.observe(self.cluster, self.timeout)
         except SubjectUnreachable as exc:
             self.last_error = str(exc)
             violations = [

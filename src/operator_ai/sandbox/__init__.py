@@ -3,7 +3,9 @@
 ``BwrapSandbox`` is the default: the lab user, the lab's ops namespace, a read-only root,
 no secrets. A Docker lab's commands run in a throwaway container on its network instead
 (``DockerSandbox``). ``HostSandbox`` runs commands straight on the host and is only built
-when the user passes ``--unsafe-host``.
+when the user passes ``--unsafe-host``. Each is built by a ``SandboxFactory`` registered under
+its name in the ``operator_ai.sandboxes`` entry-point group, where a third party's registers
+too; ``sandbox_for`` picks among the built-ins, ``load_sandbox`` builds any by name.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
-from operator_ai.lab.state import DOCKER
+from operator_ai import plugins
+from operator_ai.core import DOCKER
+from operator_ai.errors import SandboxError
 
 if TYPE_CHECKING:
     from operator_ai.lab import Lab
@@ -40,21 +44,36 @@ class Sandbox(Protocol):
     def run(self, command: str, timeout: float = DEFAULT_TIMEOUT) -> CommandResult: ...
 
 
+class SandboxFactory(Protocol):
+    """Builds a Sandbox for the agent's commands on ``lab`` that hides ``home`` (the operator's
+    directory) and the files in ``hide``. Registered under its name in the
+    ``operator_ai.sandboxes`` entry-point group. Raises SandboxError when it cannot run here."""
+
+    def __call__(self, lab: Lab, home: Path, hide: Sequence[Path]) -> Sandbox: ...
+
+
 def sandbox_for(
     lab: Lab, home: Path, *, hide: Sequence[Path] = (), unsafe_host: bool = False
 ) -> Sandbox:
     """The sandbox for the agent's commands on ``lab``: bubblewrap in the lab's ops namespace,
-    or, only with ``unsafe_host``, the host itself. ``home`` is the operator's directory,
-    which the sandbox hides, as it does the files in ``hide``. Both have a ``warning`` (None
-    when isolation is complete)."""
+    a container on a Docker lab's network, or, only with ``unsafe_host``, the host itself.
+    ``home`` is the operator's directory, which the sandbox hides, as it does the files in
+    ``hide``. Each has a ``warning`` (None when isolation is complete)."""
     if unsafe_host:
-        from operator_ai.sandbox.host import HostSandbox
+        name = "host"
+    elif lab.state.mode == DOCKER:
+        name = "docker"
+    else:
+        name = "bwrap"
+    return load_sandbox(name, lab, home, hide=hide)
 
-        return HostSandbox(cwd=lab.path)
-    if lab.state.mode == DOCKER:
-        from operator_ai.sandbox.docker import DockerSandbox
 
-        return DockerSandbox(lab, lab.state.extra["ops_image"])
-    from operator_ai.sandbox.bwrap import BwrapSandbox
-
-    return BwrapSandbox(lab, home, hide=hide)
+def load_sandbox(name: str, lab: Lab, home: Path, *, hide: Sequence[Path] = ()) -> Sandbox:
+    """The sandbox the plugin registered as ``name`` builds for ``lab``."""
+    factory = plugins.load(plugins.SANDBOXES, name, "sandbox", error=SandboxError)
+    if not callable(factory):
+        raise SandboxError(
+            f"the sandbox {name!r} is not callable",
+            hint="Its entry point must name a function (lab, home, hide) -> Sandbox.",
+        )
+    return cast(SandboxFactory, factory)(lab, home, hide)

@@ -53,9 +53,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from operator_ai.core import NETNS
 from operator_ai.errors import LabError, SandboxError
 from operator_ai.lab import procs
-from operator_ai.lab.state import CLEAN_PATH, NETNS, WRITABLE, LabState, private_dir
+from operator_ai.lab.state import CLEAN_PATH, WRITABLE, LabState, private_dir
 from operator_ai.sandbox import DEFAULT_TIMEOUT, OUTPUT_CAP, CommandResult
 from operator_ai.sandbox.capture import run_captured, unrunnable
 from operator_ai.sandbox.limits import CommandCgroup, Limits, MiB
@@ -229,6 +230,11 @@ class BwrapSandbox:
                      "--clear-groups"]  # fmt: skip
         # Set last, because a change of uid clears it: bwrap dies if we do.
         return [*argv, "--pdeathsig", "KILL", "--"]
+
+
+def sandbox(lab: Lab, home: Path, hide: Sequence[Path]) -> BwrapSandbox:
+    """The ``bwrap`` SandboxFactory."""
+    return BwrapSandbox(lab, home, hide=hide)
 
 
 def _kill_and_wait(proc: subprocess.Popen[bytes]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ def run_argv(
         "--name",
         name,
         "--network",
-        docker.lab_network(state),
+        docker.lab_network(state.prefix),
         "--user",
         "10001:10001",
         "--read-only",
@@ -102,3 +103,9 @@ class DockerSandbox:
 
         env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
         return run_captured(argv, env=env, timeout=timeout, stop=stop, cap=OUTPUT_CAP).result
+
+
+def sandbox(lab: Lab, home: Path, hide: Sequence[Path]) -> DockerSandbox:
+    """The ``docker`` SandboxFactory. ``home`` and ``hide`` are never in the container: it
+    mounts only the lab directory."""
+    return DockerSandbox(lab, lab.state.extra["ops_image"])

@@ -17,11 +17,16 @@ import os
 import pwd
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from operator_ai.lab.state import CLEAN_PATH
 from operator_ai.sandbox import DEFAULT_TIMEOUT, CommandResult
 from operator_ai.sandbox.capture import run_captured, unrunnable
+
+if TYPE_CHECKING:
+    from operator_ai.lab import Lab
 
 
 class HostSandbox:
@@ -41,6 +46,12 @@ class HostSandbox:
         return run_captured(
             ["bash", "-c", command], env=self._env, timeout=timeout, stop=_kill_group, cwd=self.cwd
         ).result
+
+
+def sandbox(lab: Lab, home: Path, hide: Sequence[Path]) -> HostSandbox:
+    """The ``host`` SandboxFactory, in the lab's directory. It hides nothing: that is what
+    makes it unsafe."""
+    return HostSandbox(cwd=lab.path)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

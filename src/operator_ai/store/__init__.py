@@ -1,5 +1,6 @@
 """Tickets, sessions and the audit trail, on SQLite or PostgreSQL."""
 
+from operator_ai.core import Violation
 from operator_ai.store.audit import Verification
 from operator_ai.store.records import (
     AuditEntry,
@@ -10,7 +11,6 @@ from operator_ai.store.records import (
     Status,
     Ticket,
     TicketEvent,
-    Violation,
 )
 from operator_ai.store.store import Store
 

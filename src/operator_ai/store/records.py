@@ -1,8 +1,8 @@
-"""The store's records: what the monitor reports, and what the store hands back."""
+"""The store's records: what the store hands back."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -31,23 +31,6 @@ class AuditKind(StrEnum):
 
 
 SEVERITIES = ("critical", "warning", "info")
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    """One invariant seen broken, as the monitor reports it."""
-
-    subject: str
-    invariant: str
-    target: str
-    message: str
-    severity: str = "warning"
-    evidence: dict[str, Any] = field(default_factory=dict)
-    first_seen_at: datetime | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.subject}:{self.invariant}:{self.target}"
 
 
 @dataclass(frozen=True, slots=True)

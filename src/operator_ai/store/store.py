@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from operator_ai.clock import as_utc, utcnow
+from operator_ai.core import Violation
 from operator_ai.errors import InvalidTransition, LeaseLost, NotFound
 from operator_ai.store import audit
 from operator_ai.store.engine import create_engine, transaction
@@ -29,7 +30,6 @@ from operator_ai.store.records import (
     Status,
     Ticket,
     TicketEvent,
-    Violation,
 )
 from operator_ai.store.schema import sessions, ticket_events, tickets
 

@@ -1,6 +1,7 @@
-"""Rate limiter nodes as real processes (``python -m operator_ai.ratelimiter``) on
-127.0.0.1, for tests and benchmarks. Each is stopped by its PID; a block that starts nodes
-stops them even when it fails.
+"""Rate limiter nodes as real processes
+(``python -m operator_ai.subjects.ratelimiter.service``) on 127.0.0.1, for tests and
+benchmarks. Each is stopped by its PID; a block that starts nodes stops them even when it
+fails.
 
     with ratelimiter_nodes(3, redis_url, limits_file, tmp_path) as nodes:
         httpx.post(f"{nodes[0].url}/check", json={"key": "user:1"})
@@ -60,7 +61,7 @@ class RateLimiterNode:
 
     def argv(self) -> list[str]:
         return [
-            sys.executable, "-m", "operator_ai.ratelimiter",
+            sys.executable, "-m", "operator_ai.subjects.ratelimiter.service",
             "--node-id", self.node_id,
             "--host", "127.0.0.1",
             "--port", str(self.port),

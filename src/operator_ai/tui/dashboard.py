@@ -9,12 +9,13 @@ from rich.layout import Layout
 from rich.panel import Panel
 from rich.table import Table
 
-from operator_ai.cli.output import shown, styled
-from operator_ai.lab.faults import Injection, Injections
+from operator_ai.core import Injection
+from operator_ai.lab.injections import Injections
 from operator_ai.lab.load import read_workload
+from operator_ai.run import AGENT_EVENTS, Runner
 from operator_ai.store import Ticket
-from operator_ai.tui.runner import Runner
-from operator_ai.tui.transcript import AGENT_EVENTS, describe
+from operator_ai.tui.text import shown, styled
+from operator_ai.tui.transcript import describe
 
 BARS = " ▁▂▃▄▅▆▇█"
 

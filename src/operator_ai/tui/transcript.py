@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
-
-from operator_ai.cli.output import shown, styled
-
-
-@dataclass(frozen=True)
-class Event:
-    at: datetime
-    kind: str  # a monitor transition (opened, cleared...) or an agent event (command...)
-    data: dict[str, Any]
-
-
-AGENT_EVENTS = ("claimed", "reasoning", "command", "result", "unverified", "ended", "warning")
+from operator_ai.run import Event
+from operator_ai.tui.text import shown, styled
 
 
 def describe(event: Event) -> str:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from operator_ai.core import (
+    PROCESS,
+    Cluster,
+    Fault,
+    Invariant,
+    Observation,
+    Report,
+    Stop,
+    Violation,
+)
 from operator_ai.lab import safefs
 from operator_ai.lab.state import LabState
-from operator_ai.store.records import Violation
-from operator_ai.subjects import Invariant, Observation
 from operator_ai.subjects.etcd import invariants, load
 from operator_ai.subjects.etcd.briefing import briefing
+from operator_ai.subjects.etcd.faults import FAULTS
 from operator_ai.subjects.etcd.observe import observe
-
-if TYPE_CHECKING:
-    from operator_ai.lab.faults import Fault
 
 QUOTA_BYTES = 64 * 1024 * 1024
 """Small on purpose: the NOSPACE fault fills it with about seventy 1 MiB values."""
@@ -27,6 +32,7 @@ class Etcd:
     description = "etcd 3.x: a Raft key-value store (observed through its gateway and /metrics)"
     invariants: Sequence[Invariant] = invariants.INVARIANTS
     default_nodes = 3
+    runtimes = (PROCESS,)
 
     def topology(self, nodes: int) -> dict[str, dict[str, int]]:
         return {f"etcd{i}": {"client": 2379, "peer": 2380} for i in range(1, nodes + 1)}
@@ -59,8 +65,8 @@ class Etcd:
             commands[node.name] = ["etcd", "--config-file", str(path)]
         return commands
 
-    def observe(self, lab: LabState, lab_dir: Path, timeout: float) -> Observation:
-        return observe(lab, lab_dir, timeout)
+    def observe(self, cluster: Cluster, timeout: float) -> Observation:
+        return observe(cluster, timeout)
 
     def check(self, observation: Observation, history: Sequence[Observation]) -> list[Violation]:
         return invariants.check(observation, history)
@@ -70,22 +76,15 @@ class Etcd:
         return str(leader) if leader else None
 
     def faults(self) -> Mapping[str, Fault]:
-        from operator_ai.subjects.etcd.faults import FAULTS
-
         return FAULTS
 
     def load(
-        self,
-        lab: LabState,
-        lab_dir: Path,
-        rate: float,
-        duration: float | None,
-        report: Callable[[dict[str, Any]], None],
+        self, cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop
     ) -> None:
-        load.run(lab, lab_dir, rate, duration, report)
+        load.run(cluster, rate, duration, report, stop)
 
-    def briefing(self, lab: LabState, lab_dir: Path) -> str:
-        return briefing(lab, lab_dir)
+    def briefing(self, cluster: Cluster) -> str:
+        return briefing(cluster)
 
 
 subject = Etcd()

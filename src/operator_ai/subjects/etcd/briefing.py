@@ -3,31 +3,30 @@ the tools, not the fixes: there is no playbook."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from operator_ai.lab.state import NETNS, LabState
+from operator_ai.core import NETNS, Cluster
 
 
-def briefing(lab: LabState, lab_dir: Path) -> str:
-    endpoints = ",".join(n.url() for n in lab.nodes)
+def briefing(cluster: Cluster) -> str:
+    lab_dir = cluster.workdir
+    endpoints = ",".join(n.url() for n in cluster.nodes)
     rows = "\n".join(
         f"| {n.name} | {n.url('client')} | {n.url('peer')} | {lab_dir}/conf/{n.name}.yml "
         f"| {lab_dir}/data/{n.name} | {lab_dir}/logs/{n.name}.log |"
-        for n in lab.nodes
+        for n in cluster.nodes
     )
     network = (
-        f"Each member runs in its own network namespace on {lab.subnet}; your shell runs in "
+        f"Each member runs in its own network namespace on {cluster.subnet}; your shell runs in "
         "the lab's ops namespace on the same bridge. You cannot change the network itself: "
         "undoing an injected network fault is not your job, keeping the service healthy "
         "despite it is."
-        if lab.mode == NETNS
+        if cluster.mode == NETNS
         else "All members listen on 127.0.0.1 with distinct ports (loopback mode)."
     )
     return f"""\
-## The system: etcd, {len(lab.nodes)} members, one Raft cluster
+## The system: etcd, {len(cluster.nodes)} members, one Raft cluster
 
 etcd is a strongly consistent key-value store replicated with Raft. A write needs a quorum
-({len(lab.nodes) // 2 + 1} of {len(lab.nodes)}); a member that is down, cut off or far
+({len(cluster.nodes) // 2 + 1} of {len(cluster.nodes)}); a member that is down, cut off or far
 behind stops counting toward it.
 
 | member | client URL | peer URL | config file | data dir | log |
@@ -38,7 +37,7 @@ behind stops counting toward it.
 
 Each member is a supervisord program of the same name with `autorestart=false`: a member
 that dies stays down until someone starts it. Members run as the unprivileged user
-`{lab.user}`, as you do. A member reads its flags from its config file (YAML), which you may
+`{cluster.user}`, as you do. A member reads its flags from its config file (YAML), which you may
 edit; `initial-cluster` and `initial-cluster-state` only matter when a member starts with an
 empty data dir. The backend quota is set in the config files.
 

@@ -7,17 +7,14 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
+from operator_ai.core import CLUSTER, MODES, NETNS, NODE, Fault, Injection, LabHandle
 from operator_ai.errors import LabError, SubjectUnreachable
 from operator_ai.lab import network
-from operator_ai.lab.faults import CLUSTER, NODE, DiskFull, Fault, Injection, kill_node
-from operator_ai.lab.state import MODES, NETNS
-
-if TYPE_CHECKING:
-    from operator_ai.lab.runtime import Lab
+from operator_ai.lab.faults import DiskFull, kill_node
 
 NOSPACE_PREFIX = "operator-fault/nospace/"
 VALUE = base64.b64encode(os.urandom(1024 * 1024)).decode()
@@ -27,13 +24,13 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def etcdctl(lab: Lab, *args: str, nodes: list[str] | None = None) -> str:
-    chosen = [n for n in lab.state.nodes if nodes is None or n.name in nodes]
+def etcdctl(lab: LabHandle, *args: str, nodes: list[str] | None = None) -> str:
+    chosen = [n for n in lab.cluster.nodes if nodes is None or n.name in nodes]
     endpoints = ",".join(n.url() for n in chosen)
     return network.sh("etcdctl", f"--endpoints={endpoints}", "--command-timeout=20s", *args)
 
 
-def compact(lab: Lab, nodes: list[str] | None = None) -> None:
+def compact(lab: LabHandle, nodes: list[str] | None = None) -> None:
     """Drop the key history and give the space back, on ``nodes`` (all by default)."""
     status = _json(etcdctl(lab, "endpoint", "status", "-w", "json", nodes=nodes))
     current = max(int(m["Status"]["header"]["revision"]) for m in status)
@@ -48,9 +45,9 @@ class NoSpace:
     modes: tuple[str, ...] = MODES
     target = CLUSTER
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         leader = lab.leader()
-        node = lab.state.node(leader) if leader else lab.state.nodes[0]
+        node = lab.cluster.node(leader) if leader else lab.cluster.nodes[0]
         with httpx.Client(timeout=20, trust_env=False) as client:
             for n in range(500):
                 body = {"key": _b64(f"{NOSPACE_PREFIX}{n:04d}"), "value": VALUE}
@@ -61,7 +58,7 @@ class NoSpace:
                     raise LabError(f"nospace: a put failed before the quota: {response.text}")
         raise LabError("nospace: 500 MiB written and no NOSPACE alarm; is the quota set?")
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         etcdctl(lab, "del", "--prefix", NOSPACE_PREFIX)
         compact(lab)
         etcdctl(lab, "alarm", "disarm")
@@ -79,17 +76,17 @@ class QuorumLoss:
     modes: tuple[str, ...] = MODES
     target = CLUSTER
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        majority = len(lab.state.nodes) // 2 + 1
-        victims = [n.name for n in lab.state.nodes][:majority]
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        majority = len(lab.cluster.nodes) // 2 + 1
+        victims = [n.name for n in lab.cluster.nodes][:majority]
         for name in victims:
-            if lab.pid(name):
+            if lab.cluster.pid(name):
                 kill_node(lab, name)
         return {"killed": victims}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         for name in injection.state["killed"]:
-            lab.supervisor.start(name)
+            lab.cluster.control.start(name)
 
 
 class StaleWal:
@@ -103,7 +100,7 @@ class StaleWal:
     target = NODE
     keep_bytes = 32 * 1024
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         leader = lab.leader()
         if leader is None or leader == target:
             # With another leader, the new one probes the member and it quietly catches up.
@@ -112,14 +109,14 @@ class StaleWal:
                 hint="Use --target follower.",
             )
         with httpx.Client(timeout=10, trust_env=False) as client:
-            url = f"{lab.state.node(leader).url()}/v3/kv/put"
+            url = f"{lab.cluster.node(leader).url()}/v3/kv/put"
             for n in range(2000):  # WAL entries beyond the point where the tail is cut
                 client.post(url, json={"key": _b64(f"operator-fault/wal/{n}"), "value": _b64("x")})
             disk = DiskFull()
             state = disk.inject(lab, target, {})
             big = base64.b64encode(os.urandom(16 * 1024)).decode()
             for n in range(2000):
-                if lab.pid(target) is None:
+                if lab.cluster.pid(target) is None:
                     break
                 client.post(
                     url, json={"key": _b64(f"operator-fault/wal/big{n % 50}"), "value": big}
@@ -130,17 +127,17 @@ class StaleWal:
         disk.revert(lab, Injection(0, disk.name, target, {}, "", state=state))
         # The big writes leave history that would trip db_near_quota; only the WAL is the fault.
         etcdctl(lab, "del", "--prefix", "operator-fault/wal/", nodes=[leader])
-        compact(lab, [n.name for n in lab.state.nodes if n.name != target])
+        compact(lab, [n.name for n in lab.cluster.nodes if n.name != target])
         wal_dir = f"{state['data']}/member/wal"
         newest = sorted(lab.as_user("ls", wal_dir).split())[-1]
         lab.as_user("truncate", "-s", str(self.keep_bytes), f"{wal_dir}/{newest}")
         return {"wal": f"{wal_dir}/{newest}"}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         """Replace the member: remove it, add it back, and start it on an empty data dir."""
         name = injection.target
-        node = lab.state.node(name)
-        lab.supervisor.stop(name)
+        node = lab.cluster.node(name)
+        lab.cluster.control.stop(name)
         # The config is the lab user's to edit, so it is read and written as the lab user.
         config_path = str(lab.path / "conf" / f"{name}.yml")
         config = json.loads(lab.as_user("cat", config_path))
@@ -153,13 +150,13 @@ class StaleWal:
                 etcdctl(lab, "member", "remove", f"{member['ID']:x}")
         etcdctl(lab, "member", "add", name, f"--peer-urls={node.url('peer')}")
         lab.as_user("rm", "-rf", str(lab.path / "data" / name / "member"))
-        lab.supervisor.start(name)
+        lab.cluster.control.start(name)
         # The new member replays the raft log, big writes included; defrag gives the space back.
         _wait_caught_up(lab, name)
         etcdctl(lab, "defrag", nodes=[name])
 
 
-def _wait_caught_up(lab: Lab, name: str, timeout: float = 30.0) -> None:
+def _wait_caught_up(lab: LabHandle, name: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

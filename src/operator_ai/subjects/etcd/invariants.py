@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from operator_ai.store.records import Violation
-from operator_ai.subjects import Invariant, Observation
+from operator_ai.core import Invariant, Observation, Violation
 
 SLOW_MS = 250.0
 QUOTA_SHARE = 0.8

@@ -7,14 +7,11 @@ import base64
 import itertools
 import os
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import httpx
 
+from operator_ai.core import Cluster, Report, Stop
 from operator_ai.lab.load import LoadStats, drive
-from operator_ai.lab.state import LabState
 
 KEYS = 1000
 VALUE_BYTES = 128
@@ -26,15 +23,11 @@ def _b64(raw: bytes) -> str:
 
 
 async def _run(
-    lab: LabState,
-    lab_dir: Path,
-    rate: float,
-    duration: float | None,
-    report: Callable[[dict[str, Any]], None],
+    cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop
 ) -> None:
-    stats = LoadStats(lab_dir / "load.json", "etcd", rate)
-    endpoints = itertools.cycle([n.url() for n in lab.nodes])
-    tries = len(lab.nodes)
+    stats = LoadStats(cluster.workdir / "load.json", "etcd", rate)
+    endpoints = itertools.cycle([n.url() for n in cluster.nodes])
+    tries = len(cluster.nodes)
     value = _b64(os.urandom(VALUE_BYTES))
 
     async def put(n: int) -> None:
@@ -59,14 +52,8 @@ async def _run(
             stats.error(f"{type(exc).__name__}: {exc}")
 
     async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
-        await drive(rate, duration, put, lambda: report(stats.write()))
+        await drive(rate, duration, put, lambda: report(stats.write()), stop)
 
 
-def run(
-    lab: LabState,
-    lab_dir: Path,
-    rate: float,
-    duration: float | None,
-    report: Callable[[dict[str, Any]], None],
-) -> None:
-    asyncio.run(_run(lab, lab_dir, rate, duration, report))
+def run(cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop) -> None:
+    asyncio.run(_run(cluster, rate, duration, report, stop))

@@ -10,15 +10,13 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from operator_ai.core import Cluster, Node, Observation
 from operator_ai.errors import SubjectUnreachable
 from operator_ai.lab.load import read_workload
-from operator_ai.lab.state import LabState, Node
-from operator_ai.subjects import Observation
 from operator_ai.subjects.http import describe
 
 METRICS = {
@@ -29,26 +27,26 @@ METRICS = {
 }
 
 
-def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
+def observe(cluster: Cluster, timeout: float) -> Observation:
     """One look at every member, all within ``timeout`` seconds."""
     at = datetime.now(UTC)
     # A client per look: nothing to leak between cycles. The lab speaks plain HTTP, so the
     # client skips building a TLS context, which would cost more CPU than the whole look.
     with (
         httpx.Client(trust_env=False, verify=False) as client,
-        ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool,
+        ThreadPoolExecutor(max_workers=len(cluster.nodes)) as pool,
     ):
         probe = _Probe(client, time.monotonic() + timeout)
         seen = dict(
-            zip([n.name for n in lab.nodes], pool.map(probe.member, lab.nodes), strict=True)
+            zip([n.name for n in cluster.nodes], pool.map(probe.member, cluster.nodes), strict=True)
         )
-        answering = [lab.node(name) for name, m in seen.items() if m["reachable"]]
+        answering = [cluster.node(name) for name, m in seen.items() if m["reachable"]]
         if not answering:
             errors = "; ".join(f"{name}: {m['error']}" for name, m in seen.items())
             raise SubjectUnreachable(f"no etcd member answered: {errors}")
-        cluster = probe.cluster(answering[0], seen)
-    cluster["workload"] = read_workload(lab_dir)
-    return Observation(subject="etcd", at=at, nodes=seen, cluster=cluster)
+        found = probe.cluster(answering[0], seen)
+    found["workload"] = read_workload(cluster.workdir)
+    return Observation(subject="etcd", at=at, nodes=seen, cluster=found)
 
 
 class _Probe:

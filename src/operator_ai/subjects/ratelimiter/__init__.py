@@ -1,4 +1,4 @@
-"""The distributed rate limiter we ship (`operator_ai.ratelimiter`): three FastAPI nodes
+"""The distributed rate limiter we ship (`service/`): three FastAPI nodes
 sharing one Redis, as a subject the lab runs, breaks and watches."""
 
 from __future__ import annotations
@@ -7,45 +7,29 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from operator_ai.core import (
+    PROCESS,
+    Cluster,
+    Fault,
+    Invariant,
+    Observation,
+    Report,
+    Stop,
+    Violation,
+)
 from operator_ai.errors import LabError
 from operator_ai.lab import safefs
 from operator_ai.lab.state import LabState
-from operator_ai.store.records import Violation
-from operator_ai.subjects import Invariant, Observation
-from operator_ai.subjects.ratelimiter import invariants
+from operator_ai.subjects.ratelimiter import invariants, load
 from operator_ai.subjects.ratelimiter.briefing import briefing
+from operator_ai.subjects.ratelimiter.declared import LIMITS, REDIS, limits_path
+from operator_ai.subjects.ratelimiter.faults import FAULTS
 from operator_ai.subjects.ratelimiter.observe import observe
 
-if TYPE_CHECKING:
-    from operator_ai.lab.faults import Fault
-
-REDIS = "redis"
-LIMITS = {
-    "default": {"limit": 100, "window_ms": 1000},
-    "keys": {
-        "user:alice": {"limit": 10, "window_ms": 1000},
-        "user:bob": {"limit": 20, "window_ms": 1000},
-        "tenant:acme": {"limit": 50, "window_ms": 1000},
-        "api:search": {"limit": 100, "window_ms": 1000},
-    },
-}
-"""The declared limits the lab starts with (run/limits.json), and the load generator's keys."""
-
-
-def limits_path(lab_dir: Path) -> Path:
-    """The declared limits: the monitor's truth, so root-owned beside the launch scripts,
-    where the agent (the lab user) can read them but not rewrite them to clear a ticket."""
-    return lab_dir / "run" / "limits.json"
-
-
-def declared(lab_dir: Path) -> dict[str, dict[str, int]]:
-    """Each declared key's limit and window, as the lab's limits file says."""
-    data = json.loads(limits_path(lab_dir).read_text())
-    return {key: dict(value) for key, value in data["keys"].items()}
+SERVICE = "operator_ai.subjects.ratelimiter.service"
 
 
 class RateLimiter:
@@ -53,6 +37,7 @@ class RateLimiter:
     description = "the sliding-window rate limiter we ship: FastAPI nodes sharing one Redis"
     invariants: Sequence[Invariant] = invariants.INVARIANTS
     default_nodes = 3
+    runtimes = (PROCESS,)
 
     def topology(self, nodes: int) -> dict[str, dict[str, int]]:
         limiters = {f"rl{i}": {"http": 8080} for i in range(1, nodes + 1)}
@@ -75,7 +60,7 @@ class RateLimiter:
         for node in lab.nodes:
             if node.name != REDIS:
                 commands[node.name] = [
-                    sys.executable, "-I", "-m", "operator_ai.ratelimiter",
+                    sys.executable, "-I", "-m", SERVICE,
                     "--node-id", node.name,
                     "--host", node.address, "--port", str(node.ports["http"]),
                     "--advertise", node.url("http"),
@@ -84,8 +69,8 @@ class RateLimiter:
                 ]  # fmt: skip
         return commands
 
-    def observe(self, lab: LabState, lab_dir: Path, timeout: float) -> Observation:
-        return observe(lab, lab_dir, timeout)
+    def observe(self, cluster: Cluster, timeout: float) -> Observation:
+        return observe(cluster, timeout)
 
     def check(self, observation: Observation, history: Sequence[Observation]) -> list[Violation]:
         return invariants.check(observation, history)
@@ -94,24 +79,15 @@ class RateLimiter:
         return None  # no leader: every node is equal, Redis is the shared state
 
     def faults(self) -> Mapping[str, Fault]:
-        from operator_ai.subjects.ratelimiter.faults import FAULTS
-
         return FAULTS
 
     def load(
-        self,
-        lab: LabState,
-        lab_dir: Path,
-        rate: float,
-        duration: float | None,
-        report: Callable[[dict[str, Any]], None],
+        self, cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop
     ) -> None:
-        from operator_ai.subjects.ratelimiter import load
+        load.run(cluster, rate, duration, report, stop)
 
-        load.run(lab, lab_dir, rate, duration, report)
-
-    def briefing(self, lab: LabState, lab_dir: Path) -> str:
-        return briefing(lab, lab_dir)
+    def briefing(self, cluster: Cluster) -> str:
+        return briefing(cluster)
 
 
 def _check_python(lab: LabState) -> None:
@@ -119,7 +95,7 @@ def _check_python(lab: LabState) -> None:
     if os.geteuid() != 0 or lab.user == "root":
         return
     done = subprocess.run(
-        ["runuser", "-u", lab.user, "--", sys.executable, "-c", "import operator_ai.ratelimiter"],
+        ["runuser", "-u", lab.user, "--", sys.executable, "-c", f"import {SERVICE}"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:

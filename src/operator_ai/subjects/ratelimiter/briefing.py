@@ -4,21 +4,20 @@ the fixes."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from operator_ai.lab.state import NETNS, LabState
+from operator_ai.core import NETNS, Cluster
+from operator_ai.subjects.ratelimiter.declared import REDIS, limits_path
 
 
-def briefing(lab: LabState, lab_dir: Path) -> str:
-    redis = lab.node("redis")
+def briefing(lab: Cluster) -> str:
+    lab_dir = lab.workdir
+    redis = lab.node(REDIS)
     redis_url = f"{redis.address}:{redis.ports['redis']}"
     rows = "\n".join(
         f"| {n.name} | {n.url('http')} | {lab_dir}/logs/{n.name}.log |"
         for n in lab.nodes
-        if n.name != "redis"
+        if n.name != REDIS
     )
-    from operator_ai.subjects.ratelimiter import limits_path
-
     limits = json.loads(limits_path(lab_dir).read_text())
     network = (
         f"Each node and Redis run in their own network namespace on {lab.subnet}; your shell "
@@ -30,10 +29,11 @@ def briefing(lab: LabState, lab_dir: Path) -> str:
     return f"""\
 ## The system: a distributed rate limiter, {len(lab.nodes) - 1} nodes and one Redis
 
-Each node is a FastAPI service (`python -m operator_ai.ratelimiter`). Clients ask any node
-`POST /check {{"key": K}}`; the answer is 200 (allowed) or 429 (denied). The limit is a
-sliding window: at most `limit` requests per key in any `window_ms`. All state is in Redis,
-at {redis_url}; nodes share nothing else. A Lua script makes each check atomic; it scores
+Each node is a FastAPI service (`python -m operator_ai.subjects.ratelimiter.service`).
+Clients ask any node `POST /check {{"key": K}}`; the answer is 200 (allowed) or 429
+(denied). The limit is a sliding window: at most `limit` requests per key in any
+`window_ms`. All state is in Redis, at {redis_url}; nodes share nothing else. A Lua script
+makes each check atomic; it scores
 each request with the NODE's own clock, so the nodes' clocks must agree.
 
 | node | URL | log |

@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import redis
 
+from operator_ai.core import CLUSTER, MODES, NETNS, NODE, Fault, Injection, LabHandle
 from operator_ai.errors import LabError
-from operator_ai.lab.faults import CLUSTER, NODE, Fault, Injection, drop_rules, drop_table
-from operator_ai.lab.state import MODES, NETNS
-
-if TYPE_CHECKING:
-    from operator_ai.lab.runtime import Lab
+from operator_ai.lab.faults import drop_rules, drop_table
+from operator_ai.subjects.ratelimiter.declared import REDIS, declared
 
 DEFAULT_KEY = "user:bob"
 
 
-def _key(lab: Lab, target: str) -> str:
-    from operator_ai.subjects.ratelimiter import declared
-
+def _key(lab: LabHandle, target: str) -> str:
     key = DEFAULT_KEY if target == CLUSTER else target
     keys = declared(lab.path)
     if key not in keys:
@@ -30,8 +26,8 @@ def _key(lab: Lab, target: str) -> str:
     return key
 
 
-def _redis(lab: Lab) -> redis.Redis:
-    node = lab.state.node("redis")
+def _redis(lab: LabHandle) -> redis.Redis:
+    node = lab.cluster.node(REDIS)
     return redis.Redis(host=node.address, port=node.ports["redis"], socket_timeout=5)
 
 
@@ -48,7 +44,7 @@ class CorruptCounter:
     modes: tuple[str, ...] = MODES
     target = CLUSTER
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         key, entries, ahead = _key(lab, target), int(params["entries"]), float(params["ahead"])
         score = time.time() * 1000 + ahead * 1000
         members = {f"corrupt:{n}": score for n in range(entries)}
@@ -57,7 +53,7 @@ class CorruptCounter:
             client.pexpire(f"rl:log:{key}", int(ahead * 1000))
         return {"key": key, "entries": entries}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         key, entries = injection.state["key"], injection.state["entries"]
         with _redis(lab) as client:
             client.zrem(f"rl:log:{key}", *[f"corrupt:{n}" for n in range(entries)])
@@ -72,9 +68,7 @@ class WrongLimit:
     modes: tuple[str, ...] = MODES
     target = CLUSTER
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        from operator_ai.subjects.ratelimiter import declared
-
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         key = _key(lab, target)
         limit = declared(lab.path)[key]
         wrong = int(params["limit"]) or 10 * limit["limit"]
@@ -83,16 +77,16 @@ class WrongLimit:
         )
         return {"key": key, "limit": wrong}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         _admin(lab, "DELETE", f"/admin/limits/{injection.state['key']}")
 
 
-def _admin(lab: Lab, method: str, path: str, body: dict[str, Any] | None = None) -> None:
+def _admin(lab: LabHandle, method: str, path: str, body: dict[str, Any] | None = None) -> None:
     """Call the management API on the first node that takes the call."""
     errors = []
     with httpx.Client(timeout=5, trust_env=False) as client:
-        for node in lab.state.nodes:
-            if node.name == "redis":
+        for node in lab.cluster.nodes:
+            if node.name == REDIS:
                 continue
             try:
                 response = client.request(method, f"{node.url('http')}{path}", json=body)
@@ -112,15 +106,15 @@ class RedisPartition:
     modes: tuple[str, ...] = (NETNS,)
     target = NODE
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        if target == "redis":
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        if target == REDIS:
             raise LabError("redis_partition cuts a node off from Redis; name a node, not Redis")
-        address = lab.state.node("redis").address
+        address = lab.cluster.node(REDIS).address
         return drop_rules(
             lab, target, self.name, f"ip saddr {address} drop;", f"ip daddr {address} drop;"
         )
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         drop_table(injection.state["netns"], injection.state["table"])
 
 

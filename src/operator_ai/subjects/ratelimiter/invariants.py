@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from operator_ai.store.records import Violation
-from operator_ai.subjects import Invariant, Observation
+from operator_ai.core import Invariant, Observation, Violation
+from operator_ai.subjects.ratelimiter.declared import REDIS
 
 LATENCY_P99_MS = 100.0
 LATENCY_SPAN = timedelta(seconds=10)
@@ -36,8 +36,6 @@ SEVERITY = {i.name: i.severity for i in INVARIANTS}
 
 
 def check(observation: Observation, history: Sequence[Observation]) -> list[Violation]:
-    from operator_ai.subjects.ratelimiter import REDIS
-
     found: list[Violation] = []
 
     def violated(invariant: str, target: str, message: str, **evidence: Any) -> None:

@@ -12,14 +12,13 @@ import asyncio
 import itertools
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from operator_ai.core import Cluster, Report, Stop
 from operator_ai.lab.load import LoadStats, drive
-from operator_ai.lab.state import LabState
+from operator_ai.subjects.ratelimiter.declared import REDIS, declared
 
 TIMEOUT = 2.0
 KEEP_SECONDS = 60.0
@@ -62,18 +61,12 @@ class Windows:
 
 
 async def _run(
-    lab: LabState,
-    lab_dir: Path,
-    rate: float,
-    duration: float | None,
-    report: Callable[[dict[str, Any]], None],
+    cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop
 ) -> None:
-    from operator_ai.subjects.ratelimiter import REDIS, declared
-
-    limits = declared(lab_dir)
-    stats = LoadStats(lab_dir / "load.json", "ratelimiter", rate)
+    limits = declared(cluster.workdir)
+    stats = LoadStats(cluster.workdir / "load.json", "ratelimiter", rate)
     windows = Windows(limits)
-    nodes = [n.url("http") for n in lab.nodes if n.name != REDIS]
+    nodes = [n.url("http") for n in cluster.nodes if n.name != REDIS]
     endpoints = itertools.cycle(nodes)
     keys = itertools.cycle(sorted(limits))
     answers = {"allowed": 0, "denied": 0}
@@ -114,14 +107,8 @@ async def _run(
         report(stats.write())
 
     async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
-        await drive(rate, duration, check, publish)
+        await drive(rate, duration, check, publish, stop)
 
 
-def run(
-    lab: LabState,
-    lab_dir: Path,
-    rate: float,
-    duration: float | None,
-    report: Callable[[dict[str, Any]], None],
-) -> None:
-    asyncio.run(_run(lab, lab_dir, rate, duration, report))
+def run(cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop) -> None:
+    asyncio.run(_run(cluster, rate, duration, report, stop))

@@ -12,18 +12,17 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from operator_ai.core import Cluster, Node, Observation
 from operator_ai.errors import SubjectUnreachable
 from operator_ai.lab.load import read_workload
-from operator_ai.lab.state import LabState, Node
-from operator_ai.subjects import Observation
 from operator_ai.subjects.http import describe
+from operator_ai.subjects.ratelimiter.declared import REDIS, declared
 
 # The requests admitted in the last window, by Redis's clock; entries a few ms ahead (a node
 # whose clock leads by the network's latency) still count, entries from far ahead do not.
@@ -34,11 +33,9 @@ return {now, redis.call('ZCOUNT', KEYS[1], '(' .. (now - tonumber(ARGV[1])), now
 """
 
 
-def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
-    from operator_ai.subjects.ratelimiter import REDIS, declared
-
+def observe(lab: Cluster, timeout: float) -> Observation:
     at = datetime.now(UTC)
-    limits = declared(lab_dir)
+    limits = declared(lab.workdir)
     limiters = [n for n in lab.nodes if n.name != REDIS]
     deadline = time.monotonic() + timeout
     with (
@@ -57,7 +54,7 @@ def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
         cluster = probe.cluster(answering)
     cluster["declared"] = limits
     cluster["truth"] = seen[REDIS].pop("truth", {})
-    cluster["workload"] = read_workload(lab_dir)
+    cluster["workload"] = read_workload(lab.workdir)
     return Observation(subject="ratelimiter", at=at, nodes=seen, cluster=cluster)
 
 

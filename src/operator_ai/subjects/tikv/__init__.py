@@ -7,23 +7,30 @@ which the lab publishes on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from operator_ai.core import (
+    COMPOSE,
+    Cluster,
+    Fault,
+    Invariant,
+    Observation,
+    Report,
+    Stop,
+    Violation,
+)
 from operator_ai.errors import LabError
 from operator_ai.lab import docker
-from operator_ai.lab.state import DOCKER, LabState
-from operator_ai.store.records import Violation
-from operator_ai.subjects import Invariant, Observation
+from operator_ai.lab.state import LabState
 from operator_ai.subjects.tikv import compose, invariants
 from operator_ai.subjects.tikv.briefing import briefing
+from operator_ai.subjects.tikv.faults import FAULTS
 from operator_ai.subjects.tikv.observe import observe
-
-if TYPE_CHECKING:
-    from operator_ai.lab.faults import Fault
 
 RECORDS = 10_000
 
@@ -33,19 +40,16 @@ class TiKV:
     description = "TiKV with PD and Prometheus, in Docker (observed through PD's API)"
     invariants: Sequence[Invariant] = invariants.INVARIANTS
     default_nodes = 3
-    runtimes = (DOCKER,)
+    runtimes = (COMPOSE,)
 
     def topology(self, nodes: int) -> dict[str, dict[str, int]]:
         return compose.topology(nodes)
 
-    def node_commands(self, lab: LabState, lab_dir: Path) -> dict[str, list[str]]:
-        raise LabError("TiKV runs only in Docker", hint="`operator lab up tikv --runtime docker`.")
-
     def compose(self, lab: LabState, lab_dir: Path) -> dict[str, Any]:
         return compose.write(lab, lab_dir)
 
-    def observe(self, lab: LabState, lab_dir: Path, timeout: float) -> Observation:
-        return observe(lab, lab_dir, timeout)
+    def observe(self, cluster: Cluster, timeout: float) -> Observation:
+        return observe(cluster, timeout)
 
     def check(self, observation: Observation, history: Sequence[Observation]) -> list[Violation]:
         return invariants.check(observation, history)
@@ -56,35 +60,38 @@ class TiKV:
         return str(leader) if leader else None
 
     def faults(self) -> Mapping[str, Fault]:
-        from operator_ai.subjects.tikv.faults import FAULTS
-
         return FAULTS
 
     def load(
-        self,
-        lab: LabState,
-        lab_dir: Path,
-        rate: float,
-        duration: float | None,
-        report: Callable[[dict[str, Any]], None],
+        self, cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop
     ) -> None:
         """go-ycsb's workload A (half reads, half updates) on raw TiKV, at ``rate`` ops/s.
         Its own progress lines go to the terminal; the monitor sees the load in Prometheus."""
-        for argv in load_commands(lab, lab_dir, rate, duration):
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
-            if done.returncode != 0:
-                raise LabError(f"go-ycsb exited with {done.returncode}")
+        for argv in load_commands(cluster, rate, duration):
+            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sys.stderr)
+            try:
+                while child.poll() is None and not stop.is_set():
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.wait(timeout=0.5)
+            finally:
+                if child.poll() is None:
+                    child.terminate()
+                    child.wait()
+            if stop.is_set():
+                return
+            if child.returncode != 0:
+                raise LabError(f"go-ycsb exited with {child.returncode}")
 
-    def briefing(self, lab: LabState, lab_dir: Path) -> str:
-        return briefing(lab, lab_dir)
+    def briefing(self, cluster: Cluster) -> str:
+        return briefing(cluster)
 
 
-def load_commands(
-    lab: LabState, lab_dir: Path, rate: float, duration: float | None
-) -> list[list[str]]:
+def load_commands(cluster: Cluster, rate: float, duration: float | None) -> list[list[str]]:
     """Insert the records once, then run workload A at ``rate`` for ``duration`` seconds."""
     operations = int(rate * duration) if duration else 10**12
-    ycsb = [*docker.compose(lab, lab_dir, "--profile", "load", "run", "--rm", "-T", "ycsb")]
+    project = cluster.extra["project"]
+    compose_run = docker.compose(project, cluster.workdir, "--profile", "load", "run")
+    ycsb = [*compose_run, "--rm", "-T", "ycsb"]
     common = [
         "tikv",
         "-P",
@@ -92,7 +99,7 @@ def load_commands(
         "-p",
         f"recordcount={RECORDS}",
         "-p",
-        f"tikv.pd={','.join(compose.pd_endpoints(lab))}",
+        f"tikv.pd={','.join(compose.pd_endpoints(cluster.nodes))}",
         "-p",
         "tikv.type=raw",
     ]

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from operator_ai.core import Cluster
 from operator_ai.lab import docker
-from operator_ai.lab.state import LabState
 from operator_ai.subjects.tikv.compose import PD_CLIENT, TIKV_PORT, TIKV_STATUS, names
 from operator_ai.subjects.tikv.observe import queries
 
 
-def briefing(lab: LabState, lab_dir: Path) -> str:
-    pds, stores = names(lab, "pd"), names(lab, "tikv")
+def briefing(lab: Cluster) -> str:
+    project = lab.extra["project"]
+    pds, stores = names(lab.nodes, "pd"), names(lab.nodes, "tikv")
     rows = "\n".join(
-        f"| {n.name} | {docker.container(lab, n.name)} | "
+        f"| {n.name} | {docker.container(project, n.name)} | "
         + (
             f"{n.name}:{PD_CLIENT}"
             if n.name in pds
@@ -43,8 +42,8 @@ PD starts re-creating its replicas elsewhere.
 |---|---|---|
 {rows}
 
-The nodes are containers of the compose project `{lab.prefix}` on the network
-`{docker.lab_network(lab)}`; the names above resolve there, and your shell runs in a container
+The nodes are containers of the compose project `{project}` on the network
+`{docker.lab_network(project)}`; the names above resolve there, and your shell runs in a container
 on the same network. Containers do not restart by themselves, and your shell has no access
 to Docker, so it cannot start, stop or restart them: what you can change is the cluster,
 through PD and TiKV. If a container must be started, say so plainly in your final answer

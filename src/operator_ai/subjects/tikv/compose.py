@@ -12,11 +12,13 @@ entry point and /workloads (pingcap/go-ycsb Dockerfile).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from operator_ai.core import Node
 from operator_ai.lab import docker
 from operator_ai.lab.state import LabState
 
@@ -59,18 +61,18 @@ def topology(nodes: int) -> dict[str, dict[str, int]]:
     return {**pds, **stores, "prometheus": {"http": PROMETHEUS_PORT}}
 
 
-def names(state: LabState, role: str) -> list[str]:
-    """The lab's nodes of one role: "pd" or "tikv"."""
-    return [n.name for n in state.nodes if n.name.startswith(role)]
+def names(nodes: Iterable[Node], role: str) -> list[str]:
+    """The nodes of one role: "pd" or "tikv"."""
+    return [n.name for n in nodes if n.name.startswith(role)]
 
 
-def pd_endpoints(state: LabState) -> list[str]:
+def pd_endpoints(nodes: Iterable[Node]) -> list[str]:
     """PD's client addresses on the lab network."""
-    return [f"{p}:{PD_CLIENT}" for p in names(state, "pd")]
+    return [f"{p}:{PD_CLIENT}" for p in names(nodes, "pd")]
 
 
-def ops_image(state: LabState) -> str:
-    return f"operator-tikv-ops:{state.prefix}"
+def ops_image(prefix: str) -> str:
+    return f"operator-tikv-ops:{prefix}"
 
 
 def prometheus_config(stores: list[str], pds: list[str]) -> dict[str, Any]:
@@ -92,17 +94,17 @@ def prometheus_config(stores: list[str], pds: list[str]) -> dict[str, Any]:
 
 def services(state: LabState) -> dict[str, Any]:
     """The compose ``services``: one per node, plus the load and the agent's tools."""
-    pds = names(state, "pd")
-    stores = names(state, "tikv")
+    pds = names(state.nodes, "pd")
+    stores = names(state.nodes, "tikv")
     cluster = ",".join(f"{p}=http://{p}:{PD_PEER}" for p in pds)
-    endpoints = ",".join(pd_endpoints(state))
+    endpoints = ",".join(pd_endpoints(state.nodes))
     out: dict[str, Any] = {}
 
     def service(name: str, **spec: Any) -> None:
         node = state.node(name)
         published = [f"127.0.0.1:{node.ports[port]}:{inner}" for port, inner in spec.pop("ports")]
         out[name] = {
-            "container_name": docker.container(state, name),
+            "container_name": docker.container(state.prefix, name),
             "restart": "no",
             "networks": ["lab"],
             "ports": published,
@@ -153,7 +155,7 @@ def services(state: LabState) -> dict[str, Any]:
     # runs each command in a container of the ops image, which `up` builds.
     out["ycsb"] = {"image": IMAGES["ycsb"], "networks": ["lab"], "profiles": ["load"]}
     out["ops"] = {
-        "image": ops_image(state),
+        "image": ops_image(state.prefix),
         "build": {"context": "./conf/ops"},
         "profiles": ["tools"],
         "networks": ["lab"],
@@ -174,17 +176,21 @@ def volumes(pds: list[str], disks: dict[str, str]) -> dict[str, Any]:
 def write(state: LabState, lab_dir: Path) -> dict[str, Any]:
     """Write TiKV's and Prometheus's configs and the ops image's Dockerfile; give each store
     its disk; return the compose file."""
-    stores = names(state, "tikv")
-    pds = names(state, "pd")
+    stores = names(state.nodes, "tikv")
+    pds = names(state.nodes, "pd")
     (lab_dir / "conf" / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(stores, pds)))
     (lab_dir / "conf" / "tikv.toml").write_text(TIKV_CONFIG)
     (lab_dir / "conf" / "ops").mkdir(parents=True, exist_ok=True)
     (lab_dir / "conf" / "ops" / "Dockerfile").write_text(OPS_DOCKERFILE)
     disks = {s: docker.loop_disk(lab_dir / "disks" / f"{s}.img", DISK_SIZE) for s in stores}
-    state.extra.update(prometheus=state.node("prometheus").url("http"), ops_image=ops_image(state))
+    state.extra.update(
+        prometheus=state.node("prometheus").url("http"),
+        ops_image=ops_image(state.prefix),
+        project=state.prefix,
+    )
     return {
         "name": state.prefix,
         "services": services(state),
-        "networks": {"lab": {"name": docker.lab_network(state)}},
+        "networks": {"lab": {"name": docker.lab_network(state.prefix)}},
         "volumes": volumes(pds, disks),
     }

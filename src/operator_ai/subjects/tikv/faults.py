@@ -10,15 +10,13 @@ and ``revert`` run them, so what a fault would do is tested without an engine.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from operator_ai.core import DOCKER, NODE, Injection, LabHandle
 from operator_ai.errors import LabError
 from operator_ai.lab import docker
-from operator_ai.lab.faults import NODE, Injection, Injections, _number
-from operator_ai.lab.state import DOCKER, LabState
-
-if TYPE_CHECKING:
-    from operator_ai.lab.runtime import Lab
+from operator_ai.lab.faults import number
+from operator_ai.lab.injections import Injections
 
 FILL_FILE = "/data/.operator-fill"
 NETEM = ("delay", "loss")
@@ -31,19 +29,19 @@ class _Fault:
     modes: tuple[str, ...] = (DOCKER,)
     target = NODE
 
-    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+    def commands(self, prefix: str, target: str, params: dict[str, str]) -> list[list[str]]:
         raise NotImplementedError
 
-    def undo(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+    def undo(self, prefix: str, target: str, params: dict[str, str]) -> list[list[str]]:
         return []
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
-        for argv in self.commands(lab.state, target, params):
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        for argv in self.commands(lab.prefix, target, params):
             docker.run(argv)
         return {}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
-        for argv in self.undo(lab.state, injection.target, injection.params):
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        for argv in self.undo(lab.prefix, injection.target, injection.params):
             docker.run(argv, check=False)
 
 
@@ -51,30 +49,30 @@ class Kill(_Fault):
     name = "kill"
     description = "docker kill the node's container (SIGKILL); it stays down until started"
 
-    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
-        return [["docker", "kill", "--signal", "KILL", docker.container(state, target)]]
+    def commands(self, prefix: str, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [["docker", "kill", "--signal", "KILL", docker.container(prefix, target)]]
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
-        lab.supervisor.start(injection.target)
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        lab.cluster.control.start(injection.target)
 
 
 class Stop(Kill):
     name = "stop"
     description = "docker stop the node's container; it stays down until started"
 
-    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
-        return [["docker", "stop", "--time", "10", docker.container(state, target)]]
+    def commands(self, prefix: str, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [["docker", "stop", "--time", "10", docker.container(prefix, target)]]
 
 
 class Pause(_Fault):
     name = "pause"
     description = "docker pause the node's container (its processes freeze); revert unpauses"
 
-    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
-        return [["docker", "pause", docker.container(state, target)]]
+    def commands(self, prefix: str, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [["docker", "pause", docker.container(prefix, target)]]
 
-    def undo(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
-        return [["docker", "unpause", docker.container(state, target)]]
+    def undo(self, prefix: str, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [["docker", "unpause", docker.container(prefix, target)]]
 
 
 class _Netem(_Fault):
@@ -83,7 +81,7 @@ class _Netem(_Fault):
     def netem(self, params: dict[str, str]) -> list[str]:
         raise NotImplementedError
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         # One root qdisc per interface: a second netem fault would replace the first.
         for active in Injections(lab.path).active():
             if active.target == target and active.fault in NETEM:
@@ -94,12 +92,12 @@ class _Netem(_Fault):
                 )
         return super().inject(lab, target, params)
 
-    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+    def commands(self, prefix: str, target: str, params: dict[str, str]) -> list[list[str]]:
         tc = ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", *self.netem(params)]
-        return [docker.in_netns(state, target, *tc)]
+        return [docker.in_netns(prefix, target, *tc)]
 
-    def undo(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
-        return [docker.in_netns(state, target, "tc", "qdisc", "del", "dev", "eth0", "root")]
+    def undo(self, prefix: str, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [docker.in_netns(prefix, target, "tc", "qdisc", "del", "dev", "eth0", "root")]
 
 
 class Delay(_Netem):
@@ -111,7 +109,7 @@ class Delay(_Netem):
     }
 
     def netem(self, params: dict[str, str]) -> list[str]:
-        ms, jitter = _number(params, "ms", 1, 60_000), _number(params, "jitter", 0, 60_000)
+        ms, jitter = number(params, "ms", 1, 60_000), number(params, "jitter", 0, 60_000)
         return ["delay", f"{ms:g}ms", *([f"{jitter:g}ms"] if jitter else [])]
 
 
@@ -121,7 +119,7 @@ class Loss(_Netem):
     params: Mapping[str, tuple[str, str]] = {"percent": ("30", "share of packets dropped")}
 
     def netem(self, params: dict[str, str]) -> list[str]:
-        return ["loss", f"{_number(params, 'percent', 0, 100):g}%"]
+        return ["loss", f"{number(params, 'percent', 0, 100):g}%"]
 
 
 class Partition(_Fault):
@@ -135,20 +133,21 @@ class Partition(_Fault):
             for ip in peers
         )
 
-    def peers(self, lab: Lab, target: str) -> list[str]:
-        names = [n.name for n in lab.state.nodes if n.name != target and n.name != "prometheus"]
-        return [docker.address(lab.state, n) for n in names if lab.pid(n)]
+    def peers(self, lab: LabHandle, target: str) -> list[str]:
+        cluster = lab.cluster
+        names = [n.name for n in cluster.nodes if n.name != target and n.name != "prometheus"]
+        return [docker.address(lab.prefix, n) for n in names if cluster.pid(n)]
 
-    def inject(self, lab: Lab, target: str, params: dict[str, str]) -> dict[str, Any]:
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         peers = self.peers(lab, target)
         if not peers:
             raise LabError(f"{target} has no running peers to be cut off from")
-        docker.run(docker.in_netns(lab.state, target, "sh", "-c", self.rules("-I", peers)))
+        docker.run(docker.in_netns(lab.prefix, target, "sh", "-c", self.rules("-I", peers)))
         return {"peers": peers}
 
-    def revert(self, lab: Lab, injection: Injection) -> None:
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
         script = self.rules("-D", injection.state["peers"])
-        docker.run(docker.in_netns(lab.state, injection.target, "sh", "-c", script), check=False)
+        docker.run(docker.in_netns(lab.prefix, injection.target, "sh", "-c", script), check=False)
 
 
 class DiskPressure(_Fault):
@@ -156,18 +155,18 @@ class DiskPressure(_Fault):
     description = "fill the store's data disk until only a little is left"
     params: Mapping[str, tuple[str, str]] = {"leave_mb": ("100", "MiB left free")}
 
-    def commands(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
+    def commands(self, prefix: str, target: str, params: dict[str, str]) -> list[list[str]]:
         if not target.startswith("tikv"):
             raise LabError("disk_pressure targets a store (tikv1, tikv2, ...)")
-        leave = int(_number(params, "leave_mb", 0, 100_000))
+        leave = int(number(params, "leave_mb", 0, 100_000))
         fill = (
             f"free=$(df -Pm /data | awk 'NR==2 {{print $4}}'); "
             f"dd if=/dev/zero of={FILL_FILE} bs=1M count=$((free - {leave})) && sync"
         )
-        return [docker.with_volumes(state, target, fill)]
+        return [docker.with_volumes(prefix, target, fill)]
 
-    def undo(self, state: LabState, target: str, params: dict[str, str]) -> list[list[str]]:
-        return [docker.with_volumes(state, target, f"rm -f {FILL_FILE}")]
+    def undo(self, prefix: str, target: str, params: dict[str, str]) -> list[list[str]]:
+        return [docker.with_volumes(prefix, target, f"rm -f {FILL_FILE}")]
 
 
 FAULTS = {

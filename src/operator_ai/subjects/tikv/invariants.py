@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from operator_ai.store.records import Violation
-from operator_ai.subjects import Invariant, Observation
+from operator_ai.core import Invariant, Observation, Violation
 
 P99_MS = 500.0
 DISK_FREE_SHARE = 0.2

@@ -18,15 +18,13 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from operator_ai.core import Cluster, Observation
 from operator_ai.errors import SubjectUnreachable
 from operator_ai.lab.load import read_workload
-from operator_ai.lab.state import LabState
-from operator_ai.subjects import Observation
 from operator_ai.subjects.http import describe
 from operator_ai.subjects.tikv.compose import TIKV_STATUS, names
 
@@ -81,10 +79,10 @@ def parse_size(value: Any) -> int | None:
     return int(float(match.group(1)) * UNITS[match.group(2)])
 
 
-def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
+def observe(lab: Cluster, timeout: float) -> Observation:
     at = datetime.now(UTC)
-    pd_nodes = [lab.node(name) for name in names(lab, "pd")]
-    expected = names(lab, "tikv")
+    pd_nodes = [lab.node(name) for name in names(lab.nodes, "pd")]
+    expected = names(lab.nodes, "tikv")
     deadline = time.monotonic() + timeout
     with (
         httpx.Client(trust_env=False, verify=False) as client,
@@ -118,7 +116,7 @@ def observe(lab: LabState, lab_dir: Path, timeout: float) -> Observation:
     if error:
         cluster["errors"]["prometheus"] = error
         unobserved.update(NEEDS_PROMETHEUS)
-    cluster["workload"] = read_workload(lab_dir)
+    cluster["workload"] = read_workload(lab.workdir)
     return Observation("tikv", at, nodes, cluster, unobserved=tuple(sorted(unobserved)))
 
 

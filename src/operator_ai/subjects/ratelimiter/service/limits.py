@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from operator_ai.errors import ConfigError
+from operator_ai.subjects.ratelimiter.service.errors import InvalidConfig
 
 # Keys travel as URL path segments and inside Redis key names; bound them so a client
 # cannot make either arbitrarily large.
@@ -56,16 +56,16 @@ class DeclaredLimits(BaseModel):
 
 
 def load_limits(path: Path) -> DeclaredLimits:
-    """Read and validate a limits file; every problem becomes a ``ConfigError``."""
+    """Read and validate a limits file; every problem becomes ``InvalidConfig``."""
     try:
         raw: Any = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(
+        raise InvalidConfig(
             f"cannot read limits file {path}: {exc.strerror or exc}",
             hint="Pass --limits PATH to a readable JSON file.",
         ) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(
+        raise InvalidConfig(
             f"limits file {path} is not valid JSON: {exc}",
             hint='Expected {"default": {"limit": N, "window_ms": M}, "keys": {...}}.',
         ) from exc
@@ -76,7 +76,7 @@ def load_limits(path: Path) -> DeclaredLimits:
             f"{'.'.join(str(part) for part in err['loc']) or '(top)'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ConfigError(
+        raise InvalidConfig(
             f"limits file {path} is invalid: {problems}",
             hint='Expected {"default": {"limit": N, "window_ms": M}, "keys": {...}}.',
         ) from exc

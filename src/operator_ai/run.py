@@ -1,26 +1,33 @@
-"""Runs the whole loop for one lab: load (a child process), the monitor and the agent
-workers (threads), each restarted if it dies, with every transition and agent step kept as
-an event for the screen."""
+"""Runs the whole loop for one lab (`operator run`, the demo): the load, the monitor and the
+agent workers, each on its own thread and restarted if it dies, with every transition and
+agent step kept as an event for whoever shows them."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from operator_ai.agent import run_workers, work
+from operator_ai.agent import SETTLE_SECONDS, run_workers, work
 from operator_ai.agent.worker import AgentOptions, agent_factory
 from operator_ai.config import Settings
 from operator_ai.lab import Lab
+from operator_ai.lab.load import DEFAULT_RATE
 from operator_ai.monitor import Monitor, Transition
 from operator_ai.store import Store
-from operator_ai.tui.transcript import Event
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime
+    kind: str  # a monitor transition (opened, cleared...) or an agent event (command...)
+    data: dict[str, Any]
+
+
+AGENT_EVENTS = ("claimed", "reasoning", "command", "result", "unverified", "ended", "warning")
 
 
 class Runner:
@@ -34,20 +41,18 @@ class Runner:
         *,
         model: str | None,
         workers: int = 1,
-        rate: float = 50.0,
+        rate: float = DEFAULT_RATE,
         interval: float = 1.0,
-        settle: float = 30.0,
+        settle: float = SETTLE_SECONDS,
         on_event: Callable[[Event], None] = lambda e: None,
     ) -> None:
         self.settings, self.store, self.lab = settings, store, lab
         self.model, self.workers, self.rate, self.settle = model, workers, rate, settle
-        self.monitor = Monitor(store, lab, interval=interval)
+        self.monitor = Monitor(store, lab.subject, lab.cluster, interval=interval)
         self.events: deque[Event] = deque(maxlen=500)
         self.on_event = on_event
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._load: subprocess.Popen[bytes] | None = None
-        self._load_lock = threading.Lock()
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         event = Event(datetime.now(UTC), kind, data)
@@ -55,7 +60,6 @@ class Runner:
         self.on_event(event)
 
     def start(self) -> None:
-        self._load = self._start_load()
         self._thread(self._keep_monitoring)
         self._thread(self._keep_loading)
         if self.model:
@@ -72,27 +76,14 @@ class Runner:
                 self.stopping.wait(1.0)
 
     def _keep_loading(self) -> None:
-        """The load generator, started again whenever it exits while the run goes on."""
-        while not self.stopping.wait(1.0):
-            problem = None
-            with self._load_lock:  # stop() holds it while it ends the load
-                assert self._load is not None
-                code = self._load.poll()
-                if code is not None and not self.stopping.is_set():
-                    problem = f"the load exited ({code}); restarting it"
-                    try:
-                        self._load = self._start_load()
-                    except OSError as exc:  # tried again a second later
-                        problem = f"the load exited ({code}) and cannot start again: {exc}"
-            if problem:
-                self.emit("error", {"message": problem})
-
-    def _start_load(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "OPERATOR_HOME": str(self.settings.home)}
-        argv = [sys.executable, "-m", "operator_ai", "lab", "load", self.lab.dir.name,
-                "--rate", f"{self.rate:g}"]  # fmt: skip
-        with open(self.lab.path / "logs" / "load.log", "ab") as log:
-            return subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
+        """The subject's load generator, started again a second after it fails."""
+        subject, cluster = self.lab.subject, self.lab.cluster
+        while not self.stopping.is_set():
+            try:
+                subject.load(cluster, self.rate, None, lambda stats: None, self.stopping)
+            except Exception as exc:
+                self.emit("error", {"message": f"the load stopped: {exc}; restarting in 1 s"})
+                self.stopping.wait(1.0)
 
     def _thread(self, target: Callable[..., object], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
@@ -116,14 +107,6 @@ class Runner:
     def stop(self) -> None:
         """Stop the load, the monitor and the workers (each finishes its current step)."""
         self.stopping.set()
-        with self._load_lock:
-            if self._load is not None and self._load.poll() is None:
-                self._load.send_signal(signal.SIGINT)
-                try:
-                    self._load.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self._load.kill()  # our child, not reaped yet: its PID is still its own
-                    self._load.wait()
         for thread in self._threads:
             thread.join(timeout=150)
 

@@ -7,9 +7,9 @@ Key layout (every key written carries a TTL):
     rl:limit:{key}    hash {limit, window_ms}: an override set through the admin API
     rl:node:{node}    hash {node, address, started_at, heartbeat_ms, interval_ms, redis_ms}
 
-Errors: ``LimiterError`` (Redis answered with an error, e.g. a key of the wrong type) and
-its subclass ``RedisUnavailable`` (no answer in time); callers fail closed on both. A URL
-redis-py cannot parse is a ``ConfigError``.
+Errors (see ``errors``): ``RedisFailed`` (Redis answered with an error, e.g. a key of the
+wrong type) and its subclass ``RedisUnavailable`` (no answer in time); callers fail closed
+on both. A URL redis-py cannot parse is ``InvalidConfig``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from operator_ai.errors import ConfigError, LimiterError, RedisUnavailable
-from operator_ai.ratelimiter import scripts
-from operator_ai.ratelimiter.limits import DeclaredLimits, Limit, Source
+from operator_ai.subjects.ratelimiter.service import scripts
+from operator_ai.subjects.ratelimiter.service.errors import (
+    InvalidConfig,
+    RedisFailed,
+    RedisUnavailable,
+)
+from operator_ai.subjects.ratelimiter.service.limits import DeclaredLimits, Limit, Source
 
 PREFIX = "rl:"
 LOG_PREFIX = f"{PREFIX}log:"
@@ -101,7 +105,7 @@ async def _translated(what: str) -> AsyncIterator[None]:
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise RedisUnavailable(f"Redis unavailable ({what}): {exc}") from exc
     except RedisError as exc:
-        raise LimiterError(f"Redis error ({what}): {exc}") from exc
+        raise RedisFailed(f"Redis error ({what}): {exc}") from exc
 
 
 def _source(overridden: Any, declared: Source) -> Source:
@@ -125,7 +129,7 @@ class LimiterStore:
                 retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
             )
         except ValueError as exc:
-            raise ConfigError(
+            raise InvalidConfig(
                 f"invalid Redis URL {url!r}: {exc}", hint="Use redis://HOST:PORT/DB."
             ) from exc
         self._check = self._redis.register_script(scripts.CHECK)

@@ -1,6 +1,6 @@
 """Run one rate limiter node:
 
-    python -m operator_ai.ratelimiter --node-id rl1 --host 0.0.0.0 --port 8080 \\
+    python -m operator_ai.subjects.ratelimiter.service --node-id rl1 --host 0.0.0.0 --port 8080 \\
         --redis redis://HOST:PORT/0 --limits limits.json [--heartbeat 1.0] \\
         [--advertise http://ADDR:PORT] [--log-level info]
 
@@ -22,9 +22,9 @@ from pathlib import Path
 import uvicorn
 from prometheus_client import disable_created_metrics
 
-from operator_ai.errors import ConfigError
-from operator_ai.ratelimiter.app import NodeConfig, create_app
-from operator_ai.ratelimiter.limits import load_limits
+from operator_ai.subjects.ratelimiter.service.app import NodeConfig, create_app
+from operator_ai.subjects.ratelimiter.service.errors import InvalidConfig
+from operator_ai.subjects.ratelimiter.service.limits import load_limits
 
 NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -33,7 +33,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m operator_ai.ratelimiter",
+        prog="python -m operator_ai.subjects.ratelimiter.service",
         description="One node of the distributed rate limiter (sliding window in Redis).",
     )
     parser.add_argument("--node-id", required=True, help="this node's name, e.g. rl1")
@@ -62,23 +62,25 @@ def _advertise(host: str, port: int) -> str:
 
 
 def node_config(args: argparse.Namespace) -> NodeConfig:
-    """Check the arguments and read the limits file; problems become ``ConfigError``."""
+    """Check the arguments and read the limits file; problems become ``InvalidConfig``."""
     if not NODE_ID.fullmatch(args.node_id):
-        raise ConfigError(
+        raise InvalidConfig(
             f"invalid --node-id {args.node_id!r}",
             hint="Use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit.",
         )
     if not 0 < args.port < 65536:
-        raise ConfigError(f"invalid --port {args.port}", hint="Use a port from 1 to 65535.")
+        raise InvalidConfig(f"invalid --port {args.port}", hint="Use a port from 1 to 65535.")
     if not 0.05 <= args.heartbeat <= 3600:
-        raise ConfigError(f"invalid --heartbeat {args.heartbeat}", hint="Use 0.05 to 3600 seconds.")
+        raise InvalidConfig(
+            f"invalid --heartbeat {args.heartbeat}", hint="Use 0.05 to 3600 seconds."
+        )
     if not args.redis.startswith(REDIS_SCHEMES):
-        raise ConfigError(
+        raise InvalidConfig(
             f"invalid --redis {args.redis!r}",
             hint="Use redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0.",
         )
     if args.advertise is not None and not args.advertise.startswith(("http://", "https://")):
-        raise ConfigError(
+        raise InvalidConfig(
             f"invalid --advertise {args.advertise!r}", hint="Use http://ADDRESS:PORT."
         )
     return NodeConfig(
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = node_config(args)
         app = create_app(config)
-    except ConfigError as exc:
+    except InvalidConfig as exc:
         print(f"ratelimiter: error: {exc}\nhint: {exc.hint}", file=sys.stderr)
         return 2
     # The *_created series only double the scrape; Prometheus derives resets by itself.

@@ -7,9 +7,9 @@ import asyncio
 import logging
 import time
 
-from operator_ai.errors import LimiterError
-from operator_ai.ratelimiter.metrics import Metrics
-from operator_ai.ratelimiter.store import LimiterStore
+from operator_ai.subjects.ratelimiter.service.errors import RedisFailed
+from operator_ai.subjects.ratelimiter.service.metrics import Metrics
+from operator_ai.subjects.ratelimiter.service.store import LimiterStore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ async def keep_registered(
     while True:
         try:
             await store.heartbeat(node, address, started_at, node_clock_ms(), interval_ms)
-        except LimiterError as exc:
+        except RedisFailed as exc:
             metrics.redis_error()
             if not failing:
                 log.warning("heartbeat failed, the node drops out of the registry: %s", exc)

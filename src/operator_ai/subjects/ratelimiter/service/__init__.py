@@ -8,7 +8,12 @@ the registry, the limits (declared in a JSON file, overridable at run time), the
 and the keys being blocked. See ``store`` for the key layout and ``cli`` for how to run one.
 """
 
-from operator_ai.ratelimiter.app import NodeConfig, create_app
-from operator_ai.ratelimiter.limits import DeclaredLimits, Limit, Source, load_limits
+from operator_ai.subjects.ratelimiter.service.app import NodeConfig, create_app
+from operator_ai.subjects.ratelimiter.service.limits import (
+    DeclaredLimits,
+    Limit,
+    Source,
+    load_limits,
+)
 
 __all__ = ["DeclaredLimits", "Limit", "NodeConfig", "Source", "create_app", "load_limits"]

@@ -22,11 +22,11 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from operator_ai.errors import LimiterError, RedisUnavailable
-from operator_ai.ratelimiter.heartbeat import keep_registered, node_clock_ms
-from operator_ai.ratelimiter.limits import DeclaredLimits, Key, Limit, Source
-from operator_ai.ratelimiter.metrics import CONTENT_TYPE, Metrics, Result
-from operator_ai.ratelimiter.store import Counter, LimiterStore
+from operator_ai.subjects.ratelimiter.service.errors import RedisFailed, RedisUnavailable
+from operator_ai.subjects.ratelimiter.service.heartbeat import keep_registered, node_clock_ms
+from operator_ai.subjects.ratelimiter.service.limits import DeclaredLimits, Key, Limit, Source
+from operator_ai.subjects.ratelimiter.service.metrics import CONTENT_TYPE, Metrics, Result
+from operator_ai.subjects.ratelimiter.service.store import Counter, LimiterStore
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
             # A node that stops cleanly leaves the registry at once instead of expiring.
-            with contextlib.suppress(LimiterError):
+            with contextlib.suppress(RedisFailed):
                 await self.store.forget_node(self.node)
             await self.store.aclose()
 
@@ -94,7 +94,7 @@ class Service:
         now_ms = node_clock_ms()
         try:
             decision = await self.store.check(body.key, now_ms, f"{self.node}:{uuid.uuid4().hex}")
-        except LimiterError as exc:
+        except RedisFailed as exc:
             self.metrics.redis_error()
             self.metrics.check(Result.ERROR, time.perf_counter() - started)
             return JSONResponse({"error": str(exc), "node": self.node}, status_code=503)
@@ -121,7 +121,7 @@ class Service:
         """200 when Redis answers PING in time, else 503 with the reason."""
         try:
             await self.store.ping()
-        except LimiterError as exc:
+        except RedisFailed as exc:
             self.metrics.redis_error()
             body = {"status": "unhealthy", "node": self.node, "redis": str(exc)}
             return JSONResponse(body, status_code=503)
@@ -227,9 +227,9 @@ class Service:
 
     async def _peek_all(
         self, keys: list[str], now_ms: int
-    ) -> list[tuple[str, Counter | LimiterError]]:
+    ) -> list[tuple[str, Counter | RedisFailed]]:
         """Peek at each key; a per-key failure is returned, an unreachable Redis raised."""
-        found: list[tuple[str, Counter | LimiterError]] = []
+        found: list[tuple[str, Counter | RedisFailed]] = []
         for start in range(0, len(keys), PEEK_CONCURRENCY):
             chunk = keys[start : start + PEEK_CONCURRENCY]
             results = await asyncio.gather(
@@ -237,7 +237,7 @@ class Service:
             )
             for key, result in zip(chunk, results, strict=True):
                 if isinstance(result, RedisUnavailable) or not isinstance(
-                    result, Counter | LimiterError
+                    result, Counter | RedisFailed
                 ):
                     raise result
                 found.append((key, result))
@@ -254,7 +254,7 @@ class Service:
             "node": self.node,
         }
 
-    async def on_limiter_error(self, request: Request, exc: Exception) -> JSONResponse:
+    async def on_redis_failed(self, request: Request, exc: Exception) -> JSONResponse:
         self.metrics.redis_error()
         hint = getattr(exc, "hint", "")
         return JSONResponse({"error": str(exc), "hint": hint, "node": self.node}, status_code=503)
@@ -283,7 +283,7 @@ def create_app(config: NodeConfig) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
-    app.add_exception_handler(LimiterError, service.on_limiter_error)
+    app.add_exception_handler(RedisFailed, service.on_redis_failed)
     route = app.add_api_route
     route("/check", service.check, methods=["POST"])
     route("/health", service.health, methods=["GET"])

@@ -1,0 +1,63 @@
+"""The one door for plugins: the entry-point groups, read here and nowhere else.
+
+Subjects, model providers and sandboxes are each found by name in a group. The built-ins
+register in pyproject.toml exactly as a third party's package does, so adding one touches no
+core file. When two packages register the same name, the first found on ``sys.path`` wins.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from operator_ai.core import Subject
+from operator_ai.errors import OperatorError, UnknownSubject
+
+SUBJECTS = "operator_ai.subjects"
+"""Each entry point names a ``Subject`` object (operator_ai.subjects)."""
+MODELS = "operator_ai.models"
+"""Each entry point, named for its spec prefix, names a ``ModelProvider`` (operator_ai.models)."""
+SANDBOXES = "operator_ai.sandboxes"
+"""Each entry point names a ``SandboxFactory`` (operator_ai.sandbox)."""
+
+
+def names(group: str) -> list[str]:
+    """The names registered in ``group``, sorted, each once."""
+    return sorted({ep.name for ep in entry_points(group=group)})
+
+
+def load(group: str, name: str, what: str, *, error: type[OperatorError] = OperatorError) -> object:
+    """The object the plugin ``name`` registers in ``group``.
+
+    ``what`` names the kind of plugin in messages ("model provider"). Raises ``error`` when
+    no plugin has that name (listing the installed ones) or when it cannot be imported.
+    """
+    ep = next(iter(entry_points(group=group).select(name=name)), None)
+    if ep is None:
+        installed = ", ".join(names(group)) or "none"
+        raise error(f"no {what} named {name!r} (installed: {installed})")
+    try:
+        return ep.load()
+    except Exception as exc:  # a plugin's import can fail in any way: it is foreign code
+        package = ep.dist.name if ep.dist is not None else None
+        raise error(
+            f"the {what} {name!r} ({ep.value}, from {package or 'an unknown package'}) "
+            f"cannot be loaded: {type(exc).__name__}: {exc}",
+            hint=(
+                f"Reinstall {package} (`pip install --force-reinstall {package}`), "
+                f"or uninstall it to drop the {what}."
+                if package
+                else f"Reinstall or uninstall the package that registers the {what}."
+            ),
+        ) from exc
+
+
+def load_subject(name: str) -> Subject:
+    """The subject plugin registered as ``name``."""
+    subject = load(SUBJECTS, name, "subject", error=UnknownSubject)
+    if not isinstance(subject, Subject):
+        raise UnknownSubject(
+            f"the plugin registered as subject {name!r} is not a Subject",
+            hint="Its entry point must name an object with the Subject attributes and methods "
+            "(operator_ai.core.Subject).",
+        )
+    return subject

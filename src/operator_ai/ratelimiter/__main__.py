@@ -1,3 +1,0 @@
-from operator_ai.ratelimiter.cli import main
-
-raise SystemExit(main())

@@ -1,0 +1,3 @@
+from operator_ai.subjects.ratelimiter.service.cli import main
+
+raise SystemExit(main())

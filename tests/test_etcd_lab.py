@@ -225,7 +225,7 @@ def test_bad_fault_requests_say_what_is_valid(lab: Lab) -> None:
         chaos.inject(lab, "nope", "etcd1", {})
     with pytest.raises(UsageError, match="valid: workers, load, timeout"):
         chaos.inject(lab, "cpu_stress", None, {"seconds": "3"})
-    with pytest.raises(LabError, match="has no node 'etcd9'"):
+    with pytest.raises(UsageError, match="has no node 'etcd9'"):
         chaos.inject(lab, "kill", "etcd9", {})
 
 

@@ -14,11 +14,11 @@ against these; this module imports nothing of ours but the errors.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, TypeVar, runtime_checkable
 
 from operator_ai.errors import UsageError
 
@@ -57,6 +57,19 @@ class Node:
 
     def url(self, port: str = "client") -> str:
         return f"http://{self.address}:{self.ports[port]}"
+
+
+AnyNode = TypeVar("AnyNode", bound=Node)
+
+
+def node_named(nodes: Iterable[AnyNode], name: str, where: str) -> AnyNode:
+    """The node called ``name``; a usage error naming the others when there is none."""
+    nodes = list(nodes)
+    for node in nodes:
+        if node.name == name:
+            return node
+    names = ", ".join(n.name for n in nodes)
+    raise UsageError(f"{where} has no node {name!r}", hint=f"Its nodes: {names}.")
 
 
 RUNNING = "RUNNING"
@@ -140,11 +153,7 @@ class Cluster:
     """What a subject keeps about the cluster (TiKV's Prometheus address, say)."""
 
     def node(self, name: str) -> Node:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        names = ", ".join(n.name for n in self.nodes)
-        raise UsageError(f"{self.name} has no node {name!r}", hint=f"Its nodes: {names}.")
+        return node_named(self.nodes, name, self.name)
 
     def pid(self, node: str) -> int | None:
         status = self.control.status(node)

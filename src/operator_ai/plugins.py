@@ -7,7 +7,9 @@ core file. When two packages register the same name, the first found on ``sys.pa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import entry_points
+from typing import cast
 
 from operator_ai.core import Subject
 from operator_ai.errors import OperatorError, UnknownSubject
@@ -25,18 +27,27 @@ def names(group: str) -> list[str]:
     return sorted({ep.name for ep in entry_points(group=group)})
 
 
-def load(group: str, name: str, what: str, *, error: type[OperatorError] = OperatorError) -> object:
+def load(
+    group: str,
+    name: str,
+    what: str,
+    *,
+    error: type[OperatorError] = OperatorError,
+    accepts: Callable[[object], bool] = lambda _: True,
+    shape: str = "",
+) -> object:
     """The object the plugin ``name`` registers in ``group``.
 
     ``what`` names the kind of plugin in messages ("model provider"). Raises ``error`` when
-    no plugin has that name (listing the installed ones) or when it cannot be imported.
+    no plugin has that name (listing the installed ones), when it cannot be imported, or when
+    what it names is not what ``accepts`` takes (``shape`` says what that is).
     """
     ep = next(iter(entry_points(group=group).select(name=name)), None)
     if ep is None:
         installed = ", ".join(names(group)) or "none"
         raise error(f"no {what} named {name!r} (installed: {installed})")
     try:
-        return ep.load()
+        found = ep.load()
     except Exception as exc:  # a plugin's import can fail in any way: it is foreign code
         package = ep.dist.name if ep.dist is not None else None
         raise error(
@@ -49,15 +60,16 @@ def load(group: str, name: str, what: str, *, error: type[OperatorError] = Opera
                 else f"Reinstall or uninstall the package that registers the {what}."
             ),
         ) from exc
+    if not accepts(found):
+        raise error(
+            f"the {what} {name!r} is not {shape}", hint=f"Its entry point must name {shape}."
+        )
+    return found
 
 
 def load_subject(name: str) -> Subject:
     """The subject plugin registered as ``name``."""
-    subject = load(SUBJECTS, name, "subject", error=UnknownSubject)
-    if not isinstance(subject, Subject):
-        raise UnknownSubject(
-            f"the plugin registered as subject {name!r} is not a Subject",
-            hint="Its entry point must name an object with the Subject attributes and methods "
-            "(operator_ai.core.Subject).",
-        )
-    return subject
+    subject = load(SUBJECTS, name, "subject", error=UnknownSubject,
+                   accepts=lambda found: isinstance(found, Subject),
+                   shape="a Subject (operator_ai.core.Subject)")  # fmt: skip
+    return cast(Subject, subject)

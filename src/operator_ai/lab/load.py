@@ -21,6 +21,8 @@ from operator_ai.core import Stop
 from operator_ai.lab.state import write_json
 
 DEFAULT_RATE = 50.0
+STOP_CHECK_SECONDS = 0.25
+"""How long a generator waiting for its next request goes without looking at its stop."""
 """Operations a second a load generator drives unless told otherwise."""
 WINDOW_SECONDS = 10
 SERIES_SECONDS = 60
@@ -147,9 +149,12 @@ async def drive(
     try:
         for n in itertools.count():
             due = start + n / rate
-            if stop.is_set() or (duration is not None and due - start >= duration):
+            if duration is not None and due - start >= duration:
                 break
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            while not stop.is_set() and (wait := due - time.monotonic()) > 0:
+                await asyncio.sleep(min(wait, STOP_CHECK_SECONDS))
+            if stop.is_set():
+                break
             await slots.acquire()
             task = asyncio.create_task(one(n))
             tasks.add(task)

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operator_ai.core import Cluster, Node, NodeControl
+from operator_ai.core import Cluster, Node, NodeControl, node_named
 from operator_ai.errors import LabError
 
 TMPFS_SIZE = "512m"
@@ -102,11 +102,7 @@ class LabState:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def node(self, name: str) -> LabNode:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        names = ", ".join(n.name for n in self.nodes)
-        raise LabError(f"lab {self.name!r} has no node {name!r}", hint=f"Its nodes: {names}.")
+        return node_named(self.nodes, name, f"lab {self.name!r}")
 
     def cluster(self, workdir: Path, control: NodeControl) -> Cluster:
         """The cluster this lab runs, as the monitor, the agent and faults see it."""

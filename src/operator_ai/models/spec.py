@@ -25,10 +25,12 @@ def load_model(spec: str | None, settings: Settings) -> Model:
     if not colon or prefix not in known:
         starts = ", ".join(p + ":" for p in known) or "a provider's prefix (none is installed)"
         raise NoModel(f"model spec {spec!r} names no known provider; start it with {starts}")
-    provider = plugins.load(plugins.MODELS, prefix, "model provider", error=NoModel)
-    if not callable(provider):
-        raise NoModel(
-            f"the model provider {prefix!r} is not callable",
-            hint="Its entry point must name a function (spec, rest, settings) -> Model.",
-        )
+    provider = plugins.load(
+        plugins.MODELS,
+        prefix,
+        "model provider",
+        error=NoModel,
+        accepts=callable,
+        shape="callable: (spec, rest, settings) -> Model",
+    )
     return cast(ModelProvider, provider)(spec, rest, settings)

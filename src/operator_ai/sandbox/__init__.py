@@ -70,10 +70,12 @@ def sandbox_for(
 
 def load_sandbox(name: str, lab: Lab, home: Path, *, hide: Sequence[Path] = ()) -> Sandbox:
     """The sandbox the plugin registered as ``name`` builds for ``lab``."""
-    factory = plugins.load(plugins.SANDBOXES, name, "sandbox", error=SandboxError)
-    if not callable(factory):
-        raise SandboxError(
-            f"the sandbox {name!r} is not callable",
-            hint="Its entry point must name a function (lab, home, hide) -> Sandbox.",
-        )
+    factory = plugins.load(
+        plugins.SANDBOXES,
+        name,
+        "sandbox",
+        error=SandboxError,
+        accepts=callable,
+        shape="callable: (lab, home, hide) -> Sandbox",
+    )
     return cast(SandboxFactory, factory)(lab, home, hide)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from operator_ai.lab.network import free_port
 from operator_ai.store import AuditKind, Store, Violation
-from operator_ai.testing.postgres import free_port
 
 
 def _seed(home: Path) -> str:

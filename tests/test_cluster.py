@@ -13,7 +13,7 @@ import pytest
 from lab_helpers import cycle_until, live
 from operator_ai.core import RUNNING, Cluster, Node, NodeStatus
 from operator_ai.errors import SubjectUnreachable
-from operator_ai.lab.state import free_port
+from operator_ai.lab.network import free_port
 from operator_ai.monitor import Monitor
 from operator_ai.plugins import load_subject
 from operator_ai.store import Store

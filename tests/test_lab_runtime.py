@@ -144,7 +144,7 @@ def test_a_revert_leaves_alone_the_process_that_took_an_exited_helpers_pid(
 ) -> None:
     """A helper (stress-ng, say) exits by itself; the kernel gives its PID to another
     process; the revert, and `lab down`'s close_all, must not signal that one."""
-    from operator_ai.lab import faults
+    from operator_ai.lab import faults, injections
 
     helper = procs.spawn(["true"], tmp_path / "helper.log")
     wait_for(lambda: not helper.alive(), timeout=10, what="the helper to exit")
@@ -158,7 +158,7 @@ def test_a_revert_leaves_alone_the_process_that_took_an_exited_helpers_pid(
         pytest.skip(f"could not get PID {helper.pid} back for the test")
     try:
         assert procs.Proc.of(helper.pid) != helper  # same PID, another process
-        record = faults.Injections(tmp_path)
+        record = injections.Injections(tmp_path)
         injection = record.add("cpu_stress", "cluster", {}, {
             "helpers": [helper], "injected_at": "2026-12-01T00:00:00+00:00"})  # fmt: skip
         faults.CpuStress().revert(None, injection)  # type: ignore[arg-type]  # uses no lab
@@ -173,7 +173,7 @@ def test_a_revert_leaves_alone_the_process_that_took_an_exited_helpers_pid(
 def test_a_process_is_known_by_its_pid_and_its_start_time(tmp_path: Path) -> None:
     """Without root too: the same PID with another start time is not the process, and
     nothing is signalled through it; the identity survives the fault record's JSON."""
-    from operator_ai.lab import faults
+    from operator_ai.lab import faults, injections
 
     child = procs.spawn(["sleep", "60"], tmp_path / "sleep.log")
     try:
@@ -181,7 +181,7 @@ def test_a_process_is_known_by_its_pid_and_its_start_time(tmp_path: Path) -> Non
         impostor = procs.Proc(child.pid, child.started + 1)
         assert not impostor.alive() and not impostor.signal(signal.SIGKILL)
         assert child.alive()  # the signal went nowhere
-        record = faults.Injections(tmp_path)
+        record = injections.Injections(tmp_path)
         record.add("cpu_stress", "cluster", {}, {
             "helpers": [child, impostor], "injected_at": "2026-12-01T00:00:00+00:00"})  # fmt: skip
         [stored] = record.all()

@@ -15,7 +15,7 @@ import pytest
 
 from operator_ai import plugins
 from operator_ai.config import Settings
-from operator_ai.errors import NoModel, OperatorError, SandboxError
+from operator_ai.errors import NoModel, OperatorError, SandboxError, UnknownSubject
 from operator_ai.lab import Lab, LabDir
 from operator_ai.models import UserMessage, providers
 from operator_ai.models.spec import load_model
@@ -33,6 +33,11 @@ from operator_ai.models import Turn, Usage
 from operator_ai.sandbox import CommandResult
 
 NOT_A_FUNCTION = "a string"
+
+
+class HalfSubject:
+    name = "half"
+    description = "a subject written before subjects named their runtimes"
 
 
 class EchoModel:
@@ -85,6 +90,10 @@ notcallable = {MODULE}:NOT_A_FUNCTION
 
 [operator_ai.sandboxes]
 home = {MODULE}:sandbox
+bwrap = {MODULE}:sandbox
+
+[operator_ai.subjects]
+half = {MODULE}:HalfSubject
 """
 
 
@@ -201,7 +210,7 @@ def test_a_broken_provider_says_which_package_to_fix(third_party: Path, conf: Se
     assert isinstance(caught.value.__cause__, ImportError)
     assert f"pip install --force-reinstall {DIST}" in caught.value.hint
 
-    with pytest.raises(NoModel, match="the model provider 'notcallable' is not callable"):
+    with pytest.raises(NoModel, match=r"the model provider 'notcallable' \(.*\) is not callable"):
         load_model("notcallable:x", conf)
 
 
@@ -223,3 +232,16 @@ def test_the_third_party_is_gone_after_its_fixture(conf: Settings) -> None:
     assert "echo" not in plugins.names(plugins.MODELS)
     with pytest.raises(NoModel, match="names no known provider"):
         load_model("echo:hello", conf)
+
+
+def test_no_package_stands_in_for_another_s_sandbox(
+    third_party: Path, lab: Lab, tmp_path: Path
+) -> None:
+    """The sandbox is the safety boundary: a second `bwrap` is refused, never picked."""
+    with pytest.raises(SandboxError, match="several packages register the sandbox 'bwrap'"):
+        load_sandbox("bwrap", lab, tmp_path)
+
+
+def test_a_subject_missing_members_says_which(third_party: Path) -> None:
+    with pytest.raises(UnknownSubject, match=r"it has no briefing, check,.* runtimes, topology"):
+        plugins.load_subject("half")

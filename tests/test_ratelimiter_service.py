@@ -19,9 +19,10 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from operator_ai.lab.network import free_port
 from operator_ai.subjects.ratelimiter.service.cli import main
 from operator_ai.testing.ratelimiter import RateLimiterNode, ratelimiter_nodes
-from operator_ai.testing.redis import RedisServer, free_port, redis_server
+from operator_ai.testing.redis import RedisServer, redis_server
 
 HEARTBEAT = 0.2
 WINDOW_MS = 800

@@ -22,8 +22,9 @@ import pytest
 
 from conftest import run_cli
 from lab_helpers import ROOT, lab_home, running_lab, wait_for
+from operator_ai.core import NODE, Injection
 from operator_ai.errors import LabError
-from operator_ai.lab import Lab, faults, runtime
+from operator_ai.lab import Lab, faults, injections, process
 from operator_ai.lab.state import LabNode, LabState, private_dir, supervisor_socket
 from operator_ai.lab.supervisor import Supervisor
 from operator_ai.plugins import load_subject
@@ -115,7 +116,7 @@ def owns_its_lab(sandbox: BwrapSandbox, lab: Lab, node: str = "etcd2") -> None:
 
 
 def as_lab_user(*argv: str) -> None:
-    prefix = runtime.as_lab_user(pwd.getpwnam(LAB_USER))
+    prefix = process.as_lab_user(pwd.getpwnam(LAB_USER))
     subprocess.run([*prefix, *argv], check=True, capture_output=True)
 
 
@@ -218,19 +219,19 @@ def test_no_fault_writes_through_a_planted_link(
     )  # fmt: skip
     assert sandbox.run(links).exit_code == 0
     try:
-        fault = faults.catalogue(lab.subject.faults())[name]
-        target = "etcd2" if fault.target == faults.NODE else None
-        injection = faults.inject(lab, name, target, {})
+        fault = injections.catalogue(lab.subject)[name]
+        target = "etcd2" if fault.target == NODE else None
+        injection = injections.inject(lab, name, target, {})
         during = root_owned_in_lab_places(lab)
         assert sandbox.run(f"test -L data/etcd2/{faults.FILL_FILE}").exit_code == 0
-        faults.revert(lab, injection.id)
+        injections.revert(lab, injection.id)
         lab.heal(timeout=60)
         untouched(victims)
         assert during == [] and root_owned_in_lab_places(lab) == []
     finally:
         sandbox.run(f"rm -f data/etcd2/{faults.FILL_FILE} tmp/* data/etcd3/delay.log")
-        for active in faults.Injections(lab.path).active():
-            faults.revert(lab, active.id)
+        for active in injections.Injections(lab.path).active():
+            injections.revert(lab, active.id)
         lab.heal(timeout=60)
 
 
@@ -244,10 +245,10 @@ def test_stale_wal_revert_edits_the_config_as_the_lab_user(
     saved = config.read_text()
     members = sorted(m["id"] for m in lab.observe().cluster["members"])
     assert sandbox.run(f"ln -sf {victims}/public.json conf/etcd3.yml").exit_code == 0
-    stale = faults.catalogue(lab.subject.faults())["stale_wal"]
+    stale = injections.catalogue(lab.subject)["stale_wal"]
     try:
         with pytest.raises(LabError, match="Permission denied"):
-            stale.revert(lab, faults.Injection(0, "stale_wal", "etcd3", {}, ""))
+            stale.revert(lab, Injection(0, "stale_wal", "etcd3", {}, ""))
         untouched(victims)
         assert config.is_symlink()  # replaced by nothing of root's
     finally:
@@ -289,7 +290,7 @@ def test_another_labs_supervisor_cannot_be_reached(
 
 
 def test_the_fault_record_is_out_of_reach(sandbox: BwrapSandbox, lab: Lab) -> None:
-    injection = faults.inject(lab, "stop", "etcd3", {})
+    injection = injections.inject(lab, "stop", "etcd3", {})
     try:
         record = private_dir(lab.path) / "injections.json"
         assert '"stop"' in record.read_text()  # it exists, and names the fault
@@ -302,7 +303,7 @@ def test_the_fault_record_is_out_of_reach(sandbox: BwrapSandbox, lab: Lab) -> No
         assert "No such file or directory" in result.stderr
         assert sandbox.run("cat lab.json").exit_code == 0  # the topology is the agent's
     finally:
-        faults.revert(lab, injection.id)
+        injections.revert(lab, injection.id)
         lab.heal()
 
 
@@ -451,7 +452,11 @@ def test_tmp_conf_and_shm_stop_filling_at_their_caps(sandbox: BwrapSandbox, lab:
 
 
 def test_nodes_and_supervisord_start_in_the_lab_directory(lab: Lab) -> None:
-    for pid in [lab.state.supervisor_pid, lab.state.door_pid, *map(lab.pid, ("etcd1", "etcd2"))]:
+    for pid in [
+        lab.state.supervisor_pid,
+        lab.state.door_pid,
+        *map(lab.cluster.pid, ("etcd1", "etcd2")),
+    ]:
         assert pid is not None and os.readlink(f"/proc/{pid}/cwd") == str(lab.path)
     config = (lab.path / "supervisord.conf").read_text()
     assert config.count(f"directory={lab.path}\n") == 1 + len(lab.state.nodes)

@@ -26,16 +26,14 @@ from operator_ai.errors import UsageError
 
 PROCESS = "process"
 """The process runtime: nodes under supervisord, in network namespaces or on loopback."""
-COMPOSE = "docker"
-"""The Docker Compose runtime: nodes are containers."""
-RUNTIMES = (PROCESS, COMPOSE)
+DOCKER = "docker"
+"""The Docker Compose runtime, and the mode of its labs: nodes are containers."""
+RUNTIMES = (PROCESS, DOCKER)
 
 NETNS = "netns"
 """Process runtime, as root: each node in its own network namespace."""
 LOOPBACK = "loopback"
 """Process runtime, without root: distinct ports on 127.0.0.1, fewer faults."""
-DOCKER = COMPOSE
-"""The mode of a Docker Compose lab."""
 MODES = (NETNS, LOOPBACK)
 """The process runtime's modes, which the generic faults work on."""
 EXTERNAL = "external"
@@ -73,14 +71,16 @@ def node_named(nodes: Iterable[AnyNode], name: str, where: str) -> AnyNode:
 
 
 RUNNING = "RUNNING"
-"""A node's state when its process runs (supervisord's words, which every control uses)."""
+"""A node's state when its process runs. States are supervisord's words, which every control
+uses: RUNNING, STARTING, STOPPED, EXITED, FATAL, PAUSED (a container), UNKNOWN..."""
+PAUSED = "PAUSED"
+UNKNOWN = "UNKNOWN"
 
 
 @dataclass(frozen=True)
 class NodeStatus:
     name: str
     state: str
-    """RUNNING, STOPPED, EXITED, FATAL, PAUSED, STARTING, ... or UNKNOWN."""
     pid: int | None = None
 
 
@@ -110,7 +110,7 @@ class NoControl:
     change, saying so."""
 
     def status(self, node: str) -> NodeStatus:
-        return NodeStatus(node, "UNKNOWN")
+        return NodeStatus(node, UNKNOWN)
 
     def statuses(self) -> list[NodeStatus]:
         return []
@@ -297,7 +297,7 @@ Report = Callable[[dict[str, Any]], None]
 """Where a load generator sends its stats, once a second."""
 
 
-class Stop(Protocol):
+class Stopping(Protocol):
     """What tells a long task to end (a ``threading.Event``)."""
 
     def is_set(self) -> bool: ...
@@ -307,7 +307,7 @@ class Stop(Protocol):
 class Subject(Protocol):
     """A kind of system Operator can watch. How a lab starts its nodes is the runtime's
     concern: a subject that runs as processes is also a ``lab.process.ProcessSubject``, one
-    that runs in Docker a ``lab.compose.ComposeSubject``; ``runtimes`` names which, the
+    that runs in Docker a ``lab.docker.ComposeSubject``; ``runtimes`` names which, the
     preferred first."""
 
     name: str
@@ -335,7 +335,12 @@ class Subject(Protocol):
         ...
 
     def load(
-        self, cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop
+        self,
+        cluster: Cluster,
+        rate: float,
+        duration: float | None,
+        report: Report,
+        stop: Stopping,
     ) -> None:
         """Drive client load at ``rate`` ops/s until ``duration`` passes or ``stop`` is set,
         writing stats to the cluster's workdir (`load.json`)."""

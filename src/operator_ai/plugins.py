@@ -42,10 +42,16 @@ def load(
     no plugin has that name (listing the installed ones), when it cannot be imported, or when
     what it names is not what ``accepts`` takes (``shape`` says what that is).
     """
-    ep = next(iter(entry_points(group=group).select(name=name)), None)
-    if ep is None:
+    registered = {ep.value: ep for ep in entry_points(group=group).select(name=name)}
+    if not registered:
         installed = ", ".join(names(group)) or "none"
         raise error(f"no {what} named {name!r} (installed: {installed})")
+    if len(registered) > 1:  # never let one package quietly stand in for another's plugin
+        raise error(
+            f"several packages register the {what} {name!r}: {', '.join(sorted(registered))}",
+            hint="Uninstall all but one of them.",
+        )
+    [ep] = registered.values()
     try:
         found = ep.load()
     except Exception as exc:  # a plugin's import can fail in any way: it is foreign code
@@ -62,14 +68,26 @@ def load(
         ) from exc
     if not accepts(found):
         raise error(
-            f"the {what} {name!r} is not {shape}", hint=f"Its entry point must name {shape}."
+            f"the {what} {name!r} ({ep.value}) is not {shape}",
+            hint=f"Its entry point must name {shape}.",
         )
     return found
 
 
+SUBJECT_MEMBERS = sorted(
+    {*Subject.__annotations__, *(n for n in vars(Subject) if not n.startswith("_"))}
+)
+"""What a subject must have: core.Subject's attributes and methods."""
+
+
 def load_subject(name: str) -> Subject:
     """The subject plugin registered as ``name``."""
-    subject = load(SUBJECTS, name, "subject", error=UnknownSubject,
-                   accepts=lambda found: isinstance(found, Subject),
-                   shape="a Subject (operator_ai.core.Subject)")  # fmt: skip
+    subject = load(SUBJECTS, name, "subject", error=UnknownSubject)
+    missing = [member for member in SUBJECT_MEMBERS if not hasattr(subject, member)]
+    if missing:
+        raise UnknownSubject(
+            f"the subject {name!r} is not a Subject: it has no {', '.join(missing)}",
+            hint="Its entry point must name an object with every member of "
+            "operator_ai.core.Subject.",
+        )
     return cast(Subject, subject)

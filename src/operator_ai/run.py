@@ -22,8 +22,10 @@ from operator_ai.store import Store
 
 @dataclass(frozen=True)
 class Event:
+    """A monitor transition (opened, cleared...), an agent event (command...) or an error."""
+
     at: datetime
-    kind: str  # a monitor transition (opened, cleared...) or an agent event (command...)
+    kind: str
     data: dict[str, Any]
 
 
@@ -81,9 +83,11 @@ class Runner:
         while not self.stopping.is_set():
             try:
                 subject.load(cluster, self.rate, None, lambda stats: None, self.stopping)
+                problem = "the load ended"
             except Exception as exc:
-                self.emit("error", {"message": f"the load stopped: {exc}; restarting in 1 s"})
-                self.stopping.wait(1.0)
+                problem = f"the load stopped: {exc}"
+            if not self.stopping.wait(1.0):
+                self.emit("error", {"message": f"{problem}; restarting it"})
 
     def _thread(self, target: Callable[..., object], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)

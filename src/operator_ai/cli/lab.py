@@ -20,12 +20,11 @@ from operator_ai.cli.output import (
     progress,
     table,
 )
-from operator_ai.core import COMPOSE, DOCKER, LOOPBACK, MODES, NETNS, PROCESS, RUNTIMES
+from operator_ai.core import DOCKER, LOOPBACK, MODES, NETNS, PROCESS, RUNNING, RUNTIMES
 from operator_ai.errors import LabError, SubjectUnreachable, UsageError
 from operator_ai.lab import Lab, LabDir, docker
 from operator_ai.lab.injections import Injections
 from operator_ai.lab.load import DEFAULT_RATE
-from operator_ai.lab.process import is_root
 from operator_ai.tui.text import shown
 
 app = typer.Typer(help="Start, inspect, load and stop lab clusters.", no_args_is_help=True)
@@ -49,7 +48,7 @@ def up(
     runtime: str | None = typer.Option(
         None,
         "--runtime",
-        help=f"{PROCESS} (nodes under supervisord; etcd, ratelimiter) or {COMPOSE} (Docker "
+        help=f"{PROCESS} (nodes under supervisord; etcd, ratelimiter) or {DOCKER} (Docker "
         "Compose; tikv). Default: the subject's own.",
     ),
     as_json: bool = JsonOption,
@@ -61,26 +60,27 @@ def up(
     if runtime not in (None, *RUNTIMES):
         raise UsageError(f"--runtime must be {' or '.join(RUNTIMES)}, not {runtime!r}",
                          hint="Leave it out to use the subject's own runtime.")  # fmt: skip
-    if runtime == COMPOSE and mode:
+    if runtime == DOCKER and mode:
         raise UsageError("--mode applies to the process runtime only",
                          hint="Drop --mode when you pass --runtime docker.")  # fmt: skip
-    if runtime == COMPOSE:
-        mode = DOCKER
-    elif runtime == PROCESS:
-        mode = mode or (NETNS if is_root() else LOOPBACK)
     lab = Lab(LabDir(app_context(ctx).settings.home, lab_name or subject))
-    up_lab(ctx, lab, subject, nodes, mode)
+    up_lab(ctx, lab, subject, nodes, mode, runtime)
     print_status(lab, as_json)
 
 
 def up_lab(
-    ctx: typer.Context, lab: Lab, subject: str, nodes: int | None = None, mode: str | None = None
+    ctx: typer.Context,
+    lab: Lab,
+    subject: str,
+    nodes: int | None = None,
+    mode: str | None = None,
+    runtime: str | None = None,
 ) -> None:
     """Bring ``lab`` up (or find it up) with the user's settings, saying so when it is a
     loopback lab, which isolates less."""
     plugin = plugins.load_subject(subject)
     state = lab.up(plugin, nodes or plugin.default_nodes, mode, app_context(ctx).settings.lab_user,
-                   progress)  # fmt: skip
+                   progress, runtime)  # fmt: skip
     if state.mode == LOOPBACK:
         err_console.print(
             "[yellow]loopback mode:[/] nodes share the host's network and run as you; "
@@ -171,7 +171,7 @@ def print_status(lab: Lab, as_json: bool) -> None:
         health = {True: "[green]healthy[/]", False: "[red]unhealthy[/]"}.get(n["healthy"], "-")
         if n["error"]:
             health = f"[red]{shown(n['error'])}[/]"
-        state = n["state"] if n["state"] == "RUNNING" else f"[red]{n['state']}[/]"
+        state = n["state"] if n["state"] == RUNNING else f"[red]{n['state']}[/]"
         role = f"[bold]{n['role']}[/]" if n["role"] == "leader" else (n["role"] or "-")
         nodes.add_row(n["name"], n["address"], str(n["pid"] or "-"), state, role, health)
     console.print(nodes)
@@ -227,10 +227,10 @@ def down(ctx: typer.Context, lab_name: str | None = LabOption, as_json: bool = J
 def reset(ctx: typer.Context, lab_name: str | None = LabOption, as_json: bool = JsonOption) -> None:
     """Stop the lab, wipe its data, logs and fault history, and start it afresh."""
     lab = open_lab(ctx, lab_name)
-    state = lab.state
+    state, subject = lab.state, lab.subject
     lab.down(progress)
     lab.wipe()
-    lab.up(lab.subject, len(state.nodes), state.mode, state.user, progress)
+    lab.up(subject, len(state.nodes), state.mode, state.user, progress)
     print_status(lab, as_json)
 
 

@@ -24,6 +24,7 @@ from operator_ai.lab.load import DEFAULT_RATE
 from operator_ai.models.spec import load_model
 from operator_ai.run import AGENT_EVENTS, Event, Runner, victim
 from operator_ai.tui.dashboard import screen
+from operator_ai.tui.text import shown
 from operator_ai.tui.transcript import describe
 
 KEYS = "[bold]k[/] kill a node · [bold]r[/] revert faults · [bold]q[/] quit"
@@ -71,11 +72,11 @@ def run(
 
 
 def _print(event: Event) -> None:
-    if event.kind in AGENT_EVENTS:
+    data = event.data
+    if event.kind in AGENT_EVENTS or "ticket" not in data:  # an agent step, or an error
         console.print(describe(event), soft_wrap=True)
     else:
-        data = event.data
-        line = f"#{data['ticket']} {data['key']}: {data['message']}"
+        line = f"#{data['ticket']} {shown(data['key'])}: {shown(data['message'])}"
         at = f"[dim]{event.at.astimezone():%H:%M:%S}[/]"
         console.print(f"{at} [bold]{event.kind}[/] {line}", soft_wrap=True)
 

@@ -29,10 +29,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import yaml
 
-from operator_ai.core import COMPOSE, DOCKER, RUNNING, NodeStatus, Subject
+from operator_ai.core import DOCKER, PAUSED, RUNNING, NodeStatus, Subject
 from operator_ai.errors import LabError
 from operator_ai.lab import network
-from operator_ai.lab.state import LabDir, LabNode, LabState, Progress, free_port, private_dir
+from operator_ai.lab.network import free_port
+from operator_ai.lab.state import LabDir, LabNode, LabState, Progress, private_dir
 
 TOOLS_IMAGE = "nicolaka/netshoot:v0.13"
 """tc, iptables, dd and df in one image: the helper for network and disk faults."""
@@ -42,8 +43,8 @@ INSTALL_HINT = (
     "then run `operator lab up {subject} --runtime docker`."
 )
 STATES = {
-    "running": "RUNNING",
-    "paused": "PAUSED",
+    "running": RUNNING,
+    "paused": PAUSED,
     "exited": "EXITED",
     "created": "STOPPED",
     "restarting": "STARTING",
@@ -204,7 +205,7 @@ class Containers:
 
     def start(self, node: str) -> None:
         state = self.status(node).state
-        if state == "PAUSED":
+        if state == PAUSED:
             run(["docker", "unpause", container(self.prefix, node)])
         elif state != RUNNING:
             run(["docker", "start", container(self.prefix, node)])
@@ -225,7 +226,7 @@ class Containers:
         return status.pid
 
     def running(self) -> bool:
-        return any(s.state in (RUNNING, "PAUSED") for s in self.statuses())
+        return any(s.state in (RUNNING, PAUSED) for s in self.statuses())
 
 
 @runtime_checkable
@@ -241,8 +242,6 @@ class ComposeRuntime:
     """A lab of containers on one compose network; their ports are published on 127.0.0.1,
     so the monitor reaches them as it does a loopback lab's."""
 
-    name = COMPOSE
-
     def __init__(self, lab_dir: LabDir) -> None:
         self.dir = lab_dir
         self.path = lab_dir.path
@@ -254,7 +253,6 @@ class ComposeRuntime:
                 f"{subject.name} has no Docker lab",
                 hint=f"`operator lab up {subject.name}` runs it as processes.",
             )
-        require_engine(subject.name)
         state = LabState(
             name=self.dir.name,
             subject=subject.name,
@@ -286,10 +284,12 @@ class ComposeRuntime:
 
     def down(self, state: LabState | None, progress: Progress) -> list[str]:
         removed = []
-        if state and state.mode == DOCKER and engine_problem() is None:
-            progress("removing the lab's containers, network and volumes")
-            run(down(state.prefix, self.path), timeout=300)
-            removed.append(f"compose project {state.prefix}")
-        if os.geteuid() == 0:
-            removed += release_loops(self.path / "disks")
+        try:
+            if state and state.mode == DOCKER and engine_problem() is None:
+                progress("removing the lab's containers, network and volumes")
+                run(down(state.prefix, self.path), timeout=300)
+                removed.append(f"compose project {state.prefix}")
+        finally:  # a store's disk is released even when compose could not take it down
+            if os.geteuid() == 0:
+                removed += release_loops(self.path / "disks")
         return removed

@@ -195,7 +195,9 @@ class Delay:
             str(p) for p in sorted({p for n in cluster.nodes if n.name != target
                                     for p in n.ports.values()})
         )  # fmt: skip
-        uid = pwd.getpwnam(cluster.user or "").pw_uid
+        if cluster.user is None:
+            raise FaultUnsupported("delay needs to know the account the nodes run as")
+        uid = pwd.getpwnam(cluster.user).pw_uid
         proxy = procs.spawn(
             ["ip", "netns", "exec", netns, sys.executable, "-I", "-m", "operator_ai.lab.delayproxy",
              "--port", str(self.proxy_port), "--delay-ms", str(delay)],

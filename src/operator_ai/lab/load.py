@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operator_ai.core import Stop
+from operator_ai.core import Stopping
 from operator_ai.lab.state import write_json
 
 DEFAULT_RATE = 50.0
+"""Operations a second a load generator drives unless told otherwise."""
 STOP_CHECK_SECONDS = 0.25
 """How long a generator waiting for its next request goes without looking at its stop."""
-"""Operations a second a load generator drives unless told otherwise."""
 WINDOW_SECONDS = 10
 SERIES_SECONDS = 60
 FRESH_SECONDS = 5.0
@@ -124,7 +124,7 @@ async def drive(
     duration: float | None,
     request: Callable[[int], Awaitable[None]],
     publish: Callable[[], None],
-    stop: Stop,
+    stop: Stopping,
     max_in_flight: int = 256,
 ) -> None:
     """Start ``request(n)`` at ``rate`` a second (open loop, at most ``max_in_flight`` at

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,3 +144,10 @@ def destroy(prefix: str) -> list[str]:
 def nft(netns: str, script: str) -> None:
     """Load an nft script inside a namespace."""
     sh("ip", "netns", "exec", netns, "nft", "-f", "-", input=script)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from operator_ai.core import LOOPBACK, NETNS, PROCESS, Subject
+from operator_ai.core import LOOPBACK, NETNS, Subject
 from operator_ai.errors import LabError
 from operator_ai.lab import network, procs, safefs
+from operator_ai.lab.network import free_port
 from operator_ai.lab.state import (
     CLEAN_ENV,
     CLEAN_PATH,
@@ -26,7 +27,6 @@ from operator_ai.lab.state import (
     LabNode,
     LabState,
     Progress,
-    free_port,
     private_dir,
     supervisor_socket,
 )
@@ -51,8 +51,6 @@ class ProcessSubject(Subject, Protocol):
 class ProcessRuntime:
     """Root runs the plumbing (namespaces, nft, mounts, supervisord and its door); the nodes
     run as the lab user, started by launch scripts only root may change."""
-
-    name = PROCESS
 
     def __init__(self, lab_dir: LabDir) -> None:
         self.dir = lab_dir

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Protocol
 
 from operator_ai import plugins
-from operator_ai.core import COMPOSE, DOCKER, PROCESS, Cluster, NodeControl, Observation, Subject
+from operator_ai.core import DOCKER, PROCESS, Cluster, NodeControl, Observation, Subject
 from operator_ai.errors import FaultUnsupported, LabError, SubjectUnreachable
-from operator_ai.lab import injections
+from operator_ai.lab import docker, injections
 from operator_ai.lab.docker import ComposeRuntime
 from operator_ai.lab.injections import Injections
 from operator_ai.lab.process import ProcessRuntime
@@ -26,8 +26,6 @@ from operator_ai.lab.state import LabDir, LabState, Progress, door_socket, quiet
 class Runtime(Protocol):
     """What runs a lab's nodes. ``down`` works from the lab's directory and prefix, with or
     without a readable lab.json (``state`` None), so it also cleans up after a crash."""
-
-    name: str
 
     def up(
         self, subject: Subject, nodes: int, mode: str | None, user: str, progress: Progress
@@ -49,7 +47,7 @@ class Lab:
         self._subject: Subject | None = None
         self._runtimes: dict[str, Runtime] = {
             PROCESS: ProcessRuntime(lab_dir),
-            COMPOSE: ComposeRuntime(lab_dir),
+            DOCKER: ComposeRuntime(lab_dir),
         }
 
     @property
@@ -74,7 +72,7 @@ class Lab:
 
     @property
     def runtime(self) -> Runtime:
-        return self._runtimes[COMPOSE if self.state.mode == DOCKER else PROCESS]
+        return self._runtimes[DOCKER if self.state.mode == DOCKER else PROCESS]
 
     @property
     def control(self) -> NodeControl:
@@ -126,24 +124,23 @@ class Lab:
         mode: str | None,
         user: str,
         progress: Progress = quiet,
+        runtime: str | None = None,
     ) -> LabState:
         """Start the lab, or return it as it is when it is already running.
 
-        ``mode`` is netns or loopback (the process runtime) or docker; None picks the
-        subject's first runtime, and netns as root, loopback otherwise."""
-        if mode == DOCKER:
-            runtime = COMPOSE
-        elif mode is None:
-            runtime = subject.runtimes[0]
-        else:
-            runtime = PROCESS
+        ``runtime`` is process or docker (None: docker for a docker ``mode``, else the
+        subject's first); ``mode`` is netns or loopback for the process runtime (None: netns
+        as root, loopback otherwise)."""
+        runtime = runtime or (DOCKER if mode == DOCKER else None)
+        runtime = runtime or (PROCESS if mode else subject.runtimes[0])
         if runtime not in subject.runtimes:
-            how = "has no Docker lab" if runtime == COMPOSE else "runs only in Docker here"
-            other = subject.runtimes[0]
+            how = "has no Docker lab" if runtime == DOCKER else "runs only in Docker here"
             raise LabError(
                 f"{subject.name} {how}",
-                hint=f"`operator lab up {subject.name} --runtime {other}`.",
+                hint=f"`operator lab up {subject.name} --runtime {subject.runtimes[0]}`.",
             )
+        if runtime == DOCKER:
+            docker.require_engine(subject.name)  # before a stale lab's record is cleaned up
         if self.dir.exists():
             if self.running():
                 progress(f"lab {self.dir.name} is already up")
@@ -152,8 +149,10 @@ class Lab:
             self.down(progress)
         self._state = None
         try:
-            self._state = self._runtimes[runtime].up(subject, nodes, mode, user, progress)
-            self._wait_ready(progress, timeout=180 if runtime == COMPOSE else 30)
+            self._state = self._runtimes[runtime].up(
+                subject, nodes, None if mode == DOCKER else mode, user, progress
+            )
+            self._wait_ready(progress, timeout=180 if runtime == DOCKER else 30)
         except BaseException:
             progress("start failed; cleaning up")
             self.down(quiet)
@@ -206,7 +205,7 @@ class Lab:
         except LabError:
             state = None
         failed: LabError | None = None
-        for runtime in (self._runtimes[COMPOSE], self._runtimes[PROCESS]):
+        for runtime in (self._runtimes[DOCKER], self._runtimes[PROCESS]):
             try:
                 removed += runtime.down(state, progress)
             except LabError as exc:  # clean up the rest all the same, then say so

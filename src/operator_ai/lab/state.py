@@ -28,7 +28,6 @@ import fcntl
 import hashlib
 import json
 import os
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -202,9 +201,3 @@ def find_lab(home: Path, name: str | None) -> LabDir:
     if not names:
         raise LabError("no lab is up", hint="Start one with `operator lab up etcd`.")
     raise LabError(f"several labs are up: {', '.join(names)}", hint="Name one with --lab NAME.")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -169,8 +169,8 @@ class Supervisor:
         self.start(node)
 
     def signal(self, node: str, sig: signal.Signals) -> int:
-        pid = self.status(node).pid
-        proc = procs.Proc.of(pid) if pid else None
+        status = self.status(node)
+        proc = procs.Proc.of(status.pid) if status.state == RUNNING and status.pid else None
         if proc is None:
             raise LabError(
                 f"{node} is not running", hint=f"`supervisorctl start {node}` starts it first."

@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from operator_ai.config import Settings
+from operator_ai.config import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol, cast
 
 from operator_ai import plugins
 from operator_ai.core import DOCKER
 from operator_ai.errors import SandboxError
+from operator_ai.lab import Lab
 
-if TYPE_CHECKING:
-    from operator_ai.lab import Lab
-
+BWRAP, CONTAINER, HOST = "bwrap", "docker", "host"
+"""The built-in sandboxes' names, as they register in the entry-point group."""
 DEFAULT_TIMEOUT = 120.0
 OUTPUT_CAP = 1024 * 1024  # bytes kept per stream: the head and the tail, half each
 
@@ -60,11 +60,11 @@ def sandbox_for(
     ``home`` is the operator's directory, which the sandbox hides, as it does the files in
     ``hide``. Each has a ``warning`` (None when isolation is complete)."""
     if unsafe_host:
-        name = "host"
+        name = HOST
     elif lab.state.mode == DOCKER:
-        name = "docker"
+        name = CONTAINER
     else:
-        name = "bwrap"
+        name = BWRAP
     return load_sandbox(name, lab, home, hide=hide)
 
 

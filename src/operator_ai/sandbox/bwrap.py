@@ -51,18 +51,14 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from operator_ai.core import NETNS
 from operator_ai.errors import LabError, SandboxError
-from operator_ai.lab import procs
+from operator_ai.lab import Lab, procs
 from operator_ai.lab.state import CLEAN_PATH, WRITABLE, LabState, private_dir
-from operator_ai.sandbox import DEFAULT_TIMEOUT, OUTPUT_CAP, CommandResult
+from operator_ai.sandbox import BWRAP, DEFAULT_TIMEOUT, OUTPUT_CAP, CommandResult
 from operator_ai.sandbox.capture import run_captured, unrunnable
 from operator_ai.sandbox.limits import CommandCgroup, Limits, MiB
-
-if TYPE_CHECKING:
-    from operator_ai.lab import Lab
 
 SYSTEM = tuple(Path(p) for p in ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32"))
 """The host directories a shell needs, bound read-only (or, where they are links, linked)."""
@@ -92,7 +88,7 @@ on a pipe: bwrap's own status fds report before its mounts are done), run the co
 class BwrapSandbox:
     """Commands run by bubblewrap as the lab user, in the lab's ops network namespace."""
 
-    name = "bwrap"
+    name = BWRAP
 
     def __init__(
         self,

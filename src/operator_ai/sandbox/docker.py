@@ -14,17 +14,13 @@ import secrets
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from operator_ai.errors import SandboxError
-from operator_ai.lab import docker
+from operator_ai.lab import Lab, docker
 from operator_ai.lab.state import CLEAN_PATH, LabState
-from operator_ai.sandbox import DEFAULT_TIMEOUT, OUTPUT_CAP, CommandResult
+from operator_ai.sandbox import CONTAINER, DEFAULT_TIMEOUT, OUTPUT_CAP, CommandResult
 from operator_ai.sandbox.capture import run_captured, unrunnable
 from operator_ai.sandbox.limits import Limits
-
-if TYPE_CHECKING:
-    from operator_ai.lab import Lab
 
 
 def run_argv(
@@ -76,7 +72,7 @@ def run_argv(
 
 
 class DockerSandbox:
-    name = "docker"
+    name = CONTAINER
     warning: str | None = None
 
     def __init__(self, lab: Lab, image: str, limits: Limits | None = None) -> None:

@@ -19,20 +19,17 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from operator_ai.lab import Lab
 from operator_ai.lab.state import CLEAN_PATH
-from operator_ai.sandbox import DEFAULT_TIMEOUT, CommandResult
+from operator_ai.sandbox import DEFAULT_TIMEOUT, HOST, CommandResult
 from operator_ai.sandbox.capture import run_captured, unrunnable
-
-if TYPE_CHECKING:
-    from operator_ai.lab import Lab
 
 
 class HostSandbox:
     """UNSAFE: ``bash -c COMMAND`` on the host as this user, with a clean environment."""
 
-    name = "host"
+    name = HOST
     warning: str | None = "--unsafe-host: commands run on this host as you, with no sandbox"
 
     def __init__(self, cwd: Path | None = None) -> None:

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from operator_ai.lab.network import free_port
+
 # Users a root-run test may start PostgreSQL as; PostgreSQL refuses to run as root.
 UNPRIVILEGED_USERS = ("operator-lab", "postgres")
 
@@ -51,12 +53,6 @@ def _run_as() -> pwd.struct_passwd | None:
         f"running as root and none of the users {UNPRIVILEGED_USERS} exists; "
         "`make setup` creates operator-lab"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

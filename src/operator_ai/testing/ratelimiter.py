@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from operator_ai.testing.redis import free_port
+from operator_ai.lab.network import free_port
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
+from operator_ai.lab.network import free_port
+
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 PORT_ATTEMPTS = 5
@@ -28,13 +30,6 @@ PORT_ATTEMPTS = 5
 
 class RedisServerError(RuntimeError):
     """redis-server is missing, or did not start; the message says why."""
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ping(port: int, timeout: float = 0.5) -> bool:

@@ -13,7 +13,7 @@ from operator_ai.core import (
     Invariant,
     Observation,
     Report,
-    Stop,
+    Stopping,
     Violation,
 )
 from operator_ai.lab import safefs
@@ -79,7 +79,12 @@ class Etcd:
         return FAULTS
 
     def load(
-        self, cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop
+        self,
+        cluster: Cluster,
+        rate: float,
+        duration: float | None,
+        report: Report,
+        stop: Stopping,
     ) -> None:
         load.run(cluster, rate, duration, report, stop)
 

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from operator_ai.core import Cluster, Report, Stop
+from operator_ai.core import Cluster, Report, Stopping
 from operator_ai.lab.load import LoadStats, drive
 
 KEYS = 1000
@@ -23,7 +23,7 @@ def _b64(raw: bytes) -> str:
 
 
 async def _run(
-    cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop
+    cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stopping
 ) -> None:
     stats = LoadStats(cluster.workdir / "load.json", "etcd", rate)
     endpoints = itertools.cycle([n.url() for n in cluster.nodes])
@@ -55,5 +55,7 @@ async def _run(
         await drive(rate, duration, put, lambda: report(stats.write()), stop)
 
 
-def run(cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop) -> None:
+def run(
+    cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stopping
+) -> None:
     asyncio.run(_run(cluster, rate, duration, report, stop))

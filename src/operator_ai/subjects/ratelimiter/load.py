@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from operator_ai.core import Cluster, Report, Stop
+from operator_ai.core import Cluster, Report, Stopping
 from operator_ai.lab.load import LoadStats, drive
 from operator_ai.subjects.ratelimiter.declared import REDIS, declared
 
@@ -61,7 +61,7 @@ class Windows:
 
 
 async def _run(
-    cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop
+    cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stopping
 ) -> None:
     limits = declared(cluster.workdir)
     stats = LoadStats(cluster.workdir / "load.json", "ratelimiter", rate)
@@ -110,5 +110,7 @@ async def _run(
         await drive(rate, duration, check, publish, stop)
 
 
-def run(cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop) -> None:
+def run(
+    cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stopping
+) -> None:
     asyncio.run(_run(cluster, rate, duration, report, stop))

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from operator_ai.core import (
-    COMPOSE,
+    DOCKER,
     Cluster,
     Fault,
     Invariant,
     Observation,
     Report,
-    Stop,
+    Stopping,
     Violation,
 )
 from operator_ai.errors import LabError
@@ -40,7 +39,7 @@ class TiKV:
     description = "TiKV with PD and Prometheus, in Docker (observed through PD's API)"
     invariants: Sequence[Invariant] = invariants.INVARIANTS
     default_nodes = 3
-    runtimes = (COMPOSE,)
+    runtimes = (DOCKER,)
 
     def topology(self, nodes: int) -> dict[str, dict[str, int]]:
         return compose.topology(nodes)
@@ -63,24 +62,35 @@ class TiKV:
         return FAULTS
 
     def load(
-        self, cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stop
+        self,
+        cluster: Cluster,
+        rate: float,
+        duration: float | None,
+        report: Report,
+        stop: Stopping,
     ) -> None:
         """go-ycsb's workload A (half reads, half updates) on raw TiKV, at ``rate`` ops/s.
-        Its own progress lines go to the terminal; the monitor sees the load in Prometheus."""
-        for argv in load_commands(cluster, rate, duration):
-            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sys.stderr)
-            try:
-                while child.poll() is None and not stop.is_set():
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        child.wait(timeout=0.5)
-            finally:
-                if child.poll() is None:
-                    child.terminate()
-                    child.wait()
-            if stop.is_set():
-                return
-            if child.returncode != 0:
-                raise LabError(f"go-ycsb exited with {child.returncode}")
+        Its own progress lines go to the lab's logs/load.log; the monitor sees the load in
+        Prometheus."""
+        with open(cluster.workdir / "logs" / "load.log", "ab") as log:
+            for argv in load_commands(cluster, rate, duration):
+                child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                try:
+                    while child.poll() is None and not stop.is_set():
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            child.wait(timeout=0.5)
+                finally:
+                    if child.poll() is None:
+                        child.terminate()
+                        try:
+                            child.wait(timeout=10)
+                        except subprocess.TimeoutExpired:
+                            child.kill()  # our child, not reaped yet: its PID is its own
+                            child.wait()
+                if stop.is_set():
+                    return
+                if child.returncode != 0:
+                    raise LabError(f"go-ycsb exited with {child.returncode}; see logs/load.log")
 
     def briefing(self, cluster: Cluster) -> str:
         return briefing(cluster)
@@ -89,8 +99,9 @@ class TiKV:
 def load_commands(cluster: Cluster, rate: float, duration: float | None) -> list[list[str]]:
     """Insert the records once, then run workload A at ``rate`` for ``duration`` seconds."""
     operations = int(rate * duration) if duration else 10**12
-    project = cluster.extra["project"]
-    compose_run = docker.compose(project, cluster.workdir, "--profile", "load", "run")
+    compose_run = docker.compose(
+        compose.project(cluster), cluster.workdir, "--profile", "load", "run"
+    )
     ycsb = [*compose_run, "--rm", "-T", "ycsb"]
     common = [
         "tikv",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from operator_ai.core import Cluster
 from operator_ai.lab import docker
+from operator_ai.subjects.tikv import compose
 from operator_ai.subjects.tikv.compose import PD_CLIENT, TIKV_PORT, TIKV_STATUS, names
 from operator_ai.subjects.tikv.observe import queries
 
 
 def briefing(lab: Cluster) -> str:
-    project = lab.extra["project"]
+    project = compose.project(lab)
     pds, stores = names(lab.nodes, "pd"), names(lab.nodes, "tikv")
     rows = "\n".join(
         f"| {n.name} | {docker.container(project, n.name)} | "

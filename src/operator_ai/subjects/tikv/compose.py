@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from operator_ai.core import Node
+from operator_ai.core import Cluster, Node
+from operator_ai.errors import LabError
 from operator_ai.lab import docker
 from operator_ai.lab.state import LabState
 
@@ -69,6 +70,18 @@ def names(nodes: Iterable[Node], role: str) -> list[str]:
 def pd_endpoints(nodes: Iterable[Node]) -> list[str]:
     """PD's client addresses on the lab network."""
     return [f"{p}:{PD_CLIENT}" for p in names(nodes, "pd")]
+
+
+def project(cluster: Cluster) -> str:
+    """The compose project (and container prefix) of a TiKV lab."""
+    try:
+        return str(cluster.extra["project"])
+    except KeyError:
+        raise LabError(
+            f"{cluster.name} was started by an older Operator and does not name its compose "
+            "project",
+            hint=f"`operator lab down --lab {cluster.name}`, then `lab up` again.",
+        ) from None
 
 
 def ops_image(prefix: str) -> str:

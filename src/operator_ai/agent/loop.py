@@ -38,6 +38,8 @@ from operator_ai.models.prices import cost, price
 from operator_ai.sandbox import DEFAULT_TIMEOUT, Sandbox
 from operator_ai.store import AuditKind, Claim, Outcome, Status, Store
 
+SETTLE_SECONDS = 30.0
+"""How long the agent waits, by default, for the monitor to confirm a fix holds."""
 MIN_SETTLE = 3.0
 """Seconds a verification wait lasts at least, even at the end of the time budget: about
 two monitor cycles, what it takes to see a fix hold."""
@@ -65,10 +67,6 @@ class Interrupted(End):
 
 
 Listener = Callable[[str, dict[str, object]], None]
-
-
-SETTLE_SECONDS = 30.0
-"""How long the agent waits, by default, for the monitor to confirm a fix holds."""
 
 
 @dataclass

@@ -12,6 +12,8 @@ the lab's ops namespace) and a SQLite store.
 - Time to mitigate: kill a follower; the monitor runs on its own thread at ``--interval``
   and a worker polls the queue; a scripted model starts the member with `supervisorctl`. TTM
   = verified resolution - fault injected, per trial.
+- The approval classifier: its time per command over the commands of its test table
+  (tests/test_classify.py), parse and judgement included.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import yaml
 from detect import quantile
 from operator_ai.agent import work
 from operator_ai.agent.worker import AgentOptions, agent_factory
+from operator_ai.approval import classify
 from operator_ai.config import Settings
 from operator_ai.lab import Lab, LabDir
 from operator_ai.lab import injections as chaos
@@ -113,6 +116,20 @@ def figures(values: list[float], scale: float = 1.0) -> dict[str, float]:
     }
 
 
+def classifier(rounds: int = 20) -> dict[str, float]:
+    """The approval classifier's time per command, over the commands of its test table."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from test_classify import TABLE
+
+    times = []
+    for _ in range(rounds):
+        for command, _verdict in TABLE:
+            started = time.perf_counter()
+            classify(command)
+            times.append(time.perf_counter() - started)
+    return figures(times, 1e6) | {"commands": len(TABLE) * rounds}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50)
@@ -126,6 +143,7 @@ def main() -> int:
     lab = Lab(LabDir(home, "etcd"))
     settings = Settings(home=home, db=f"sqlite:///{home / 'operator.db'}")
     results: dict[str, object] = {"mode": "netns" if os.geteuid() == 0 else "loopback"}
+    results["classifier_us"] = classifier()
     try:
         lab.up(load_subject("etcd"), 3, None, settings.lab_user)
         with Store(settings.db) as store:
@@ -147,12 +165,14 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    o, t = results["overhead_ms"], results["ttm_seconds"]
+    o, t, c = results["overhead_ms"], results["ttm_seconds"], results["classifier_us"]
     print(f"etcd lab, {results['mode']} mode, monitor interval {args.interval:g} s")
     print(f"platform overhead per step over {args.steps} steps (ms): "
           f"p50 {o['p50']}  p90 {o['p90']}  max {o['max']}")  # type: ignore[index]  # fmt: skip
     print(f"scripted time to mitigate, kill-follower, {args.trials} trials (s): "
           f"p50 {t['p50']}  p90 {t['p90']}  max {t['max']}")  # type: ignore[index]  # fmt: skip
+    print(f"approval classifier per command over {c['commands']} commands (us): "
+          f"p50 {c['p50']}  p90 {c['p90']}  max {c['max']}")  # type: ignore[index]  # fmt: skip
     return 0
 
 

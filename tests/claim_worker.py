@@ -2,6 +2,7 @@
 
 python claim_worker.py drain URL NAME GO_FILE   claim until the queue is empty; print ids
 python claim_worker.py hold URL NAME LEASE      claim one ticket, print it, then hang
+python claim_worker.py decide URL NAME GO_FILE  decide every pending approval; print the won
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 import sys
 import time
 
-from operator_ai.store import AuditKind, Store
+from operator_ai.errors import InvalidTransition
+from operator_ai.store import ApprovalStatus, AuditKind, Store
 
 
 def drain(url: str, name: str, go_file: str) -> None:
@@ -41,5 +43,23 @@ def append(url: str, session: str) -> None:
         store.append_audit(int(session), AuditKind.TOOL_RESULT, "x" * 4096, exit_code=0)
 
 
+def decide(url: str, name: str, go_file: str) -> None:
+    """Approve (a name ending in 'a') or deny every pending request, oldest first."""
+    with Store(url) as store:
+        ids = sorted(a.id for a in store.approvals(ApprovalStatus.PENDING))
+        print("ready", flush=True)
+        while not os.path.exists(go_file):
+            time.sleep(0.01)
+        status = ApprovalStatus.APPROVED if name.endswith("a") else ApprovalStatus.DENIED
+        won = []
+        for approval_id in ids:
+            try:
+                store.decide_approval(approval_id, status, name, "contended")
+                won.append(approval_id)
+            except InvalidTransition:
+                pass
+    print(json.dumps(won))
+
+
 if __name__ == "__main__":
-    {"drain": drain, "hold": hold, "append": append}[sys.argv[1]](*sys.argv[2:])
+    {"drain": drain, "hold": hold, "append": append, "decide": decide}[sys.argv[1]](*sys.argv[2:])

@@ -23,7 +23,7 @@ from operator_ai.agent.worker import AgentOptions, agent_factory
 from operator_ai.config import Settings
 from operator_ai.lab import Lab
 from operator_ai.lab import injections as chaos
-from operator_ai.store import AuditKind, Outcome, Status, Store
+from operator_ai.store import ApprovalStatus, AuditKind, Outcome, Status, Store
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed"),
@@ -213,3 +213,55 @@ def _processes_with(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def test_in_writes_mode_a_read_runs_at_once_and_a_start_waits_for_the_cli_approval(
+    lab: Lab, settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    endpoints = ",".join(n.url() for n in lab.state.nodes)
+    status = f"etcdctl --endpoints={endpoints} endpoint status"
+    with running_monitor(store, lab):
+        target = kill_follower(lab, store)
+        start = supervisorctl(lab, "start", target)
+        spec = scripted(
+            tmp_path / "fix.yaml",
+            shell(status, "see which member does not answer"),
+            shell(start, "start the member that died"),
+            {"text": f"{target} had exited; I started it again."},
+        )
+        outcomes: list[Outcome] = []
+
+        def work_it() -> None:
+            outcomes.extend(run_one(settings, store, spec, settle_seconds=20, approval="writes",
+                                    approval_timeout=120))  # fmt: skip
+
+        agent = threading.Thread(target=work_it)
+        agent.start()
+        try:
+            wait_for(lambda: store.approvals(ApprovalStatus.PENDING), what="a request")
+            [asked] = store.approvals(ApprovalStatus.PENDING)
+            assert asked.command == start and asked.verdict == "writes"
+            ran = [e.content for e in store.audit_entries(asked.session_id)
+                   if e.kind == AuditKind.TOOL_CALL]  # fmt: skip
+            assert ran == [status]  # the read ran at once; the start has not run
+            assert lab.cluster.pid(target) is None
+            approved = run_cli("approvals", "approve", str(asked.id), "--note", "go ahead",
+                               home=settings.home, env={"OPERATOR_DB": settings.db})  # fmt: skip
+            assert approved.returncode == 0, approved.stderr
+        finally:
+            agent.join(timeout=120)
+    assert outcomes == [Outcome.RESOLVED]
+    assert lab.cluster.pid(target) is not None
+    ticket = store.ticket(asked.ticket_id)
+    assert (ticket.status, ticket.resolved_by) == (Status.RESOLVED, "agent")
+    shown = (AuditKind.TOOL_CALL, AuditKind.TOOL_RESULT)
+    trail = [(e.kind, (e.params or {}).get("event"), e.content.splitlines()[0])
+             for e in store.audit_entries(asked.session_id)
+             if e.tool == "approval" or e.kind in shown]  # fmt: skip
+    assert [t[1] or t[0] for t in trail] == [
+        AuditKind.TOOL_CALL, AuditKind.TOOL_RESULT, "requested", "approved",
+        AuditKind.TOOL_CALL, AuditKind.TOOL_RESULT,
+    ]  # fmt: skip
+    assert trail[4][2] == start and f"{target}: started" in trail[5][2]
+    verified = run_cli("audit", "verify", home=settings.home, env={"OPERATOR_DB": settings.db})
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -76,6 +76,29 @@ def test_the_dashboard_kills_a_node_on_k_and_shows_the_repair(home: Path) -> Non
 
 
 @needs_tmux
+def test_the_dashboard_shows_a_waiting_command_and_approves_it_on_a(home: Path) -> None:
+    tmux = ["tmux", "-L", f"operator-test-approve-{os.getpid()}"]
+    command = (
+        f"{sys.executable} -m operator_ai run etcd --approval writes --model scripted:{RESTART}"
+    )
+    subprocess.run([*tmux, "new-session", "-d", "-x", "180", "-y", "50", f"{command}; sleep 600"],
+                   env=env(home), check=True)  # fmt: skip
+    try:
+        assert "a/d approve/deny" in tmux_until(tmux, "a/d approve/deny", 60)
+        tmux_until(tmux, "healthy", 30)
+        subprocess.run([*tmux, "send-keys", "k"], check=True)
+        screen = tmux_until(tmux, "supervisorctl -c supervisord.conf start all (writes)")
+        assert "approvals (writes)" in screen and "waiting for approval #1" in screen, screen
+        assert "$ supervisorctl -c supervisord.conf status" in screen  # the read ran at once
+        subprocess.run([*tmux, "send-keys", "a"], check=True)
+        screen = tmux_until(tmux, "resolved: verified")
+        assert "approval #1 approved" in screen and "none waiting" in screen, screen
+        subprocess.run([*tmux, "send-keys", "q"], check=True)
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)
+
+
+@needs_tmux
 def test_the_demo_shows_fault_detection_repair_and_recovery_in_a_terminal(home: Path) -> None:
     socket = f"operator-test-{os.getpid()}"
     command = (f"{sys.executable} -m operator_ai demo etcd --auto "

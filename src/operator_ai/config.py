@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -21,6 +21,11 @@ DEFAULT_HOME = "~/.operator"
 CONFIG_FILE = "config.toml"
 # Fallbacks that providers' own tools use; OPERATOR_* variables win over them.
 PROVIDER_ENV = {"anthropic_api_key": "ANTHROPIC_API_KEY", "openai_api_key": "OPENAI_API_KEY"}
+
+
+ApprovalMode = Literal["never", "writes", "always"]
+"""never: commands run at once; writes: a command not proved read-only waits for a human;
+always: every command waits."""
 
 
 class Settings(BaseModel):
@@ -41,6 +46,12 @@ class Settings(BaseModel):
     summary_model: str | None = Field(
         None,
         description="Small model for one-line audit summaries, e.g. anthropic:claude-haiku-4-5",
+    )
+    approval: ApprovalMode = Field(
+        "never", description="Which agent commands wait for a human: never, writes or always"
+    )
+    approval_timeout_seconds: float = Field(
+        600.0, gt=0, description="How long a command waits for a decision before it is denied"
     )
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None

@@ -29,7 +29,10 @@ class Event:
     data: dict[str, Any]
 
 
-AGENT_EVENTS = ("claimed", "reasoning", "command", "result", "unverified", "ended", "warning")
+AGENT_EVENTS = (
+    "claimed", "reasoning", "approval", "decided", "command", "result", "unverified", "ended",
+    "warning",
+)  # fmt: skip
 
 
 class Runner:
@@ -46,10 +49,12 @@ class Runner:
         rate: float = DEFAULT_RATE,
         interval: float = 1.0,
         settle: float = SETTLE_SECONDS,
+        approval: str | None = None,
         on_event: Callable[[Event], None] = lambda e: None,
     ) -> None:
         self.settings, self.store, self.lab = settings, store, lab
         self.model, self.workers, self.rate, self.settle = model, workers, rate, settle
+        self.approval = approval or settings.approval
         self.monitor = Monitor(store, lab.subject, lab.cluster, interval=interval)
         self.events: deque[Event] = deque(maxlen=500)
         self.on_event = on_event
@@ -99,7 +104,13 @@ class Runner:
 
     def _worker(self, name: str) -> None:
         assert self.model is not None
-        options = AgentOptions(model=self.model, settle_seconds=self.settle, lab=self.lab.dir.name)
+        options = AgentOptions(
+            model=self.model,
+            settle_seconds=self.settle,
+            lab=self.lab.dir.name,
+            approval=self.approval,
+            approval_timeout=self.settings.approval_timeout_seconds,
+        )
         agent_for = agent_factory(self.settings, self.store, options, self.stopping, self.emit)
 
         def on_error(worker: str, exc: Exception) -> None:

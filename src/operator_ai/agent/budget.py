@@ -45,7 +45,7 @@ class Spend:
         if self.usage.total >= budget.max_tokens:
             return f"token budget spent: {self.usage.total:,} of {budget.max_tokens:,}"
         if self.minutes >= budget.max_minutes:
-            return f"time budget spent: {self.minutes:.1f} of {budget.max_minutes:g} minutes"
+            return f"time budget spent: {self.minutes:.3g} of {budget.max_minutes:g} minutes"
         if self.cost >= budget.max_cost:
             return f"cost budget spent: ${self.cost:.4f} of ${budget.max_cost:g}"
         return None

@@ -23,6 +23,8 @@ from operator_ai.agent.prompts import (
     ticket_prompt,
 )
 from operator_ai.agent.summary import Summarizer
+from operator_ai.approval.classify import Classification
+from operator_ai.approval.gate import MODE_TEXT, NEVER, Gate, refusal
 from operator_ai.errors import LeaseLost, ModelError, OperatorError, StoreError
 from operator_ai.models import (
     SHELL,
@@ -36,7 +38,7 @@ from operator_ai.models import (
 )
 from operator_ai.models.prices import cost, price
 from operator_ai.sandbox import DEFAULT_TIMEOUT, Sandbox
-from operator_ai.store import AuditKind, Claim, Outcome, Status, Store
+from operator_ai.store import Approval, ApprovalStatus, AuditKind, Claim, Outcome, Status, Store
 
 SETTLE_SECONDS = 30.0
 """How long the agent waits, by default, for the monitor to confirm a fix holds."""
@@ -83,6 +85,8 @@ class Agent:
     command_timeout: float = DEFAULT_TIMEOUT
     lease_seconds: float = 120.0
     backoff_seconds: float = 60.0
+    gate: Gate | None = None
+    """Which commands wait for a human (None: none does)."""
     summarize: Summarizer = field(default_factory=Summarizer)
     stop: threading.Event = field(default_factory=threading.Event)
     listener: Listener = lambda kind, data: None
@@ -133,7 +137,8 @@ class Agent:
             self._emit("warning", message=self.sandbox.warning)
 
     def _converse(self) -> NoReturn:
-        system = system_prompt(self.subject, self.briefing, self.command_timeout)
+        mode = self.gate.mode if self.gate else NEVER
+        system = system_prompt(self.subject, self.briefing, self.command_timeout, MODE_TEXT[mode])
         events = self.store.events(self.ticket.id)
         messages: list[Message] = [UserMessage(ticket_prompt(self.ticket, events))]
         while True:
@@ -174,6 +179,13 @@ class Agent:
             return ToolResult(call.id, "not run: the worker is stopping", is_error=True)
         assert isinstance(command, str)
         reasoning = str(call.arguments.get("reasoning", ""))
+        waits = self.gate.judge(command) if self.gate else None
+        if waits is not None:
+            decision = self._ask(command, reasoning, waits)
+            if decision.status != ApprovalStatus.APPROVED:
+                self._check()  # a wait that spent the time budget escalates the session
+                return ToolResult(call.id, refusal(decision), is_error=True)
+            command = decision.command  # the exact text the human approved
         params = {"command": command, "reasoning": reasoning}
         self._audit(AuditKind.TOOL_CALL, command, tool=SHELL.name, params=params)
         self._emit("command", command=command, reasoning=reasoning)
@@ -192,6 +204,24 @@ class Agent:
         )
         self._emit("result", exit_code=result.exit_code, output=output, ms=result.duration_ms)
         return ToolResult(call.id, for_model(result), is_error=result.exit_code != 0)
+
+    def _ask(self, command: str, reasoning: str, waits: Classification) -> Approval:
+        """Wait for a human to approve ``command``; the wait counts against the budget."""
+        assert self.gate is not None
+
+        def give_up() -> str | None:
+            if self.stop.is_set() or self.lease_lost.is_set():
+                return "the session is stopping"
+            spent = self.spend.over(self.budget)
+            return f"the session's budget ran out while it waited ({spent})" if spent else None
+
+        def asked(approval: Approval) -> None:
+            self._emit("approval", approval=approval.id, command=command, why=waits.why)
+
+        decision = self.gate.wait(self.session, command, reasoning, waits, give_up, asked)
+        self._emit("decided", approval=decision.id, status=str(decision.status),
+                   by=decision.decided_by, reason=decision.reason)  # fmt: skip
+        return decision
 
     def _verify(self) -> str:
         """Wait for the monitor to see the invariant hold; resolve, or say what still fails."""

@@ -30,12 +30,14 @@ and what you did. The platform then asks the monitor whether the invariant holds
 it does not, you will be told what still fails, and you can continue. If you cannot fix it,
 or the fix needs a human decision, reply with a line that starts with "{give_up}" followed by
 the reason.
-
+{approval}
 {briefing}"""
 
 
-def system_prompt(subject: str, briefing: str, timeout: float) -> str:
-    return SYSTEM.format(subject=subject, briefing=briefing, timeout=timeout, give_up=GIVE_UP)
+def system_prompt(subject: str, briefing: str, timeout: float, approval: str = "") -> str:
+    """``approval`` says which commands wait for a human (empty: none does)."""
+    return SYSTEM.format(subject=subject, briefing=briefing, timeout=timeout, give_up=GIVE_UP,
+                         approval=f"\n{approval}\n" if approval else "")  # fmt: skip
 
 
 def ticket_prompt(ticket: Ticket, events: list[TicketEvent]) -> str:

@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 from operator_ai.agent.budget import Budget
 from operator_ai.agent.loop import SETTLE_SECONDS, Agent, Listener
 from operator_ai.agent.summary import Summarizer
+from operator_ai.approval.gate import DEFAULT_TIMEOUT as DEFAULT_APPROVAL_TIMEOUT
+from operator_ai.approval.gate import NEVER, Gate
 from operator_ai.config import Settings
 from operator_ai.errors import LabError, StoreError
 from operator_ai.lab import Lab, LabDir
@@ -109,6 +111,8 @@ class AgentOptions:
     command_timeout: float = DEFAULT_TIMEOUT
     unsafe_host: bool = False
     lab: str | None = None  # default: the lab named after the ticket's subject
+    approval: str = NEVER
+    approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT
 
 
 def agent_factory(
@@ -142,6 +146,7 @@ def agent_factory(
             settle_seconds=options.settle_seconds,
             command_timeout=options.command_timeout,
             lease_seconds=settings.lease_seconds,
+            gate=Gate(store, options.approval, options.approval_timeout),
             summarize=summarize,
             stop=stop,
             listener=listener,

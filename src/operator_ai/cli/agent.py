@@ -9,7 +9,7 @@ import typer
 
 from operator_ai.agent import SETTLE_SECONDS, Budget, run_workers, work
 from operator_ai.agent.worker import AgentOptions, agent_factory
-from operator_ai.cli.context import app_context, stop_on_signals
+from operator_ai.cli.context import ApprovalOption, app_context, approval_mode, stop_on_signals
 from operator_ai.cli.output import JsonLinesOption, console, err_console, print_json_line
 from operator_ai.errors import NoModel, OperatorError
 from operator_ai.models.spec import load_model
@@ -48,6 +48,7 @@ def run(
     unsafe_host: bool = typer.Option(
         False, "--unsafe-host", help="Run commands on the host, without the sandbox. Unsafe."
     ),
+    approval: str | None = ApprovalOption,
     as_json: bool = JsonLinesOption,
 ) -> None:
     """Claim tickets and work each to a verified outcome. Needs `operator monitor run` (or
@@ -67,6 +68,8 @@ def run(
         command_timeout=command_timeout,
         unsafe_host=unsafe_host,
         lab=lab_name,
+        approval=approval_mode(ctx, approval),
+        approval_timeout=settings.approval_timeout_seconds,
     )
     stop = stop_on_signals()
     show = _print_json if as_json else _print

@@ -10,6 +10,7 @@ import typer
 from operator_ai import __version__
 from operator_ai.cli import (
     agent,
+    approvals,
     audit,
     chaos,
     config_cmd,
@@ -34,6 +35,7 @@ app.add_typer(tickets.app, name="tickets")
 app.command("run")(run.run)
 app.command("demo")(demo.demo)
 app.add_typer(agent.app, name="agent")
+app.add_typer(approvals.app, name="approvals")
 app.add_typer(audit.app, name="audit")
 app.add_typer(lab.app, name="lab")
 app.add_typer(chaos.app, name="chaos")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from operator_ai.cli.approvals import print_pending
 from operator_ai.cli.context import app_context
 from operator_ai.cli.output import (
     JsonOption,
@@ -14,7 +15,7 @@ from operator_ai.cli.output import (
     table,
     when,
 )
-from operator_ai.store import AuditEntry, AuditKind, Session
+from operator_ai.store import ApprovalStatus, AuditEntry, AuditKind, Session
 from operator_ai.tui.text import shown, styled
 
 app = typer.Typer(help="Read agent sessions and check the audit trail.", no_args_is_help=True)
@@ -76,8 +77,9 @@ def show(
     store = app_context(ctx).store
     session = store.session(session_id)
     entries = store.audit_entries(session_id)
+    waiting = store.approvals(ApprovalStatus.PENDING, session_id=session_id)
     if as_json:
-        print_json({"session": session, "entries": entries})
+        print_json({"session": session, "entries": entries, "pending_approvals": waiting})
         return
     console.print(
         f"[bold]session {session.id}[/] on ticket {session.ticket_id}"
@@ -88,6 +90,7 @@ def show(
         console.print(_render(entry, full))
     if session.summary:
         console.print(f"\n[bold]summary:[/] {shown(session.summary)}")
+    print_pending(waiting)
 
 
 def _render(entry: AuditEntry, full: bool) -> str:

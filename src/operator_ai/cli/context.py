@@ -12,10 +12,18 @@ from typing import Any
 
 import typer
 
+from operator_ai.approval.gate import MODES
 from operator_ai.config import Settings, load_settings
+from operator_ai.errors import UsageError
 from operator_ai.lab import Lab, find_lab
 from operator_ai.store import Store
 
+ApprovalOption = typer.Option(
+    None,
+    "--approval",
+    help="Which of the agent's commands wait for a human: never, writes (all but those proved "
+    "read-only) or always. Default: the approval setting (never).",
+)
 LabOption = typer.Option(None, "--lab", help="The lab's name (default: the only lab that is up).")
 """How every command that works on a running lab chooses it."""
 
@@ -69,3 +77,11 @@ def stop_on_signals(*also: signal.Signals) -> threading.Event:
     for sig in (signal.SIGINT, signal.SIGTERM, *also):
         signal.signal(sig, on_signal)
     return stop
+
+
+def approval_mode(ctx: typer.Context, given: str | None) -> str:
+    """The approval mode: the flag's, or the settings'."""
+    mode = given or app_context(ctx).settings.approval
+    if mode not in MODES:
+        raise UsageError(f"--approval must be {', '.join(MODES)}, not {mode!r}")
+    return mode

@@ -10,7 +10,7 @@ from datetime import datetime
 import typer
 from rich.rule import Rule
 
-from operator_ai.cli.context import app_context
+from operator_ai.cli.context import ApprovalOption, app_context, approval_mode
 from operator_ai.cli.lab import print_status, up_lab
 from operator_ai.cli.output import console
 from operator_ai.errors import LabError
@@ -38,6 +38,7 @@ def demo(
     model: str | None = typer.Option(
         None, "--model", help="The agent's model (default OPERATOR_MODEL)."
     ),
+    approval: str | None = ApprovalOption,
 ) -> None:
     """A guided story: health, load, a fault, detection, the agent's repair, and recovery."""
     context = app_context(ctx)
@@ -60,7 +61,8 @@ def demo(
     up_lab(ctx, lab, subject)
     print_status(lab, as_json=False)
 
-    runner = Runner(settings, store, lab, model=spec, rate=100, on_event=on_event)
+    runner = Runner(settings, store, lab, model=spec, rate=100,
+                    approval=approval_mode(ctx, approval), on_event=on_event)  # fmt: skip
     injection = None
     try:
         chapter(2, "Load", auto)

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 import typer
 from rich.live import Live
 
-from operator_ai.cli.context import app_context, stop_on_signals
+from operator_ai.approval.gate import NEVER
+from operator_ai.cli.approvals import approver
+from operator_ai.cli.context import ApprovalOption, app_context, approval_mode, stop_on_signals
 from operator_ai.cli.lab import up_lab
 from operator_ai.cli.output import console, err_console, progress
 from operator_ai.errors import OperatorError
@@ -23,11 +25,13 @@ from operator_ai.lab.injections import Injections
 from operator_ai.lab.load import DEFAULT_RATE
 from operator_ai.models.spec import load_model
 from operator_ai.run import AGENT_EVENTS, Event, Runner, victim
+from operator_ai.store import ApprovalStatus
 from operator_ai.tui.dashboard import screen
 from operator_ai.tui.text import shown
 from operator_ai.tui.transcript import describe
 
 KEYS = "[bold]k[/] kill a node · [bold]r[/] revert faults · [bold]q[/] quit"
+APPROVAL_KEYS = " · [bold]a[/]/[bold]d[/] approve/deny the oldest waiting command"
 
 
 def run(
@@ -41,6 +45,7 @@ def run(
     lab_name: str | None = typer.Option(None, "--lab", help="Lab name (default: the subject)."),
     down: bool = typer.Option(False, "--down", help="Take the lab down on exit."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Print transitions and agent steps."),
+    approval: str | None = ApprovalOption,
 ) -> None:
     """Bring the lab up if needed, then run load, monitor and agent workers with a live
     dashboard. Inject faults with the keys shown, or `operator chaos inject` elsewhere."""
@@ -52,6 +57,7 @@ def run(
     lab = Lab(LabDir(settings.home, lab_name or subject))
     up_lab(ctx, lab, subject)
     runner = Runner(settings, context.store, lab, model=spec, workers=workers, rate=rate,
+                    approval=approval_mode(ctx, approval),
                     on_event=_print if no_ui else lambda e: None)  # fmt: skip
     stop = stop_on_signals()
     if not spec:
@@ -82,7 +88,8 @@ def _print(event: Event) -> None:
 
 
 def _dashboard(runner: Runner, stop: threading.Event) -> None:
-    with _keys() as read, Live(screen(runner, KEYS), console=console, screen=True) as live:
+    keys = KEYS + (APPROVAL_KEYS if runner.approval != NEVER else "")
+    with _keys() as read, Live(screen(runner, keys), console=console, screen=True) as live:
         while not stop.is_set():
             key = read(0.5)
             try:
@@ -93,9 +100,24 @@ def _dashboard(runner: Runner, stop: threading.Event) -> None:
                 elif key == "r":
                     for injection in Injections(runner.lab.path).active():
                         chaos.revert(runner.lab, injection.id)
+                elif key in ("a", "d") and runner.approval != NEVER:
+                    _decide(runner, approve=key == "a")
             except OperatorError as exc:
                 runner.emit("error", {"message": str(exc)})
-            live.update(screen(runner, KEYS))
+            live.update(screen(runner, keys))
+
+
+def _decide(runner: Runner, approve: bool) -> None:
+    """Approve or deny the oldest command that waits."""
+    waiting = runner.store.approvals(ApprovalStatus.PENDING)
+    if not waiting:
+        return
+    oldest, by = waiting[-1], approver()
+    if approve:
+        runner.store.decide_approval(oldest.id, ApprovalStatus.APPROVED, by, "from the dashboard")
+    else:
+        runner.store.decide_approval(oldest.id, ApprovalStatus.DENIED, by,
+                                     "denied from the dashboard: try another way")  # fmt: skip
 
 
 @contextlib.contextmanager

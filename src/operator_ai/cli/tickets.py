@@ -8,10 +8,11 @@ from collections.abc import Callable
 import typer
 from rich.panel import Panel
 
+from operator_ai.cli.approvals import print_pending
 from operator_ai.cli.audit import sessions_table
 from operator_ai.cli.context import app_context
 from operator_ai.cli.output import JsonOption, console, print_json, table, when
-from operator_ai.store import Status, Store, Ticket
+from operator_ai.store import ApprovalStatus, Status, Store, Ticket
 from operator_ai.tui.text import shown, styled
 
 app = typer.Typer(help="List, inspect and override tickets.", no_args_is_help=True)
@@ -53,8 +54,10 @@ def show(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOp
     store = app_context(ctx).store
     ticket = store.ticket(ticket_id)
     events, sessions = store.events(ticket_id), store.sessions(ticket_id)
+    waiting = store.approvals(ApprovalStatus.PENDING, ticket_id=ticket_id)
     if as_json:
-        print_json({"ticket": ticket, "timeline": events, "sessions": sessions})
+        print_json({"ticket": ticket, "timeline": events, "sessions": sessions,
+                    "pending_approvals": waiting})  # fmt: skip
         return
     console.print(_ticket_panel(ticket))
     timeline = table("at", "event", "actor", "detail", "session", title="Timeline")
@@ -65,6 +68,7 @@ def show(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOp
     console.print(timeline)
     if sessions:
         console.print(sessions_table(sessions, title="Agent sessions"))
+    print_pending(waiting)
 
 
 def _ticket_panel(t: Ticket) -> Panel:

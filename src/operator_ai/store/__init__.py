@@ -3,6 +3,8 @@
 from operator_ai.core import Violation
 from operator_ai.store.audit import Verification
 from operator_ai.store.records import (
+    Approval,
+    ApprovalStatus,
     AuditEntry,
     AuditKind,
     Claim,
@@ -15,6 +17,8 @@ from operator_ai.store.records import (
 from operator_ai.store.store import Store
 
 __all__ = [
+    "Approval",
+    "ApprovalStatus",
     "AuditEntry",
     "AuditKind",
     "Claim",

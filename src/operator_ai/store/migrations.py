@@ -129,6 +129,32 @@ INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, 0, '');
 ALTER TABLE tickets ADD COLUMN cleared_at {ts};
 """,
     ),
+    Migration(
+        3,
+        "approvals",
+        """
+-- A command the agent wants to run, waiting for a human (the approval gate), and the one
+-- decision taken on it. The command is the exact text that runs; its SHA-256 is kept.
+CREATE TABLE approvals (
+    id {id},
+    session_id {bigint} NOT NULL REFERENCES sessions (id),
+    ticket_id {bigint} NOT NULL REFERENCES tickets (id),
+    command TEXT NOT NULL,
+    command_sha256 TEXT NOT NULL,
+    reasoning TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('read_only', 'writes', 'unknown')),
+    verdict_why TEXT NOT NULL,
+    mode TEXT NOT NULL CHECK (mode IN ('writes', 'always')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'timed_out')),
+    requested_at {ts} NOT NULL,
+    decided_at {ts},
+    decided_by TEXT,
+    reason TEXT
+);
+CREATE INDEX approvals_by_status ON approvals (status, id);
+CREATE INDEX approvals_by_session ON approvals (session_id, id);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -22,6 +22,13 @@ class Outcome(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    TIMED_OUT = "timed_out"
+
+
 class AuditKind(StrEnum):
     REASONING = "reasoning"
     TOOL_CALL = "tool_call"
@@ -113,3 +120,27 @@ class Claim:
 
     ticket: Ticket
     session: Session
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A command waiting for a human, or the decision taken on it."""
+
+    id: int
+    session_id: int
+    ticket_id: int
+    command: str
+    command_sha256: str
+    reasoning: str
+    verdict: str
+    verdict_why: str
+    mode: str
+    status: ApprovalStatus
+    requested_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    reason: str | None
+
+    @property
+    def pending(self) -> bool:
+        return self.status == ApprovalStatus.PENDING

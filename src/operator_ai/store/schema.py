@@ -119,6 +119,25 @@ audit_entries = sa.Table(
     sa.Column("hash", sa.Text, nullable=False),
 )
 
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("session_id", sa.BigInteger, nullable=False),
+    sa.Column("ticket_id", sa.BigInteger, nullable=False),
+    sa.Column("command", sa.Text, nullable=False),
+    sa.Column("command_sha256", sa.Text, nullable=False),
+    sa.Column("reasoning", sa.Text, nullable=False),
+    sa.Column("verdict", sa.Text, nullable=False),
+    sa.Column("verdict_why", sa.Text, nullable=False),
+    sa.Column("mode", sa.Text, nullable=False),
+    sa.Column("status", Label, nullable=False),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("decided_at", UTCDateTime),
+    sa.Column("decided_by", sa.Text),
+    sa.Column("reason", sa.Text),
+)
+
 # One row: the id and hash of the newest audit entry. Appends lock it, which orders them.
 audit_head = sa.Table(
     "audit_head",

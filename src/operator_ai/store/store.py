@@ -17,11 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from operator_ai.clock import as_utc, utcnow
 from operator_ai.core import Violation
 from operator_ai.errors import InvalidTransition, LeaseLost, NotFound
-from operator_ai.store import audit
+from operator_ai.store import approvals, audit
 from operator_ai.store.engine import create_engine, transaction
 from operator_ai.store.migrations import migrate
 from operator_ai.store.records import (
     SEVERITIES,
+    Approval,
+    ApprovalStatus,
     AuditEntry,
     AuditKind,
     Claim,
@@ -457,6 +459,55 @@ class Store:
     def verify_audit(self) -> audit.Verification:
         with self._tx(readonly=True) as conn:
             return audit.verify(conn)
+
+    # -- the approval gate ----------------------------------------------------------------
+
+    def request_approval(
+        self,
+        session_id: int,
+        command: str,
+        reasoning: str,
+        verdict: str,
+        why: str,
+        mode: str,
+        now: datetime | None = None,
+    ) -> Approval:
+        """Ask a human to approve ``command``, with the classifier's verdict and why."""
+        with self._tx() as conn:
+            _session(conn, session_id)
+            return approvals.request(
+                conn, session_id, command, reasoning, verdict, why, mode, _now(now)
+            )
+
+    def decide_approval(
+        self,
+        approval_id: int,
+        status: ApprovalStatus,
+        by: str,
+        reason: str = "",
+        now: datetime | None = None,
+    ) -> Approval:
+        """Approve, deny or time out a pending request; a second decision is refused."""
+        if status == ApprovalStatus.PENDING:
+            raise ValueError("a decision cannot make a request pending")
+        with self._tx() as conn:
+            return approvals.decide(conn, approval_id, status, by, reason, _now(now))
+
+    def approval(self, approval_id: int) -> Approval:
+        with self._tx(readonly=True) as conn:
+            return approvals.get(conn, approval_id)
+
+    def approvals(
+        self,
+        status: ApprovalStatus | None = None,
+        *,
+        session_id: int | None = None,
+        ticket_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[Approval]:
+        """Requests, newest first."""
+        with self._tx(readonly=True) as conn:
+            return approvals.listing(conn, status, session_id, ticket_id, limit)
 
 
 # -- helpers that run inside a caller's transaction -------------------------------------

@@ -9,11 +9,12 @@ from rich.layout import Layout
 from rich.panel import Panel
 from rich.table import Table
 
+from operator_ai.approval.gate import NEVER
 from operator_ai.core import Injection
 from operator_ai.lab.injections import Injections
 from operator_ai.lab.load import read_workload
 from operator_ai.run import AGENT_EVENTS, Runner
-from operator_ai.store import Ticket
+from operator_ai.store import ApprovalStatus, Ticket
 from operator_ai.tui.text import shown, styled
 from operator_ai.tui.transcript import describe
 
@@ -91,6 +92,12 @@ def faults(runner: Runner) -> RenderableType:
     return Panel("\n".join(lines) or "none", title="active faults")
 
 
+def approvals(runner: Runner) -> RenderableType:
+    waiting = runner.store.approvals(ApprovalStatus.PENDING)[::-1]  # the oldest, a/d's, first
+    lines = [f"#{a.id} [cyan]{shown(a.command)}[/] ({a.verdict})" for a in waiting]
+    return Panel("\n".join(lines) or "none waiting", title=f"approvals ({runner.approval})")
+
+
 def transcript(runner: Runner, height: int) -> RenderableType:
     if not runner.model:
         return Panel(
@@ -113,6 +120,9 @@ def screen(runner: Runner, keys: str) -> RenderableType:
         Layout(name="agent"),
     )
     layout["top"].split_row(Layout(cluster(runner)), Layout(workload(runner)))
-    layout["middle"].split_row(Layout(tickets(runner), ratio=2), Layout(faults(runner)))
+    middle = [Layout(tickets(runner), ratio=2), Layout(faults(runner))]
+    if runner.approval != NEVER:
+        middle.append(Layout(approvals(runner), ratio=2))
+    layout["middle"].split_row(*middle)
     layout["agent"].update(transcript(runner, 14))
     return layout

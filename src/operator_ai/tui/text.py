@@ -13,6 +13,10 @@ STATUS_STYLE = {
     "escalated": "magenta",
     "failed": "red",
     "interrupted": "dim",
+    "pending": "bold yellow",
+    "approved": "green",
+    "denied": "red",
+    "timed_out": "red",
 }
 
 

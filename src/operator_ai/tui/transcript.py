@@ -21,6 +21,12 @@ def describe(event: Event) -> str:
         code = data["exit_code"]
         mark = "[green]exit 0[/]" if code == 0 else f"[red]exit {code}[/]"
         return f"{at}   {mark} {shown(first_line(str(data['output'])))}"
+    if event.kind == "approval":
+        command = shown(str(data["command"]))
+        return f"{at} [bold yellow]waiting for approval #{data['approval']}:[/] [cyan]{command}[/]"
+    if event.kind == "decided":
+        reason = f": {shown(str(data['reason']))}" if data.get("reason") else ""
+        return f"{at} approval #{data['approval']} {styled(str(data['status']))}{reason}"
     if event.kind == "unverified":
         return f"{at} [yellow]not verified yet:[/] {shown(str(data['message']))}"
     if event.kind == "ended":

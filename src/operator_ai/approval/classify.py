@@ -1,0 +1,634 @@
+"""The command classifier: is a shell command provably read-only?
+
+The command is parsed with a real bash grammar (tree-sitter-bash) and every part of it is
+judged: each simple command by its program's table of read-only subcommands and flags,
+every redirection, every command substitution, every construct. The verdict is the worst
+part's: ``writes`` when some part changes state, ``unknown`` when some part cannot be proved
+read-only (an unknown program, a computed program name, ``eval``, ``bash -c``, a script),
+``read_only`` only when every part is. It fails closed: what it does not know is never
+read-only, and the model's own claim about a command plays no part.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+import tree_sitter_bash
+from tree_sitter import Language, Node, Parser
+
+BASH = Language(tree_sitter_bash.language())
+_parsers = threading.local()  # the C library is not thread-safe: a parser per thread
+
+
+class Verdict(IntEnum):
+    """Ordered by how much a human must look: the worst part of a command decides."""
+
+    READ_ONLY = 0
+    UNKNOWN = 1
+    WRITES = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Classification:
+    verdict: Verdict
+    why: str
+
+    @property
+    def read_only(self) -> bool:
+        return self.verdict == Verdict.READ_ONLY
+
+
+READ = Classification(Verdict.READ_ONLY, "reads only")
+
+
+def writes(why: str) -> Classification:
+    return Classification(Verdict.WRITES, why)
+
+
+def unknown(why: str) -> Classification:
+    return Classification(Verdict.UNKNOWN, why)
+
+
+def worst(parts: Iterable[Classification]) -> Classification:
+    """The part that needs the most care; READ when there are none."""
+    return max(parts, key=lambda c: c.verdict, default=READ)
+
+
+def classify(command: str) -> Classification:
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = Parser(BASH)
+    root = parser.parse(command.encode()).root_node
+    if root.has_error:
+        return unknown("the shell grammar cannot parse it")
+    verdict = _node(root)
+    if verdict.read_only and not command.strip():
+        return unknown("there is no command")
+    return verdict
+
+
+# -- the constructs -------------------------------------------------------------------------
+
+CONTAINERS = {
+    "program", "list", "pipeline", "compound_statement", "subshell", "do_group",
+    "if_statement", "elif_clause", "else_clause", "while_statement", "for_statement",
+    "c_style_for_statement", "case_statement", "case_item", "negated_command", "test_command",
+    "binary_expression", "unary_expression", "parenthesized_expression",
+}  # fmt: skip
+"""Constructs that run only what is inside them."""
+VALUES = {
+    "word", "number", "raw_string", "string", "string_content", "concatenation",
+    "simple_expansion", "expansion", "arithmetic_expansion", "ansi_c_string",
+    "translated_string", "variable_name", "special_variable_name", "command_name",
+    "heredoc_start", "heredoc_end", "heredoc_content", "heredoc_body", "regex",
+    "extglob_pattern", "comment", "file_descriptor", "array", "subscript", "test_operator",
+}  # fmt: skip
+"""Parts that only compute text: they are judged by what they contain."""
+SAFE_SINKS = {"/dev/null", "/dev/stdout", "/dev/stderr"}
+
+
+def _node(node: Node) -> Classification:
+    kind = node.type
+    if kind == "command":
+        return _command(node)
+    if kind == "redirected_statement":
+        return worst([_node(c) for c in node.named_children])
+    if kind == "file_redirect":
+        return _redirect(node)
+    if kind in ("herestring_redirect", "heredoc_redirect"):
+        return _inside(node)
+    if kind in ("command_substitution", "process_substitution"):
+        return worst(_node(c) for c in node.named_children)
+    if kind in ("variable_assignment", "declaration_command", "unset_command"):
+        return _inside(node)  # shell state only: each command gets a fresh shell
+    if kind in CONTAINERS or kind in VALUES:
+        return _inside(node)
+    if kind == "function_definition":
+        return unknown("it defines a shell function")
+    return unknown(f"a shell construct it cannot judge ({kind})")
+
+
+def _inside(node: Node) -> Classification:
+    return worst(_node(c) for c in node.named_children)
+
+
+def _redirect(node: Node) -> Classification:
+    operator = next((c.type for c in node.children if not c.is_named), "")
+    target = node.child_by_field_name("destination")
+    if operator in ("<", "<&", ">&", "<&-", ">&-") and (
+        operator == "<" or target is None or target.type == "number"
+    ):
+        return worst([_node(c) for c in node.named_children])  # reading, or a descriptor copy
+    text = _text(target) if target is not None else ""
+    if text in SAFE_SINKS:
+        return READ
+    return writes(f"it redirects output to a file ({operator} {text})")
+
+
+def _text(node: Node) -> str:
+    return node.text.decode(errors="replace") if node.text else ""
+
+
+# -- simple commands ------------------------------------------------------------------------
+
+SAFE_ENV = {"ETCDCTL_API", "ETCDCTL_ENDPOINTS", "LANG", "LC_ALL", "TZ", "COLUMNS", "TERM"}
+"""Variables a command may be given on its own line without changing what it can do."""
+PROGRAM_DIRS = ("/usr/bin/", "/bin/", "/usr/sbin/", "/sbin/", "/usr/local/bin/")
+
+
+@dataclass(frozen=True)
+class Args:
+    """A command's arguments as text; ``opaque`` marks the ones computed at run time."""
+
+    words: tuple[str, ...]
+    opaque: frozenset[int]
+
+    def literal(self, index: int) -> bool:
+        return index not in self.opaque
+
+
+def _command(node: Node) -> Classification:
+    parts: list[Classification] = []
+    name_node = node.child_by_field_name("name")
+    words: list[str] = []
+    opaque: set[int] = set()
+    for child in node.named_children:
+        if child.type == "variable_assignment":
+            variable = child.child_by_field_name("name")
+            if variable is None or _text(variable) not in SAFE_ENV:
+                parts.append(unknown(f"it sets {_text(child).split('=')[0]} for the program"))
+            parts.append(_inside(child))
+        elif child.type in ("herestring_redirect", "file_redirect"):
+            parts.append(_node(child))
+        elif child != name_node:
+            parts.append(_inside(child) if child.named_child_count else READ)
+            if _computed(child):
+                opaque.add(len(words))
+            words.append(_unquoted(child))
+    if name_node is None:
+        return worst(parts)
+    parts.append(_inside(name_node))
+    if _computed(name_node):
+        return worst([*parts, unknown("the program's name is computed when it runs")])
+    program = _unquoted(name_node)
+    if "/" in program:
+        if not program.startswith(PROGRAM_DIRS):
+            return worst([*parts, unknown(f"it runs {program}, a program not in the system")])
+        program = program.rsplit("/", 1)[1]
+    parts.append(judge(program, Args(tuple(words), frozenset(opaque))))
+    return worst(parts)
+
+
+def _computed(node: Node) -> bool:
+    """Whether the text of ``node`` is only known when the shell runs it."""
+    if node.type in ("simple_expansion", "expansion", "command_substitution",
+                     "process_substitution", "arithmetic_expansion"):  # fmt: skip
+        return True
+    return any(_computed(c) for c in node.named_children)
+
+
+def _unquoted(node: Node) -> str:
+    text = _text(node)
+    if node.type == "raw_string":
+        return text[1:-1]
+    if node.type == "string":
+        return text[1:-1]
+    if node.type == "concatenation":
+        return "".join(_unquoted(c) for c in node.named_children) or text
+    return text
+
+
+def judge(program: str, args: Args) -> Classification:
+    """A simple command by its program's rule."""
+    if program in ALWAYS_READ:
+        return READ
+    if program in ALWAYS_WRITES:
+        return writes(f"{program} changes state")
+    if program in NOT_PROVABLE:
+        return unknown(f"{program} runs code it cannot see into")
+    rule = RULES.get(program)
+    if rule is None:
+        return unknown(f"{program} is a program it has no table for")
+    return rule(args)
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+def options(
+    args: Args, with_value: Iterable[str] = ()
+) -> tuple[list[tuple[str, str | None]], list[str], bool]:
+    """Split ``args`` into options (each with its value) and operands. Short options cluster
+    (``-sSo FILE``); ``with_value`` names the options that take one (``-o``, ``--output``).
+    The last item says whether an opaque argument was met where it matters."""
+    takes = set(with_value)
+    found: list[tuple[str, str | None]] = []
+    operands: list[str] = []
+    computed = False
+    words = list(args.words)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not args.literal(i):
+            computed = True
+        if word == "--":
+            operands += words[i + 1 :]
+            break
+        if word.startswith("--"):
+            name, eq, value = word.partition("=")
+            if not eq and name in takes and i + 1 < len(words):
+                i += 1
+                value, eq = words[i], "="
+            found.append((name, value if eq else None))
+        elif word.startswith("-") and len(word) > 1:
+            for j, letter in enumerate(word[1:], start=1):
+                flag = f"-{letter}"
+                if flag in takes:
+                    rest = word[j + 1 :]
+                    if not rest and i + 1 < len(words):
+                        i += 1
+                        rest = words[i]
+                    found.append((flag, rest))
+                    break
+                found.append((flag, None))
+        else:
+            operands.append(word)
+        i += 1
+    return found, operands, computed
+
+
+def _names(found: Sequence[tuple[str, str | None]]) -> set[str]:
+    return {name for name, _ in found}
+
+
+# -- the programs ---------------------------------------------------------------------------
+
+ALWAYS_READ = {
+    "cat", "head", "tail", "grep", "egrep", "fgrep", "zgrep", "zcat", "wc", "ls", "stat",
+    "file", "df", "du", "free", "uptime", "ps", "pgrep", "pidof", "id", "whoami", "groups",
+    "uname", "printenv", "echo", "printf", "true", "false", "test", "[", "which", "type",
+    "readlink", "realpath", "basename", "dirname", "seq", "sleep", "jq", "column", "cut",
+    "tr", "nl", "od", "xxd", "hexdump", "strings", "md5sum", "sha1sum", "sha256sum",
+    "cksum", "diff", "cmp", "comm", "less", "more", "cd", "pwd", "nproc", "lsof", "getent",
+    "netstat", "lscpu", "lsblk", "findmnt", "mountpoint", "vmstat", "iostat", "mpstat",
+    "pstree", "top", "htop", "ping", "dig", "nslookup", "host", "getconf", "locale", "tac",
+    "rev", "fold", "fmt", "expand", "paste", "join", "look", "base64", "expr", "bc",
+    "numfmt", "tree", "lsns", "ldd", "whereis", ":", "set", "shopt", "history",
+    "hash", "alias", "local", "export", "read", "wait", "jobs", "times", "ulimit", "umask",
+}  # fmt: skip
+"""Programs that cannot change anything outside the command's own shell, whatever their
+flags. (`ss`, which `-K` turns into a killer of sockets, has its own rule below.)"""
+ALWAYS_WRITES = {
+    "rm", "rmdir", "mv", "cp", "mkdir", "touch", "chmod", "chown", "chgrp", "ln", "truncate",
+    "dd", "shred", "kill", "pkill", "killall", "mount", "umount", "install", "vi", "vim",
+    "nano", "emacs", "ed", "patch", "mkfifo", "mknod", "fallocate", "rsync", "scp", "sync",
+    "reboot", "shutdown", "halt", "useradd", "userdel", "passwd", "crontab", "iptables",
+    "tc", "sysctl", "renice", "setfacl", "chattr", "wget",
+}  # fmt: skip
+NOT_PROVABLE = {
+    "eval", "exec", "source", ".", "bash", "sh", "dash", "zsh", "python", "python3",
+    "perl", "ruby", "node", "php", "lua", "sudo", "su", "runuser", "setpriv", "nsenter",
+    "unshare", "chroot", "busybox", "make", "script", "expect", "ssh", "docker", "kubectl",
+    "systemd-run", "at", "batch", "trap", "builtin", "command", "fc", "watch",
+}  # fmt: skip
+"""Programs that run code given as an argument or a file: nothing here sees that code."""
+
+
+def _needs(
+    forbidden: set[str], what: str, with_value: Iterable[str] = ()
+) -> Callable[[Args], Classification]:
+    """A rule: read-only unless one of ``forbidden`` options is given."""
+
+    def rule(args: Args) -> Classification:
+        found, _, _ = options(args, with_value)
+        hit = sorted(_names(found) & forbidden)
+        return writes(f"{what} with {', '.join(hit)}") if hit else READ
+
+    return rule
+
+
+def _inner(
+    skip_values: Iterable[str], what: str, leading: int = 0
+) -> Callable[[Args], Classification]:
+    """A rule for a program that runs another (``timeout 5 CMD``): judge that one."""
+    takes = set(skip_values)
+
+    def rule(args: Args) -> Classification:
+        words, i = args.words, 0
+        while i < len(words) and words[i].startswith("-"):
+            i += 2 if words[i] in takes else 1
+        i += leading
+        if i >= len(words):
+            return READ
+        if not args.literal(i):
+            return unknown(f"{what} runs a program whose name is computed")
+        rest = Args(words[i + 1 :], frozenset(j - i - 1 for j in args.opaque if j > i))
+        return judge(words[i].rsplit("/", 1)[-1], rest)
+
+    return rule
+
+
+def _sed(args: Args) -> Classification:
+    found, operands, computed = options(args, ("-e", "--expression", "-f", "--file", "-l"))
+    names = _names(found)
+    if names & {"-i", "--in-place"} or any(n.startswith("--in-place") for n in names):
+        return writes("sed edits files in place (-i)")
+    if names & {"-f", "--file"}:
+        return unknown("sed runs a script from a file")
+    scripts = [v or "" for n, v in found if n in ("-e", "--expression")] or operands[:1]
+    if computed:
+        return unknown("sed's script is computed when it runs")
+    for script in scripts:
+        # `w FILE` writes, `e` runs a command: as commands, or as flags of `s///`.
+        if re.search(r"(^|[;{}\n]|/[0-9gIiMmp]*)\s*[wWe]\b", script):
+            return writes("sed's script writes a file or runs a command (w, W, e)")
+    return READ
+
+
+def _awk(args: Args) -> Classification:
+    found, operands, computed = options(args, ("-f", "-v", "-F", "--file", "--assign"))
+    if _names(found) & {"-f", "--file"}:
+        return unknown("awk runs a program from a file")
+    program = operands[0] if operands else ""
+    if computed or re.search(r"system|getline|fflush|close|[>|]", program):
+        return unknown("awk's program may write a file or run a command")
+    return READ
+
+
+def _find(args: Args) -> Classification:
+    words = set(args.words)
+    if words & {"-delete"}:
+        return writes("find deletes what it finds (-delete)")
+    if words & {"-fprint", "-fprint0", "-fprintf", "-fls"}:
+        return writes("find writes a file")
+    if words & {"-exec", "-execdir", "-ok", "-okdir"}:
+        return unknown("find runs a command on what it finds (-exec)")
+    return READ
+
+
+def _tee(args: Args) -> Classification:
+    _, operands, _ = options(args)
+    files = [f for f in operands if f not in SAFE_SINKS]
+    return writes(f"tee writes {', '.join(files)}") if files else READ
+
+
+def _sort(args: Args) -> Classification:
+    found, _, _ = options(args, ("-o", "--output", "-k", "-t", "-S", "-T"))
+    return (
+        writes("sort writes its output to a file (-o)")
+        if _names(found) & {"-o", "--output"}
+        else READ
+    )
+
+
+def _uniq(args: Args) -> Classification:
+    _, operands, _ = options(args, ("-f", "-s", "-w"))
+    return writes("uniq writes its output to a file") if len(operands) > 1 else READ
+
+
+def _tar(args: Args) -> Classification:
+    found, operands, _ = options(args, ("-f", "--file", "-C"))
+    mode = {n for n, _ in found} | ({f"-{c}" for c in operands[0]} if operands else set())
+    if mode & {"-t", "--list"} and not mode & {"-x", "-c", "-r", "-u", "--delete"}:
+        return READ
+    return writes("tar creates or extracts an archive")
+
+
+def _date(args: Args) -> Classification:
+    found, operands, _ = options(args, ("-d", "--date", "-r", "--reference", "-f"))
+    if _names(found) & {"-s", "--set"} or any(not o.startswith("+") for o in operands):
+        return writes("date sets the clock")
+    return READ
+
+
+def _hostname(args: Args) -> Classification:
+    _, operands, _ = options(args)
+    return writes("hostname sets the host's name") if operands else READ
+
+
+def _env(args: Args) -> Classification:
+    words, i = args.words, 0
+    while i < len(words) and (words[i].startswith("-") or "=" in words[i]):
+        if "=" in words[i] and words[i].split("=")[0] not in SAFE_ENV:
+            return unknown(f"env sets {words[i].split('=')[0]} for the program")
+        i += 1
+    if i >= len(words):
+        return READ
+    return _inner((), "env")(Args(words[i:], frozenset(j - i for j in args.opaque if j >= i)))
+
+
+def _xargs(args: Args) -> Classification:
+    return _inner(("-n", "-I", "-P", "-L", "-d", "-s", "-E", "-a"), "xargs")(args)
+
+
+def _ss(args: Args) -> Classification:
+    found, _, _ = options(args)
+    return writes("ss kills sockets (-K)") if _names(found) & {"-K", "--kill"} else READ
+
+
+def _curl(args: Args) -> Classification:
+    found, _, computed = options(args, CURL_VALUES)
+    for name, value in found:
+        if name in ("-X", "--request") and (value or "").upper() not in ("GET", "HEAD"):
+            return writes(f"curl sends a {value} request")
+        if name in CURL_BODY:
+            return writes(f"curl sends a body ({name})")
+        if name in CURL_FILES and value not in ("-", "/dev/null"):
+            return writes(f"curl writes a file ({name})")
+        if name in ("-K", "--config"):
+            return unknown("curl reads its options from a file")
+    if computed:
+        return unknown("curl's arguments are computed when it runs")
+    return READ
+
+
+CURL_BODY = {"-d", "--data", "--data-raw", "--data-binary", "--data-urlencode", "--data-ascii",
+             "-F", "--form", "--form-string", "-T", "--upload-file", "--json"}  # fmt: skip
+CURL_FILES = {"-o", "--output", "-O", "--remote-name", "--remote-name-all", "-D",
+              "--dump-header", "-c", "--cookie-jar", "--trace", "--trace-ascii", "--libcurl",
+              "--output-dir", "--etag-save", "--stderr"}  # fmt: skip
+CURL_VALUES = {
+    "-X", "--request", "-d", "--data", "--data-raw", "--data-binary", "--data-urlencode",
+    "--data-ascii", "-F", "--form", "--form-string", "-T", "--upload-file", "--json", "-o",
+    "--output", "-D", "--dump-header", "-c", "--cookie-jar", "--trace", "--trace-ascii",
+    "--libcurl", "--output-dir", "--etag-save", "--stderr", "-H", "--header", "-u", "--user",
+    "-A", "--user-agent", "-e", "--referer", "-b", "--cookie", "-m", "--max-time",
+    "--connect-timeout", "-w", "--write-out", "-x", "--proxy", "-K", "--config", "-E",
+    "--cert", "--cacert", "--key", "-r", "--range", "--retry", "-Y", "-y", "-z", "-C",
+    "--resolve", "--unix-socket", "-U", "--proxy-user", "--max-filesize", "-Q", "--quote",
+}  # fmt: skip
+
+
+def _subcommand(
+    table: dict[str, Classification | dict[str, Classification]],
+    program: str,
+    with_value: Iterable[str] = (),
+    otherwise: Classification | None = None,
+) -> Callable[[Args], Classification]:
+    """A rule for a program with subcommands (``etcdctl member list``): look up the first
+    one or two operands (``*`` stands for any second one); ``otherwise`` judges a subcommand
+    not in the table (by default: unknown)."""
+
+    def rule(args: Args) -> Classification:
+        _, operands, _ = options(args, with_value)
+        if not operands:
+            return unknown(f"{program} without a command is interactive or does not say")
+        if not args.literal(args.words.index(operands[0])):
+            return unknown(f"{program}'s command is computed when it runs")
+        entry = table.get(operands[0].lower())
+        if isinstance(entry, dict):
+            second = operands[1].lower() if len(operands) > 1 else ""
+            entry = entry.get(second, entry.get("*"))
+        if entry is None:
+            named = " ".join(operands[:2])
+            return otherwise or unknown(f"{program} {named} is not in its table")
+        return entry
+
+    return rule
+
+
+W = writes("it changes the cluster")
+
+ETCDCTL = _subcommand(
+    {
+        "get": READ, "watch": READ, "version": READ,
+        "endpoint": {"status": READ, "health": READ, "hashkv": READ},
+        "member": {"list": READ, "*": W}, "alarm": {"list": READ, "*": W},
+        "lease": {"list": READ, "timetolive": READ, "*": W},
+        "user": {"list": READ, "get": READ, "*": W}, "role": {"list": READ, "get": READ, "*": W},
+        "auth": {"status": READ, "*": W}, "snapshot": {"status": READ, "*": W},
+        "put": W, "del": W, "txn": W, "compaction": W, "defrag": W, "move-leader": W,
+        "lock": W, "elect": W, "make-mirror": W, "check": W, "downgrade": W,
+    },
+    "etcdctl",
+    ("-w", "--write-out", "--endpoints", "--command-timeout", "--dial-timeout", "--cacert",
+     "--cert", "--key", "--user", "--password", "--keepalive-time", "--keepalive-timeout",
+     "--discovery-srv", "--limit", "--rev", "--sort-by", "--order", "--from-key"),
+)  # fmt: skip
+SUPERVISORCTL = _subcommand(
+    {"status": READ, "tail": READ, "avail": READ, "pid": READ, "version": READ, "help": READ,
+     "maintail": READ},
+    "supervisorctl", ("-c", "--configuration", "-s", "--serverurl", "-u", "--username",
+                      "-p", "--password"),
+    otherwise=writes("it starts, stops or changes the lab's programs"),
+)  # fmt: skip
+REDIS_READ = {
+    "ping", "info", "get", "mget", "exists", "ttl", "pttl", "type", "keys", "scan", "dbsize",
+    "strlen", "hget", "hgetall", "hkeys", "hlen", "hmget", "hvals", "hexists", "hscan",
+    "lrange", "llen", "lindex", "smembers", "scard", "sismember", "sscan", "zrange",
+    "zrangebyscore", "zrevrange", "zrevrangebyscore", "zcard", "zcount", "zscore", "zrank",
+    "zscan", "xlen", "xrange", "xrevrange", "role", "time", "lastsave", "echo", "monitor",
+    "getrange", "bitcount", "pfcount", "randomkey",
+}  # fmt: skip
+REDIS_READ_SUB = {
+    "client": {"list", "info", "getname", "id"}, "config": {"get"}, "memory": {"usage", "stats",
+    "doctor"}, "slowlog": {"get", "len"}, "latency": {"latest", "history", "doctor"},
+    "command": {"count", "info", "docs", "list"}, "cluster": {"info", "nodes", "slots",
+    "shards", "myid"}, "object": {"encoding", "freq", "idletime", "refcount"},
+    "pubsub": {"channels", "numsub", "numpat"}, "xinfo": {"stream", "groups", "consumers"},
+    "sentinel": {"masters", "master", "replicas", "slaves", "sentinels", "ckquorum",
+    "get-master-addr-by-name", "myid", "info-cache"},
+}  # fmt: skip
+REDIS_VALUES = ("-h", "-p", "-a", "-n", "-u", "--user", "--pass", "--sni", "--cacert",
+                "--cert", "--key", "-s", "-r", "-i", "-d", "--tls-ciphers")  # fmt: skip
+
+
+def _redis_cli(args: Args) -> Classification:
+    found, operands, _ = options(args, REDIS_VALUES)
+    names = _names(found)
+    if names & {"--rdb", "--pipe", "--functions-rdb"}:
+        return writes("redis-cli writes a dump or pipes commands in")
+    if names & {"--eval"}:
+        return unknown("redis-cli runs a Lua script")
+    if names & {"--scan", "--bigkeys", "--memkeys", "--hotkeys", "--stat", "--latency",
+                "--latency-history", "--latency-dist", "--intrinsic-latency"}:  # fmt: skip
+        return READ
+    if not operands:
+        return unknown("redis-cli without a command is interactive")
+    command = operands[0].lower()
+    if command in REDIS_READ:
+        return READ
+    sub = operands[1].lower() if len(operands) > 1 else ""
+    if sub in REDIS_READ_SUB.get(command, set()):
+        return READ
+    return writes(f"redis-cli {' '.join(operands[:2])} is not a read command")
+
+
+def _sql_read_only(sql: str) -> bool:
+    """Only a single SELECT, SHOW, TABLE or EXPLAIN (not ANALYZE) statement that calls no
+    function but a few known pure ones."""
+    statement = sql.strip().rstrip(";").strip()
+    if not statement or ";" in statement:
+        return False
+    first = statement.split(None, 1)[0].lower()
+    if first not in ("select", "show", "table", "explain", "values"):
+        return False
+    if first == "explain" and re.search(r"\banalyze\b", statement, re.I):
+        return False
+    if re.search(r"\b(into|for\s+update|for\s+share)\b", statement, re.I):
+        return False
+    calls = {m.lower() for m in re.findall(r"([A-Za-z_][A-Za-z0-9_.]*)\s*\(", statement)}
+    return calls <= PURE_SQL
+
+
+PURE_SQL = {
+    "count", "sum", "min", "max", "avg", "now", "coalesce", "extract", "date_trunc", "to_char",
+    "age", "round", "lower", "upper", "length", "pg_size_pretty", "pg_database_size",
+    "pg_relation_size", "pg_total_relation_size", "pg_is_in_recovery", "pg_current_wal_lsn",
+    "pg_last_wal_receive_lsn", "pg_last_wal_replay_lsn", "pg_wal_lsn_diff", "current_setting",
+    "pg_postmaster_start_time", "version", "inet_server_addr", "pg_last_xact_replay_timestamp",
+    "in", "exists", "any", "all", "array_agg", "string_agg", "greatest", "least", "abs",
+}  # fmt: skip
+
+
+def _psql(args: Args) -> Classification:
+    found, _, computed = options(args, ("-c", "--command", "-f", "--file", "-h", "--host",
+                                        "-p", "--port", "-U", "--username", "-d", "--dbname",
+                                        "-o", "--output", "-L", "--log-file", "-v", "--set",
+                                        "-P", "--pset", "-F", "-R"))  # fmt: skip
+    names = _names(found)
+    if names & {"-o", "--output", "-L", "--log-file"}:
+        return writes("psql writes a file")
+    if names & {"-f", "--file"}:
+        return unknown("psql runs SQL from a file")
+    statements = [v or "" for n, v in found if n in ("-c", "--command")]
+    if not statements:
+        return unknown("psql without -c is interactive")
+    if computed or not all(_sql_read_only(s) for s in statements):
+        return unknown("it cannot prove the SQL read-only")
+    return READ
+
+
+RULES: dict[str, Callable[[Args], Classification]] = {
+    "sed": _sed, "awk": _awk, "gawk": _awk, "mawk": _awk, "find": _find, "tee": _tee,
+    "sort": _sort, "uniq": _uniq, "tar": _tar, "date": _date, "hostname": _hostname,
+    "env": _env, "xargs": _xargs, "ss": _ss, "curl": _curl, "etcdctl": ETCDCTL,
+    "supervisorctl": SUPERVISORCTL, "redis-cli": _redis_cli, "psql": _psql,
+    "timeout": _inner(("-s", "--signal", "-k", "--kill-after"), "timeout", leading=1),
+    "nice": _inner(("-n", "--adjustment"), "nice"), "time": _inner((), "time"),
+    "stdbuf": _inner(("-i", "-o", "-e"), "stdbuf"),
+    "ionice": _inner(("-c", "-n", "-p"), "ionice"),
+    "journalctl": _needs({"--vacuum-size", "--vacuum-time", "--vacuum-files", "--rotate",
+                          "--flush", "--sync", "--relinquish-var", "--setup-keys"},
+                         "journalctl", ("-u", "-n", "--since", "--until", "-p", "-o")),
+    "systemctl": _subcommand({"status": READ, "show": READ, "list-units": READ, "is-active": READ,
+                              "is-enabled": READ, "is-failed": READ, "cat": READ,
+                              "list-unit-files": READ, "list-timers": READ},
+                             "systemctl", otherwise=W),
+    "ip": _subcommand({k: {"show": READ, "list": READ, "ls": READ, "get": READ, "": READ,
+                           "*": W} for k in ("addr", "a", "address", "link", "l", "route", "r",
+                                             "neigh", "n", "rule", "netns", "-br")},
+                      "ip", ("-n", "-netns", "-f", "-family")),
+    "nft": _subcommand({"list": READ}, "nft", otherwise=W),
+    "patronictl": _subcommand({"list": READ, "show-config": READ, "history": READ,
+                               "topology": READ, "version": READ, "dsn": READ},
+                              "patronictl", ("-c", "--config-file", "-d", "--dcs-url"),
+                              otherwise=W),
+}  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import raw_sql, run_cli
 from operator_ai.errors import InvalidTransition
-from operator_ai.store import ApprovalStatus, Store, Violation
+from operator_ai.store import ApprovalStatus, Outcome, Store, Violation
 from operator_ai.store.approvals import TOOL, sha256
 
 WORKER = str(Path(__file__).with_name("claim_worker.py"))
@@ -115,3 +115,15 @@ def test_the_cli_lists_shows_approves_and_refuses_a_second_decision(tmp_path: Pa
     assert json.loads(ticket.stdout)["pending_approvals"] == []
     missing = run_cli("approvals", "show", "99", home=tmp_path)
     assert missing.returncode == 1 and "no approval #99" in missing.stderr
+
+
+def test_what_an_ended_session_waited_for_times_out_with_it(store: Store) -> None:
+    sid = session(store)
+    asked = store.request_approval(sid, "supervisorctl start etcd2", "", "writes", "w", "writes")
+    store.end_session(sid, Outcome.INTERRUPTED, "the worker was asked to stop")
+    expired = store.approval(asked.id)
+    assert expired.status == ApprovalStatus.TIMED_OUT and expired.decided_by == "operator"
+    assert expired.reason == "the session ended interrupted"
+    assert not store.approvals(ApprovalStatus.PENDING)
+    with pytest.raises(InvalidTransition, match="already decided: timed_out"):
+        store.decide_approval(asked.id, ApprovalStatus.APPROVED, "late@host", "")

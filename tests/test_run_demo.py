@@ -87,8 +87,10 @@ def test_the_dashboard_shows_a_waiting_command_and_approves_it_on_a(home: Path) 
         assert "a/d approve/deny" in tmux_until(tmux, "a/d approve/deny", 60)
         tmux_until(tmux, "healthy", 30)
         subprocess.run([*tmux, "send-keys", "k"], check=True)
-        screen = tmux_until(tmux, "supervisorctl -c supervisord.conf start all (writes)")
+        screen = tmux_until(tmux, "a/d decide #1 (writes)")
         assert "approvals (writes)" in screen and "waiting for approval #1" in screen, screen
+        panel = screen[screen.index("a/d decide #1") :]
+        assert "supervisorctl -c supervisord.conf start all" in panel  # shown whole
         assert "$ supervisorctl -c supervisord.conf status" in screen  # the read ran at once
         subprocess.run([*tmux, "send-keys", "a"], check=True)
         screen = tmux_until(tmux, "resolved: verified")

@@ -17,7 +17,7 @@ from operator_ai.config import Settings
 from operator_ai.lab import Lab
 from operator_ai.lab.load import DEFAULT_RATE
 from operator_ai.monitor import Monitor, Transition
-from operator_ai.store import Store
+from operator_ai.store import Approval, ApprovalStatus, Store
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,12 @@ class Runner:
 
         work(self.store, name, agent_for, self.stopping, model=self.model,
              lease_seconds=self.settings.lease_seconds, on_error=on_error)  # fmt: skip
+
+    def waiting(self) -> list[Approval]:
+        """This run's commands that wait for a human, the oldest first."""
+        subject = self.lab.state.subject
+        pending = self.store.approvals(ApprovalStatus.PENDING)[::-1]
+        return [a for a in pending if self.store.ticket(a.ticket_id).subject == subject]
 
     def stop(self) -> None:
         """Stop the load, the monitor and the workers (each finishes its current step)."""

@@ -182,10 +182,11 @@ class Agent:
         waits = self.gate.judge(command) if self.gate else None
         if waits is not None:
             decision = self._ask(command, reasoning, waits)
+            if self.stop.is_set() or self.lease_lost.is_set():
+                raise Interrupted("the session ended while its command waited for a human")
             if decision.status != ApprovalStatus.APPROVED:
                 self._check()  # a wait that spent the time budget escalates the session
                 return ToolResult(call.id, refusal(decision), is_error=True)
-            command = decision.command  # the exact text the human approved
         params = {"command": command, "reasoning": reasoning}
         self._audit(AuditKind.TOOL_CALL, command, tool=SHELL.name, params=params)
         self._emit("command", command=command, reasoning=reasoning)
@@ -212,8 +213,9 @@ class Agent:
         def give_up() -> str | None:
             if self.stop.is_set() or self.lease_lost.is_set():
                 return "the session is stopping"
-            spent = self.spend.over(self.budget)
-            return f"the session's budget ran out while it waited ({spent})" if spent else None
+            if self.spend.seconds_left(self.budget) <= 0:
+                return "the session's time budget ran out while it waited"
+            return None
 
         def asked(approval: Approval) -> None:
             self._emit("approval", approval=approval.id, command=command, why=waits.why)

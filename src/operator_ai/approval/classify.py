@@ -79,14 +79,14 @@ def classify(command: str) -> Classification:
 CONTAINERS = {
     "program", "list", "pipeline", "compound_statement", "subshell", "do_group",
     "if_statement", "elif_clause", "else_clause", "while_statement", "for_statement",
-    "c_style_for_statement", "case_statement", "case_item", "negated_command", "test_command",
-    "binary_expression", "unary_expression", "parenthesized_expression",
+    "case_statement", "case_item", "negated_command", "binary_expression",
+    "unary_expression", "parenthesized_expression",
 }  # fmt: skip
 """Constructs that run only what is inside them."""
 VALUES = {
     "word", "number", "raw_string", "string", "string_content", "concatenation",
-    "simple_expansion", "expansion", "arithmetic_expansion", "ansi_c_string",
-    "translated_string", "variable_name", "special_variable_name", "command_name",
+    "simple_expansion", "ansi_c_string", "translated_string", "variable_name",
+    "special_variable_name", "command_name",
     "heredoc_start", "heredoc_end", "heredoc_content", "heredoc_body", "regex",
     "extglob_pattern", "comment", "file_descriptor", "array", "subscript", "test_operator",
 }  # fmt: skip
@@ -106,13 +106,47 @@ def _node(node: Node) -> Classification:
         return _inside(node)
     if kind in ("command_substitution", "process_substitution"):
         return worst(_node(c) for c in node.named_children)
-    if kind in ("variable_assignment", "declaration_command", "unset_command"):
-        return _inside(node)  # shell state only: each command gets a fresh shell
+    if kind == "variable_assignment":
+        return worst([_name_is_plain(node.child_by_field_name("name")), _inside(node)])
+    if kind in ("declaration_command", "unset_command"):
+        return _declaration(node)
+    if kind == "test_command":
+        if ARITHMETIC.search(_text(node)):
+            return unknown("the test evaluates arithmetic, which can run code")
+        return _inside(node)
+    if kind == "expansion" and any(c in _text(node) for c in "@!["):
+        return unknown("an expansion that can run code or reach other variables")
     if kind in CONTAINERS or kind in VALUES:
         return _inside(node)
     if kind == "function_definition":
         return unknown("it defines a shell function")
     return unknown(f"a shell construct it cannot judge ({kind})")
+
+
+ARITHMETIC = re.compile(r"\s-(eq|ne|lt|le|gt|ge|v)\s")
+PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+"""A variable name bash gives no meaning to: the shell's own variables (PATH, PS4,
+BASH_ENV, IFS...) are upper case, and a subscript is evaluated."""
+
+
+def _name_is_plain(name: Node | None) -> Classification:
+    text = _text(name) if name is not None else ""
+    if PLAIN_NAME.fullmatch(text):
+        return READ  # shell state of this command's own fresh shell, nothing more
+    return unknown(f"it sets {text or 'a variable'}, which can change what runs after")
+
+
+def _declaration(node: Node) -> Classification:
+    words = _text(node).split()
+    if words[0] not in ("export", "local", "unset") or any(w.startswith("-") for w in words[1:]):
+        return unknown(f"{words[0]} with these options can change what runs after")
+    parts = [_inside(node)]
+    for child in node.named_children:
+        if child.type == "variable_assignment":
+            parts.append(_name_is_plain(child.child_by_field_name("name")))
+        else:  # a name, bare or quoted: a quoted subscript is evaluated
+            parts.append(_name_is_plain(child))
+    return worst(parts)
 
 
 def _inside(node: Node) -> Classification:
@@ -168,33 +202,56 @@ def _command(node: Node) -> Classification:
         elif child.type in ("herestring_redirect", "file_redirect"):
             parts.append(_node(child))
         elif child != name_node:
-            parts.append(_inside(child) if child.named_child_count else READ)
-            if _computed(child):
+            parts.append(_node(child) if child.named_child_count else READ)
+            if not _literal(child):
                 opaque.add(len(words))
             words.append(_unquoted(child))
     if name_node is None:
         return worst(parts)
     parts.append(_inside(name_node))
-    if _computed(name_node):
-        return worst([*parts, unknown("the program's name is computed when it runs")])
-    program = _unquoted(name_node)
-    if "/" in program:
-        if not program.startswith(PROGRAM_DIRS):
-            return worst([*parts, unknown(f"it runs {program}, a program not in the system")])
-        program = program.rsplit("/", 1)[1]
+    if not _literal(name_node):
+        return worst([*parts, unknown("the program's name is only known when it runs")])
+    program = system_program(_unquoted(name_node))
+    if program is None:
+        return worst([*parts, unknown(f"it runs {_unquoted(name_node)}, not a system program")])
     parts.append(judge(program, Args(tuple(words), frozenset(opaque))))
     return worst(parts)
 
 
-def _computed(node: Node) -> bool:
-    """Whether the text of ``node`` is only known when the shell runs it."""
-    if node.type in ("simple_expansion", "expansion", "command_substitution",
-                     "process_substitution", "arithmetic_expansion"):  # fmt: skip
+def system_program(name: str) -> str | None:
+    """The program's name, if it is one found on the system's path (not a script of the
+    lab user's, not a path that climbs out of a system directory)."""
+    if "/" not in name:
+        return name
+    if ".." in name.split("/") or not name.startswith(PROGRAM_DIRS):
+        return None
+    return name.rsplit("/", 1)[1]
+
+
+SHELL_MAGIC = set("*?[]{}\\~")
+"""Characters the shell expands or strips in an unquoted word: such a word's text is not
+the argument the program gets."""
+
+
+def _literal(node: Node) -> bool:
+    """Whether the text of ``node`` is exactly the word the program receives."""
+    kind = node.type
+    if kind == "raw_string":
         return True
-    return any(_computed(c) for c in node.named_children)
+    if kind in ("word", "number", "command_name"):
+        text = _text(node)
+        return not (SHELL_MAGIC & set(text)) and all(_literal(c) for c in node.named_children)
+    if kind == "string":
+        plain = all(c.type == "string_content" for c in node.named_children)
+        return plain and "\\" not in _text(node)
+    if kind == "concatenation":
+        return all(_literal(c) for c in node.named_children)
+    return False
 
 
 def _unquoted(node: Node) -> str:
+    if node.type == "command_name" and node.named_child_count == 1:
+        return _unquoted(node.named_children[0])
     text = _text(node)
     if node.type == "raw_string":
         return text[1:-1]
@@ -206,7 +263,8 @@ def _unquoted(node: Node) -> str:
 
 
 def judge(program: str, args: Args) -> Classification:
-    """A simple command by its program's rule."""
+    """A simple command by its program's rule. A rule reads the arguments as written, so
+    it judges only commands whose every argument is known before they run."""
     if program in ALWAYS_READ:
         return READ
     if program in ALWAYS_WRITES:
@@ -216,6 +274,8 @@ def judge(program: str, args: Args) -> Classification:
     rule = RULES.get(program)
     if rule is None:
         return unknown(f"{program} is a program it has no table for")
+    if args.opaque:
+        return unknown(f"{program}'s arguments are only known when it runs")
     return rule(args)
 
 
@@ -268,23 +328,58 @@ def _names(found: Sequence[tuple[str, str | None]]) -> set[str]:
     return {name for name, _ in found}
 
 
+def _hits(found: Sequence[tuple[str, str | None]], forbidden: Iterable[str]) -> list[str]:
+    """The options in ``found`` that are, or abbreviate (GNU getopt takes ``--out`` for
+    ``--output``), one of ``forbidden``."""
+    forbidden = set(forbidden)
+    return sorted({
+        name for name, _ in found
+        if name in forbidden or (name.startswith("--") and len(name) >= 3
+                                 and any(f.startswith(name) for f in forbidden))
+    })  # fmt: skip
+
+
+def _leading(args: Args, with_value: Iterable[str], known: Iterable[str]) -> tuple[int, str | None]:
+    """Where the first operand is, past the options before it; and the first of those it
+    does not know (a value-taking option it does not know would swallow the next word)."""
+    takes, allowed = set(with_value), {*with_value, *known}
+    words, i = args.words, 0
+    while i < len(words) and words[i].startswith("-") and words[i] != "-":
+        name = words[i].split("=", 1)[0]
+        if name not in allowed:
+            return i, name
+        i += 2 if name in takes and "=" not in words[i] else 1
+    return i, None
+
+
+def _unknown_options(
+    found: Sequence[tuple[str, str | None]], known: Iterable[str], program: str
+) -> Classification | None:
+    """UNKNOWN when an option is not in ``known``: a value-taking option it does not know
+    would make it read the next word wrongly."""
+    strange = sorted(_names(found) - set(known))
+    if strange:
+        return unknown(f"{program} is given an option it has no table for ({strange[0]})")
+    return None
+
+
 # -- the programs ---------------------------------------------------------------------------
 
 ALWAYS_READ = {
     "cat", "head", "tail", "grep", "egrep", "fgrep", "zgrep", "zcat", "wc", "ls", "stat",
-    "file", "df", "du", "free", "uptime", "ps", "pgrep", "pidof", "id", "whoami", "groups",
-    "uname", "printenv", "echo", "printf", "true", "false", "test", "[", "which", "type",
-    "readlink", "realpath", "basename", "dirname", "seq", "sleep", "jq", "column", "cut",
-    "tr", "nl", "od", "xxd", "hexdump", "strings", "md5sum", "sha1sum", "sha256sum",
-    "cksum", "diff", "cmp", "comm", "less", "more", "cd", "pwd", "nproc", "lsof", "getent",
-    "netstat", "lscpu", "lsblk", "findmnt", "mountpoint", "vmstat", "iostat", "mpstat",
-    "pstree", "top", "htop", "ping", "dig", "nslookup", "host", "getconf", "locale", "tac",
-    "rev", "fold", "fmt", "expand", "paste", "join", "look", "base64", "expr", "bc",
-    "numfmt", "tree", "lsns", "ldd", "whereis", ":", "set", "shopt", "history",
-    "hash", "alias", "local", "export", "read", "wait", "jobs", "times", "ulimit", "umask",
+    "df", "du", "free", "uptime", "ps", "pgrep", "pidof", "id", "whoami", "groups", "uname",
+    "printenv", "echo", "true", "false", "test", "[", "which", "type", "readlink",
+    "realpath", "basename", "dirname", "seq", "sleep", "jq", "column", "cut", "tr", "nl",
+    "od", "hexdump", "strings", "md5sum", "sha1sum", "sha256sum", "cksum", "diff", "cmp",
+    "comm", "cd", "pwd", "nproc", "lsof", "getent", "netstat", "lscpu", "lsblk", "findmnt",
+    "mountpoint", "vmstat", "iostat", "mpstat", "pstree", "ping", "dig", "host", "getconf",
+    "locale", "tac", "rev", "fold", "fmt", "expand", "paste", "join", "look", "base64",
+    "expr", "bc", "numfmt", "lsns", "whereis", ":",
 }  # fmt: skip
-"""Programs that cannot change anything outside the command's own shell, whatever their
-flags. (`ss`, which `-K` turns into a killer of sockets, has its own rule below.)"""
+"""Programs with no option that writes a file, runs a command or changes the shell for
+what follows, whatever their arguments. Builtins that do (`alias`, `hash`, `set`, `read`,
+`jobs -x`...) and programs with a writing option (`tree -o`, `less -o`, `xxd`, `file -C`)
+are not among them."""
 ALWAYS_WRITES = {
     "rm", "rmdir", "mv", "cp", "mkdir", "touch", "chmod", "chown", "chgrp", "ln", "truncate",
     "dd", "shred", "kill", "pkill", "killall", "mount", "umount", "install", "vi", "vim",
@@ -308,7 +403,7 @@ def _needs(
 
     def rule(args: Args) -> Classification:
         found, _, _ = options(args, with_value)
-        hit = sorted(_names(found) & forbidden)
+        hit = _hits(found, forbidden)
         return writes(f"{what} with {', '.join(hit)}") if hit else READ
 
     return rule
@@ -327,37 +422,49 @@ def _inner(
         i += leading
         if i >= len(words):
             return READ
-        if not args.literal(i):
-            return unknown(f"{what} runs a program whose name is computed")
+        program = system_program(words[i])
+        if program is None:
+            return unknown(f"{what} runs {words[i]}, not a system program")
         rest = Args(words[i + 1 :], frozenset(j - i - 1 for j in args.opaque if j > i))
-        return judge(words[i].rsplit("/", 1)[-1], rest)
+        return judge(program, rest)
 
     return rule
 
 
+SED_ADDRESS = r"(?:\d+|\$|/(?:[^/\\\n]|\\.)*/I?)"
+SED_COMMAND = (
+    rf"(?:{SED_ADDRESS}(?:,{SED_ADDRESS})?\s*!?\s*)?"
+    r"(?:[pdqQ=nNgGhHxlz]|s/(?:[^/\\\n]|\\.)*/(?:[^/\\\n]|\\.)*/[gpiImM0-9]*"
+    r"|y/(?:[^/\\\n]|\\.)*/(?:[^/\\\n]|\\.)*/)"
+)
+SED_SCRIPT = re.compile(rf"\s*{SED_COMMAND}(?:\s*[;\n]\s*{SED_COMMAND})*\s*;?\s*")
+"""The sed scripts it reads as harmless: printing, deleting, `s///` and `y///` with `/` as
+the delimiter and no `w` or `e` flag. Anything else (`w FILE`, `e CMD`, `r`, other
+delimiters, braces) is not proved read-only."""
+
+
 def _sed(args: Args) -> Classification:
-    found, operands, computed = options(args, ("-e", "--expression", "-f", "--file", "-l"))
-    names = _names(found)
-    if names & {"-i", "--in-place"} or any(n.startswith("--in-place") for n in names):
+    found, operands, _ = options(args, ("-e", "--expression", "-f", "--file", "-l"))
+    if _hits(found, {"-i", "--in-place"}) or any(n.startswith("-i") for n in _names(found)):
         return writes("sed edits files in place (-i)")
-    if names & {"-f", "--file"}:
-        return unknown("sed runs a script from a file")
+    strange = _unknown_options(found, {"-n", "--quiet", "--silent", "-e", "--expression",
+                                       "-E", "-r", "--regexp-extended", "-s", "-u", "-z",
+                                       "--posix", "--debug"}, "sed")  # fmt: skip
+    if strange:
+        return strange
     scripts = [v or "" for n, v in found if n in ("-e", "--expression")] or operands[:1]
-    if computed:
-        return unknown("sed's script is computed when it runs")
-    for script in scripts:
-        # `w FILE` writes, `e` runs a command: as commands, or as flags of `s///`.
-        if re.search(r"(^|[;{}\n]|/[0-9gIiMmp]*)\s*[wWe]\b", script):
-            return writes("sed's script writes a file or runs a command (w, W, e)")
+    if not all(SED_SCRIPT.fullmatch(script) for script in scripts):
+        return unknown("sed's script does more than print, delete and substitute")
     return READ
 
 
 def _awk(args: Args) -> Classification:
-    found, operands, computed = options(args, ("-f", "-v", "-F", "--file", "--assign"))
-    if _names(found) & {"-f", "--file"}:
-        return unknown("awk runs a program from a file")
+    found, operands, _ = options(args, ("-F", "-v", "--field-separator", "--assign"))
+    strange = _unknown_options(found, {"-F", "-v", "--field-separator", "--assign"}, "awk")
+    if strange:
+        return strange
     program = operands[0] if operands else ""
-    if computed or re.search(r"system|getline|fflush|close|[>|]", program):
+    if re.search(r"system|getline|fflush|close|printf?\s*>|[>|@]|print\s*\|", program):
         return unknown("awk's program may write a file or run a command")
     return READ
 
@@ -380,12 +487,12 @@ def _tee(args: Args) -> Classification:
 
 
 def _sort(args: Args) -> Classification:
-    found, _, _ = options(args, ("-o", "--output", "-k", "-t", "-S", "-T"))
-    return (
-        writes("sort writes its output to a file (-o)")
-        if _names(found) & {"-o", "--output"}
-        else READ
-    )
+    found, _, _ = options(args, ("-o", "--output", "-k", "-t", "-S", "-T", "--compress-program"))
+    if _hits(found, {"-o", "--output"}):
+        return writes("sort writes its output to a file (-o)")
+    if _hits(found, {"--compress-program", "--files0-from"}):
+        return unknown("sort runs a program or reads its list of files from elsewhere")
+    return READ
 
 
 def _uniq(args: Args) -> Classification:
@@ -394,28 +501,38 @@ def _uniq(args: Args) -> Classification:
 
 
 def _tar(args: Args) -> Classification:
-    found, operands, _ = options(args, ("-f", "--file", "-C"))
-    mode = {n for n, _ in found} | ({f"-{c}" for c in operands[0]} if operands else set())
-    if mode & {"-t", "--list"} and not mode & {"-x", "-c", "-r", "-u", "--delete"}:
+    found, operands, _ = options(args, ("-f", "--file"))
+    old_style = operands and not args.words[0].startswith("-")  # `tar tf x.tar`
+    mode = _names(found) | ({f"-{c}" for c in operands[0]} if old_style else set())
+    listing = {"-t", "--list", "-f", "--file", "-v", "--verbose", "-z", "-j", "-J", "--gzip"}
+    if mode & {"-t", "--list"} and mode <= listing:
         return READ
+    if mode & {"-t", "--list"}:
+        return unknown("tar is given an option it has no table for")
     return writes("tar creates or extracts an archive")
 
 
 def _date(args: Args) -> Classification:
     found, operands, _ = options(args, ("-d", "--date", "-r", "--reference", "-f"))
-    if _names(found) & {"-s", "--set"} or any(not o.startswith("+") for o in operands):
+    if _hits(found, {"-s", "--set"}) or any(not o.startswith("+") for o in operands):
         return writes("date sets the clock")
     return READ
 
 
 def _hostname(args: Args) -> Classification:
-    _, operands, _ = options(args)
-    return writes("hostname sets the host's name") if operands else READ
+    found, operands, _ = options(args)
+    if operands or _hits(found, {"-F", "--file", "-b", "--boot"}):
+        return writes("hostname sets the host's name")
+    known = {"-s", "--short", "-f", "--fqdn", "--long", "-d", "--domain", "-i", "-I",
+             "--ip-address", "--all-ip-addresses", "-a", "-A", "--alias", "-y"}  # fmt: skip
+    return _unknown_options(found, known, "hostname") or READ
 
 
 def _env(args: Args) -> Classification:
     words, i = args.words, 0
     while i < len(words) and (words[i].startswith("-") or "=" in words[i]):
+        if words[i].startswith(("-S", "--split-string", "-C", "--chdir")):
+            return unknown("env runs a command line it splits itself")
         if "=" in words[i] and words[i].split("=")[0] not in SAFE_ENV:
             return unknown(f"env sets {words[i].split('=')[0]} for the program")
         i += 1
@@ -425,17 +542,50 @@ def _env(args: Args) -> Classification:
 
 
 def _xargs(args: Args) -> Classification:
-    return _inner(("-n", "-I", "-P", "-L", "-d", "-s", "-E", "-a"), "xargs")(args)
+    """xargs adds words it reads to the command: only a program no argument makes write
+    is read-only behind it."""
+    verdict = _inner(("-n", "-I", "-P", "-L", "-d", "-s", "-E", "-a"), "xargs")(args)
+    if verdict.read_only and not any(w in ALWAYS_READ for w in args.words):
+        return unknown("xargs adds arguments it reads to a program whose options can write")
+    return verdict
+
+
+def _time(args: Args) -> Classification:
+    found, _, _ = options(args, ("-o", "--output", "-f", "--format"))
+    if _hits(found, {"-o", "--output", "-a", "--append"}):
+        return writes("time writes its report to a file (-o)")
+    return _inner(("-o", "--output", "-f", "--format"), "time")(args)
+
+
+def _printf(args: Args) -> Classification:
+    return unknown("printf -v sets a variable") if "-v" in args.words else READ
+
+
+def _xxd(args: Args) -> Classification:
+    _, operands, _ = options(args, ("-c", "-g", "-l", "-s", "-o", "-n"))
+    return writes("xxd writes its second operand") if len(operands) > 1 else READ
 
 
 def _ss(args: Args) -> Classification:
-    found, _, _ = options(args)
-    return writes("ss kills sockets (-K)") if _names(found) & {"-K", "--kill"} else READ
+    found, _, _ = options(args, ("-D", "--diag", "-F", "--filter", "-f", "--family", "-A"))
+    if _hits(found, {"-K", "--kill"}):
+        return writes("ss kills sockets (-K)")
+    if _hits(found, {"-D", "--diag"}):
+        return writes("ss writes a dump file (-D)")
+    return READ
 
 
 def _curl(args: Args) -> Classification:
-    found, _, computed = options(args, CURL_VALUES)
+    found, operands, computed = options(args, CURL_VALUES)
+    for url in operands:
+        if not url.lower().startswith(("http://", "https://")):
+            return unknown(f"curl is given {url}, not an http(s) URL")
+    if _hits(found, {"--proto-default", "-Q", "--quote", "--hsts", "--alt-svc", "--url",
+                     "--next", "-:", "--variable", "--expand-url"}):  # fmt: skip
+        return unknown("curl speaks another protocol, or reads or writes state files")
     for name, value in found:
+        if name in ("-w", "--write-out") and "%output{" in (value or ""):
+            return writes("curl's --write-out writes a file")
         if name in ("-X", "--request") and (value or "").upper() not in ("GET", "HEAD"):
             return writes(f"curl sends a {value} request")
         if name in CURL_BODY:
@@ -463,6 +613,7 @@ CURL_VALUES = {
     "--connect-timeout", "-w", "--write-out", "-x", "--proxy", "-K", "--config", "-E",
     "--cert", "--cacert", "--key", "-r", "--range", "--retry", "-Y", "-y", "-z", "-C",
     "--resolve", "--unix-socket", "-U", "--proxy-user", "--max-filesize", "-Q", "--quote",
+    "--proto-default", "--hsts", "--alt-svc", "--url", "--variable", "--expand-url",
 }  # fmt: skip
 
 
@@ -471,17 +622,21 @@ def _subcommand(
     program: str,
     with_value: Iterable[str] = (),
     otherwise: Classification | None = None,
+    flags: Iterable[str] = (),
 ) -> Callable[[Args], Classification]:
     """A rule for a program with subcommands (``etcdctl member list``): look up the first
     one or two operands (``*`` stands for any second one); ``otherwise`` judges a subcommand
-    not in the table (by default: unknown)."""
+    not in the table (by default: unknown). Options must be ``with_value`` or ``flags``:
+    one it does not know might take the next word as its value."""
+    known = {*with_value, *flags}
 
     def rule(args: Args) -> Classification:
-        _, operands, _ = options(args, with_value)
+        start, strange = _leading(args, with_value, known)
+        if strange:
+            return unknown(f"{program} is given an option it has no table for ({strange})")
+        operands = [w for w in args.words[start:] if not w.startswith("-")]
         if not operands:
             return unknown(f"{program} without a command is interactive or does not say")
-        if not args.literal(args.words.index(operands[0])):
-            return unknown(f"{program}'s command is computed when it runs")
         entry = table.get(operands[0].lower())
         if isinstance(entry, dict):
             second = operands[1].lower() if len(operands) > 1 else ""
@@ -498,7 +653,8 @@ W = writes("it changes the cluster")
 
 ETCDCTL = _subcommand(
     {
-        "get": READ, "watch": READ, "version": READ,
+        "get": READ, "version": READ,
+        "watch": unknown("etcdctl watch can run a command on each event"),
         "endpoint": {"status": READ, "health": READ, "hashkv": READ},
         "member": {"list": READ, "*": W}, "alarm": {"list": READ, "*": W},
         "lease": {"list": READ, "timetolive": READ, "*": W},
@@ -510,14 +666,18 @@ ETCDCTL = _subcommand(
     "etcdctl",
     ("-w", "--write-out", "--endpoints", "--command-timeout", "--dial-timeout", "--cacert",
      "--cert", "--key", "--user", "--password", "--keepalive-time", "--keepalive-timeout",
-     "--discovery-srv", "--limit", "--rev", "--sort-by", "--order", "--from-key"),
+     "--limit", "--rev", "--sort-by", "--order", "--consistency"),
+    flags=("--prefix", "--keys-only", "--print-value-only", "--count-only", "--from-key",
+           "--hex", "--debug", "--insecure-transport", "--insecure-skip-tls-verify",
+           "--cluster", "--physical", "-h", "--help"),
 )  # fmt: skip
 SUPERVISORCTL = _subcommand(
     {"status": READ, "tail": READ, "avail": READ, "pid": READ, "version": READ, "help": READ,
      "maintail": READ},
     "supervisorctl", ("-c", "--configuration", "-s", "--serverurl", "-u", "--username",
-                      "-p", "--password"),
+                      "-p", "--password", "-r", "--history-file"),
     otherwise=writes("it starts, stops or changes the lab's programs"),
+    flags=("-h", "--help", "-f"),
 )  # fmt: skip
 REDIS_READ = {
     "ping", "info", "get", "mget", "exists", "ttl", "pttl", "type", "keys", "scan", "dbsize",
@@ -537,18 +697,25 @@ REDIS_READ_SUB = {
     "get-master-addr-by-name", "myid", "info-cache"},
 }  # fmt: skip
 REDIS_VALUES = ("-h", "-p", "-a", "-n", "-u", "--user", "--pass", "--sni", "--cacert",
-                "--cert", "--key", "-s", "-r", "-i", "-d", "--tls-ciphers")  # fmt: skip
+                "--cert", "--key", "-s", "-r", "-i", "-d", "--pattern", "--count")  # fmt: skip
+REDIS_FLAGS = ("--raw", "--no-raw", "--no-auth-warning", "-c", "--tls", "-e", "--verbose",
+               "--scan", "--bigkeys", "--memkeys", "--stat", "--latency", "--latency-history",
+               "--latency-dist", "--rdb", "--pipe", "--eval", "--functions-rdb")  # fmt: skip
 
 
 def _redis_cli(args: Args) -> Classification:
-    found, operands, _ = options(args, REDIS_VALUES)
+    start, strange = _leading(args, REDIS_VALUES, REDIS_FLAGS)
+    if strange:
+        return unknown(f"redis-cli is given an option it has no table for ({strange})")
+    found, _, _ = options(Args(args.words[:start], frozenset()), REDIS_VALUES)
+    operands = list(args.words[start:])
     names = _names(found)
     if names & {"--rdb", "--pipe", "--functions-rdb"}:
         return writes("redis-cli writes a dump or pipes commands in")
     if names & {"--eval"}:
         return unknown("redis-cli runs a Lua script")
-    if names & {"--scan", "--bigkeys", "--memkeys", "--hotkeys", "--stat", "--latency",
-                "--latency-history", "--latency-dist", "--intrinsic-latency"}:  # fmt: skip
+    if names & {"--scan", "--bigkeys", "--memkeys", "--stat", "--latency", "--latency-history",
+                "--latency-dist"}:  # fmt: skip
         return READ
     if not operands:
         return unknown("redis-cli without a command is interactive")
@@ -565,12 +732,12 @@ def _sql_read_only(sql: str) -> bool:
     """Only a single SELECT, SHOW, TABLE or EXPLAIN (not ANALYZE) statement that calls no
     function but a few known pure ones."""
     statement = sql.strip().rstrip(";").strip()
-    if not statement or ";" in statement:
-        return False
+    if not statement or any(mark in statement for mark in (";", '"', "/*", "--", "\\")):
+        return False  # several statements, quoted names, comments: not proved
     first = statement.split(None, 1)[0].lower()
     if first not in ("select", "show", "table", "explain", "values"):
         return False
-    if first == "explain" and re.search(r"\banalyze\b", statement, re.I):
+    if first == "explain" and re.search(r"\banaly[sz]e\b", statement, re.I):
         return False
     if re.search(r"\b(into|for\s+update|for\s+share)\b", statement, re.I):
         return False
@@ -593,11 +760,15 @@ def _psql(args: Args) -> Classification:
                                         "-p", "--port", "-U", "--username", "-d", "--dbname",
                                         "-o", "--output", "-L", "--log-file", "-v", "--set",
                                         "-P", "--pset", "-F", "-R"))  # fmt: skip
-    names = _names(found)
-    if names & {"-o", "--output", "-L", "--log-file"}:
+    if _hits(found, {"-o", "--output", "-L", "--log-file"}):
         return writes("psql writes a file")
-    if names & {"-f", "--file"}:
+    if _hits(found, {"-f", "--file"}):
         return unknown("psql runs SQL from a file")
+    known = {"-c", "--command", "-h", "--host", "-p", "--port", "-U", "--username", "-d",
+             "--dbname", "-v", "--set", "-P", "--pset", "-F", "-R", "-A", "-t", "-x", "-q",
+             "-X", "-w", "--no-password", "--csv", "-H", "--html"}  # fmt: skip
+    if strange := _unknown_options(found, known, "psql"):
+        return strange
     statements = [v or "" for n, v in found if n in ("-c", "--command")]
     if not statements:
         return unknown("psql without -c is interactive")
@@ -612,23 +783,26 @@ RULES: dict[str, Callable[[Args], Classification]] = {
     "env": _env, "xargs": _xargs, "ss": _ss, "curl": _curl, "etcdctl": ETCDCTL,
     "supervisorctl": SUPERVISORCTL, "redis-cli": _redis_cli, "psql": _psql,
     "timeout": _inner(("-s", "--signal", "-k", "--kill-after"), "timeout", leading=1),
-    "nice": _inner(("-n", "--adjustment"), "nice"), "time": _inner((), "time"),
+    "nice": _inner(("-n", "--adjustment"), "nice"), "time": _time, "printf": _printf,
+    "xxd": _xxd,
     "stdbuf": _inner(("-i", "-o", "-e"), "stdbuf"),
-    "ionice": _inner(("-c", "-n", "-p"), "ionice"),
     "journalctl": _needs({"--vacuum-size", "--vacuum-time", "--vacuum-files", "--rotate",
-                          "--flush", "--sync", "--relinquish-var", "--setup-keys"},
+                          "--flush", "--sync", "--relinquish-var", "--smart-relinquish-var",
+                          "--setup-keys", "--update-catalog", "--cursor-file"},
                          "journalctl", ("-u", "-n", "--since", "--until", "-p", "-o")),
     "systemctl": _subcommand({"status": READ, "show": READ, "list-units": READ, "is-active": READ,
                               "is-enabled": READ, "is-failed": READ, "cat": READ,
                               "list-unit-files": READ, "list-timers": READ},
-                             "systemctl", otherwise=W),
+                             "systemctl", otherwise=W,
+                             flags=("--no-pager", "-l", "--full", "-a", "--all", "-q")),
     "ip": _subcommand({k: {"show": READ, "list": READ, "ls": READ, "get": READ, "": READ,
                            "*": W} for k in ("addr", "a", "address", "link", "l", "route", "r",
                                              "neigh", "n", "rule", "netns", "-br")},
-                      "ip", ("-n", "-netns", "-f", "-family")),
-    "nft": _subcommand({"list": READ}, "nft", otherwise=W),
+                      "ip", ("-n", "-netns", "-f", "-family"),
+                      flags=("-br", "-brief", "-4", "-6", "-s", "-d", "-j", "-p", "-c")),
+    "nft": _subcommand({"list": READ}, "nft", otherwise=W, flags=("-a", "-n", "-s", "-j")),
     "patronictl": _subcommand({"list": READ, "show-config": READ, "history": READ,
                                "topology": READ, "version": READ, "dsn": READ},
                               "patronictl", ("-c", "--config-file", "-d", "--dcs-url"),
-                              otherwise=W),
+                              otherwise=W, flags=("-h", "--help")),
 }  # fmt: skip

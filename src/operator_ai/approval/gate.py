@@ -16,7 +16,7 @@ from typing import get_args
 
 from operator_ai.approval.classify import Classification, classify
 from operator_ai.config import ApprovalMode
-from operator_ai.errors import InvalidTransition, SandboxError
+from operator_ai.errors import InvalidTransition, SandboxError, StoreError
 from operator_ai.store import Approval, ApprovalStatus, Store
 from operator_ai.store.approvals import sha256
 
@@ -53,34 +53,40 @@ class Gate:
         on_request: Callable[[Approval], None] = lambda approval: None,
     ) -> Approval:
         """Ask, and wait for the decision. ``give_up`` says why the session cannot wait any
-        longer (None while it can); the request is then denied, as after ``timeout``."""
+        longer (None while it can); the request is then denied, as after ``timeout``. An
+        approval comes back only for exactly the command that was asked about."""
         approval = self.store.request_approval(
             session_id, command, reasoning, str(verdict.verdict), verdict.why, self.mode
         )
         on_request(approval)
         deadline = time.monotonic() + self.timeout
         while True:
-            current = self.store.approval(approval.id)
-            if not current.pending:
-                return _checked(current)
-            why = give_up() or (
-                f"no decision within {self.timeout:g} s" if time.monotonic() >= deadline else None
-            )
-            if why:
-                try:
+            try:
+                current = self.store.approval(approval.id)
+                if not current.pending:
+                    return _checked(current, sha256(command))
+                why = give_up() or (
+                    f"no decision within {self.timeout:g} s"
+                    if time.monotonic() >= deadline
+                    else None
+                )
+                if why:
                     return self.store.decide_approval(
                         approval.id, ApprovalStatus.TIMED_OUT, PLATFORM, why
                     )
-                except InvalidTransition:
-                    continue  # a human decided in the meantime: that decision stands
+            except InvalidTransition:
+                continue  # a human decided in the meantime: that decision stands
+            except StoreError:
+                if time.monotonic() >= deadline:
+                    raise  # the store stayed away for the whole wait
             time.sleep(self.poll)
 
 
-def _checked(approval: Approval) -> Approval:
-    """The decided request, its command unchanged since it was asked for."""
-    if sha256(approval.command) != approval.command_sha256:
+def _checked(approval: Approval, asked: str) -> Approval:
+    """The decided request, if it is still the command that was asked about."""
+    if approval.command_sha256 != asked or sha256(approval.command) != asked:
         raise SandboxError(
-            f"approval #{approval.id}: the command no longer matches its recorded hash",
+            f"approval #{approval.id}: the command no longer matches the one asked about",
             hint="The store was changed behind Operator's back; `operator audit verify`.",
         )
     return approval

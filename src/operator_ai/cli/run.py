@@ -108,11 +108,11 @@ def _dashboard(runner: Runner, stop: threading.Event) -> None:
 
 
 def _decide(runner: Runner, approve: bool) -> None:
-    """Approve or deny the oldest command that waits."""
-    waiting = runner.store.approvals(ApprovalStatus.PENDING)
+    """Approve or deny the oldest command of this run that waits: the one shown whole."""
+    waiting = runner.waiting()
     if not waiting:
         return
-    oldest, by = waiting[-1], approver()
+    oldest, by = waiting[0], approver()
     if approve:
         runner.store.decide_approval(oldest.id, ApprovalStatus.APPROVED, by, "from the dashboard")
     else:

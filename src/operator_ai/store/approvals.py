@@ -83,6 +83,12 @@ def decide(
     return get(conn, approval_id)
 
 
+def expire(conn: sa.Connection, session_id: int, why: str, now: datetime) -> None:
+    """Time out what a session that has ended still waited for: nobody will run it."""
+    for approval in listing(conn, ApprovalStatus.PENDING, session_id=session_id):
+        decide(conn, approval.id, ApprovalStatus.TIMED_OUT, "operator", why, now)
+
+
 def get(conn: sa.Connection, approval_id: int) -> Approval:
     row = conn.execute(sa.select(approvals).where(approvals.c.id == approval_id)).first()
     if row is None:

@@ -640,6 +640,7 @@ def _finish_session(
         .where(sessions.c.id == session_id)
         .values(ended_at=now, outcome=outcome, summary=summary, **usage)
     )
+    approvals.expire(conn, session_id, f"the session ended {outcome}", now)
 
 
 def _interrupt(conn: sa.Connection, ticket_id: int, now: datetime, why: str) -> list[int]:

@@ -14,7 +14,7 @@ from operator_ai.core import Injection
 from operator_ai.lab.injections import Injections
 from operator_ai.lab.load import read_workload
 from operator_ai.run import AGENT_EVENTS, Runner
-from operator_ai.store import ApprovalStatus, Ticket
+from operator_ai.store import Ticket
 from operator_ai.tui.text import shown, styled
 from operator_ai.tui.transcript import describe
 
@@ -93,9 +93,13 @@ def faults(runner: Runner) -> RenderableType:
 
 
 def approvals(runner: Runner) -> RenderableType:
-    waiting = runner.store.approvals(ApprovalStatus.PENDING)[::-1]  # the oldest, a/d's, first
-    lines = [f"#{a.id} [cyan]{shown(a.command)}[/] ({a.verdict})" for a in waiting]
-    return Panel("\n".join(lines) or "none waiting", title=f"approvals ({runner.approval})")
+    waiting = runner.waiting()
+    if not waiting:
+        return Panel("none waiting", title=f"approvals ({runner.approval})")
+    first, *rest = waiting  # the one a and d decide, shown whole
+    lines = [f"a/d decide #{first.id} ({first.verdict}):", f"[cyan]{shown(first.command)}[/]"]
+    lines += [f"then #{a.id} {shown(a.command.splitlines()[0])}" for a in rest]
+    return Panel("\n".join(lines), title=f"approvals ({runner.approval})")
 
 
 def transcript(runner: Runner, height: int) -> RenderableType:

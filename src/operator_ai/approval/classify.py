@@ -65,6 +65,8 @@ def classify(command: str) -> Classification:
     parser = getattr(_parsers, "parser", None)
     if parser is None:
         parser = _parsers.parser = Parser(BASH)
+    if any(mark in command for mark in MISREAD) or ("$'" in command and "\\" in command):
+        return unknown("it uses quoting the grammar may read otherwise than bash")
     root = parser.parse(command.encode()).root_node
     if root.has_error:
         return unknown("the shell grammar cannot parse it")
@@ -78,9 +80,9 @@ def classify(command: str) -> Classification:
 
 CONTAINERS = {
     "program", "list", "pipeline", "compound_statement", "subshell", "do_group",
-    "if_statement", "elif_clause", "else_clause", "while_statement", "for_statement",
-    "case_statement", "case_item", "negated_command", "binary_expression",
-    "unary_expression", "parenthesized_expression",
+    "if_statement", "elif_clause", "else_clause", "while_statement", "case_statement",
+    "case_item", "negated_command", "binary_expression", "unary_expression",
+    "parenthesized_expression",
 }  # fmt: skip
 """Constructs that run only what is inside them."""
 VALUES = {
@@ -88,10 +90,15 @@ VALUES = {
     "simple_expansion", "ansi_c_string", "translated_string", "variable_name",
     "special_variable_name", "command_name",
     "heredoc_start", "heredoc_end", "heredoc_content", "heredoc_body", "regex",
-    "extglob_pattern", "comment", "file_descriptor", "array", "subscript", "test_operator",
+    "extglob_pattern", "comment", "file_descriptor", "array", "test_operator",
 }  # fmt: skip
 """Parts that only compute text: they are judged by what they contain."""
-SAFE_SINKS = {"/dev/null", "/dev/stdout", "/dev/stderr"}
+SAFE_SINKS = {"/dev/null"}
+"""`/dev/stdout` is not one: it reopens whatever descriptor 1 was redirected to."""
+MISREAD = ("`", "\r")
+"""Backquotes (nested or in a here-document), carriage returns and ANSI-C strings with
+escapes: where tree-sitter-bash and bash part ways, so a command could hide in what the
+grammar reads as text."""
 
 
 def _node(node: Node) -> Classification:
@@ -102,8 +109,15 @@ def _node(node: Node) -> Classification:
         return worst([_node(c) for c in node.named_children])
     if kind == "file_redirect":
         return _redirect(node)
+    if kind == "heredoc_redirect" and "\\" in _text(node):
+        return unknown("a here-document with a backslash, which bash may end elsewhere")
     if kind in ("herestring_redirect", "heredoc_redirect"):
         return _inside(node)
+    if kind == "array" and "[" in _text(node):
+        return unknown("an array with subscripts, which bash evaluates")
+    if kind == "for_statement":
+        variable = node.child_by_field_name("variable")
+        return worst([_name_is_plain(variable) if variable is not None else READ, _inside(node)])
     if kind in ("command_substitution", "process_substitution"):
         return worst(_node(c) for c in node.named_children)
     if kind == "variable_assignment":
@@ -156,13 +170,21 @@ def _inside(node: Node) -> Classification:
 def _redirect(node: Node) -> Classification:
     operator = next((c.type for c in node.children if not c.is_named), "")
     target = node.child_by_field_name("destination")
-    if operator in ("<", "<&", ">&", "<&-", ">&-") and (
-        operator == "<" or target is None or target.type == "number"
-    ):
-        return worst([_node(c) for c in node.named_children])  # reading, or a descriptor copy
     text = _text(target) if target is not None else ""
-    if text in SAFE_SINKS:
-        return READ
+    descriptor = next((_text(c) for c in node.named_children if c.type == "file_descriptor"), "")
+    inside = worst(_node(c) for c in node.named_children)
+    if text.startswith(("/dev/tcp/", "/dev/udp/")):
+        return unknown("it opens a network connection through the shell")
+    if operator == "<":  # reading a file, onto standard input only
+        return inside if descriptor in ("", "0") else unknown(f"it opens {text} on fd {descriptor}")
+    if operator in (">&", "<&") and text in ("1", "2") and descriptor in ("", "1", "2"):
+        return inside  # standard output and error copied onto each other
+    if operator in (">&-", "<&-"):
+        return inside
+    if text in SAFE_SINKS and operator in (">", ">>", "&>", "&>>", ">|"):
+        return inside
+    if operator in (">&", "<&"):
+        return unknown(f"it copies descriptors in a way it cannot follow ({operator}{text})")
     return writes(f"it redirects output to a file ({operator} {text})")
 
 
@@ -276,6 +298,8 @@ def judge(program: str, args: Args) -> Classification:
         return unknown(f"{program} is a program it has no table for")
     if args.opaque:
         return unknown(f"{program}'s arguments are only known when it runs")
+    if any("\n" in word or "\r" in word for word in args.words):
+        return unknown(f"{program} is given a line break, which a server could read as a command")
     return rule(args)
 
 
@@ -368,7 +392,7 @@ def _unknown_options(
 ALWAYS_READ = {
     "cat", "head", "tail", "grep", "egrep", "fgrep", "zgrep", "zcat", "wc", "ls", "stat",
     "df", "du", "free", "uptime", "ps", "pgrep", "pidof", "id", "whoami", "groups", "uname",
-    "printenv", "echo", "true", "false", "test", "[", "which", "type", "readlink",
+    "printenv", "echo", "true", "false", "which", "type", "readlink",
     "realpath", "basename", "dirname", "seq", "sleep", "jq", "column", "cut", "tr", "nl",
     "od", "hexdump", "strings", "md5sum", "sha1sum", "sha256sum", "cksum", "diff", "cmp",
     "comm", "cd", "pwd", "nproc", "lsof", "getent", "netstat", "lscpu", "lsblk", "findmnt",
@@ -410,25 +434,48 @@ def _needs(
 
 
 def _inner(
-    skip_values: Iterable[str], what: str, leading: int = 0
+    with_value: Iterable[str], what: str, leading: int = 0, flags: Iterable[str] = ()
 ) -> Callable[[Args], Classification]:
-    """A rule for a program that runs another (``timeout 5 CMD``): judge that one."""
-    takes = set(skip_values)
+    """A rule for a program that runs another (``timeout 5 CMD``): judge that one. Its own
+    options must be known, or the program it runs is not known either."""
+    takes, known = set(with_value), set(flags)
 
     def rule(args: Args) -> Classification:
-        words, i = args.words, 0
-        while i < len(words) and words[i].startswith("-"):
-            i += 2 if words[i] in takes else 1
-        i += leading
-        if i >= len(words):
+        found = _wrapped(args, takes, known, leading)
+        if isinstance(found, Classification):
+            return found
+        if found is None:
             return READ
-        program = system_program(words[i])
-        if program is None:
-            return unknown(f"{what} runs {words[i]}, not a system program")
-        rest = Args(words[i + 1 :], frozenset(j - i - 1 for j in args.opaque if j > i))
+        program, rest = found
         return judge(program, rest)
 
     return rule
+
+
+def _wrapped(
+    args: Args, takes: set[str], known: set[str], leading: int = 0
+) -> tuple[str, Args] | Classification | None:
+    """The program a wrapper runs and its arguments; None when it runs none; UNKNOWN when
+    the wrapper's options cannot be followed."""
+    words, i = args.words, 0
+    while i < len(words) and words[i].startswith("-") and words[i] != "-":
+        word = words[i]
+        name = word.split("=", 1)[0]
+        if word in takes:
+            i += 2
+        elif name in known or (name in takes and "=" in word):
+            i += 1
+        elif any(word.startswith(t) and not t.startswith("--") for t in takes):
+            i += 1  # a short option with its value attached: -n5, -oL
+        else:
+            return unknown(f"it is given an option it has no table for ({name})")
+    i += leading
+    if i >= len(words):
+        return None
+    program = system_program(words[i])
+    if program is None:
+        return unknown(f"it runs {words[i]}, not a system program")
+    return program, Args(words[i + 1 :], frozenset(j - i - 1 for j in args.opaque if j > i))
 
 
 SED_ADDRESS = r"(?:\d+|\$|/(?:[^/\\\n]|\\.)*/I?)"
@@ -502,6 +549,8 @@ def _uniq(args: Args) -> Classification:
 
 def _tar(args: Args) -> Classification:
     found, operands, _ = options(args, ("-f", "--file"))
+    if any(":" in (v or "") for n, v in found if n in ("-f", "--file")):
+        return unknown("tar reaches a remote archive through rsh or ssh")
     old_style = operands and not args.words[0].startswith("-")  # `tar tf x.tar`
     mode = _names(found) | ({f"-{c}" for c in operands[0]} if old_style else set())
     listing = {"-t", "--list", "-f", "--file", "-v", "--verbose", "-z", "-j", "-J", "--gzip"}
@@ -529,24 +578,32 @@ def _hostname(args: Args) -> Classification:
 
 
 def _env(args: Args) -> Classification:
-    words, i = args.words, 0
-    while i < len(words) and (words[i].startswith("-") or "=" in words[i]):
-        if words[i].startswith(("-S", "--split-string", "-C", "--chdir")):
-            return unknown("env runs a command line it splits itself")
-        if "=" in words[i] and words[i].split("=")[0] not in SAFE_ENV:
+    words, i = list(args.words), 0
+    while i < len(words) and "=" in words[i] and not words[i].startswith("-"):
+        if words[i].split("=")[0] not in SAFE_ENV:
             return unknown(f"env sets {words[i].split('=')[0]} for the program")
         i += 1
-    if i >= len(words):
-        return READ
-    return _inner((), "env")(Args(words[i:], frozenset(j - i for j in args.opaque if j >= i)))
+    rest = Args(tuple(words[i:]), frozenset(j - i for j in args.opaque if j >= i))
+    return _inner(("-u", "--unset"), "env", flags=("-i", "--ignore-environment", "-0", "--null"))(
+        rest
+    )
 
 
 def _xargs(args: Args) -> Classification:
-    """xargs adds words it reads to the command: only a program no argument makes write
-    is read-only behind it."""
-    verdict = _inner(("-n", "-I", "-P", "-L", "-d", "-s", "-E", "-a"), "xargs")(args)
-    if verdict.read_only and not any(w in ALWAYS_READ for w in args.words):
-        return unknown("xargs adds arguments it reads to a program whose options can write")
+    """xargs adds words it reads to the command: only a program none of whose arguments
+    can make it write is read-only behind it."""
+    found = _wrapped(args, {"-n", "-I", "-P", "-L", "-d", "-s", "-E", "-a", "--max-args",
+                            "--replace", "--max-procs", "--max-lines", "--delimiter",
+                            "--max-chars", "--eof", "--arg-file"},
+                     {"-0", "--null", "-r", "--no-run-if-empty", "-t", "--verbose", "-x",
+                      "--exit"})  # fmt: skip
+    if isinstance(found, Classification):
+        return found
+    if found is None:
+        return READ
+    verdict = judge(*found)
+    if verdict.read_only and found[0] not in ALWAYS_READ:
+        return unknown(f"xargs adds the words it reads to {found[0]}, whose options can write")
     return verdict
 
 
@@ -554,11 +611,20 @@ def _time(args: Args) -> Classification:
     found, _, _ = options(args, ("-o", "--output", "-f", "--format"))
     if _hits(found, {"-o", "--output", "-a", "--append"}):
         return writes("time writes its report to a file (-o)")
-    return _inner(("-o", "--output", "-f", "--format"), "time")(args)
+    return _inner(("-f", "--format"), "time", flags=("-p", "--portability", "-v", "--verbose"))(
+        args
+    )
+
+
+def _test(args: Args) -> Classification:
+    if ARITHMETIC.search(f" {' '.join(args.words)} "):
+        return unknown("the test evaluates arithmetic or a subscript, which can run code")
+    return READ
 
 
 def _printf(args: Args) -> Classification:
-    return unknown("printf -v sets a variable") if "-v" in args.words else READ
+    setting = any(w.startswith("-v") for w in args.words)
+    return unknown("printf -v sets a variable") if setting else READ
 
 
 def _xxd(args: Args) -> Classification:
@@ -576,27 +642,44 @@ def _ss(args: Args) -> Classification:
 
 
 def _curl(args: Args) -> Classification:
-    found, operands, computed = options(args, CURL_VALUES)
+    found, operands, _ = options(args, CURL_VALUES)
     for url in operands:
         if not url.lower().startswith(("http://", "https://")):
             return unknown(f"curl is given {url}, not an http(s) URL")
-    if _hits(found, {"--proto-default", "-Q", "--quote", "--hsts", "--alt-svc", "--url",
-                     "--next", "-:", "--variable", "--expand-url"}):  # fmt: skip
-        return unknown("curl speaks another protocol, or reads or writes state files")
+    # curl takes an unambiguous prefix of a long option: judge every name by _hits.
+    if hit := _hits(found, {"--proto-default", "-Q", "--quote", "--hsts", "--alt-svc", "--url",
+                            "--next", "-:", "--variable", "--expand-url", "-K", "--config",
+                            "--netrc-file", "--unix-socket", "--create-dirs"}):  # fmt: skip
+        return unknown(f"curl speaks another protocol or reads or writes state ({hit[0]})")
+    if hit := _hits(found, CURL_BODY):
+        return writes(f"curl sends a body ({hit[0]})")
+    if hit := _hits([(n, v) for n, v in found if v not in ("-", "/dev/null")], CURL_FILES):
+        return writes(f"curl writes a file ({hit[0]})")
     for name, value in found:
-        if name in ("-w", "--write-out") and "%output{" in (value or ""):
-            return writes("curl's --write-out writes a file")
-        if name in ("-X", "--request") and (value or "").upper() not in ("GET", "HEAD"):
+        if _hits([(name, value)], {"-X", "--request"}) and (value or "").upper() not in (
+            "GET",
+            "HEAD",
+        ):
             return writes(f"curl sends a {value} request")
-        if name in CURL_BODY:
-            return writes(f"curl sends a body ({name})")
-        if name in CURL_FILES and value not in ("-", "/dev/null"):
-            return writes(f"curl writes a file ({name})")
-        if name in ("-K", "--config"):
-            return unknown("curl reads its options from a file")
-    if computed:
-        return unknown("curl's arguments are computed when it runs")
-    return READ
+        if _hits([(name, value)], {"-w", "--write-out"}) and (
+            "%output{" in (value or "") or (value or "").startswith("@")
+        ):
+            return writes("curl's --write-out may write a file")
+        if _hits([(name, value)], {"-H", "--header"}) and not HEADER.fullmatch(value or ""):
+            return unknown("a header curl sends could speak another protocol to the server")
+    return _unknown_options(found, {*CURL_VALUES, *CURL_FLAGS}, "curl") or READ
+
+
+HEADER = re.compile(r"(?!host\s*:\s*$)[A-Za-z0-9-]+:[^\r\n]*", re.I)
+"""A header as HTTP has them: a name without spaces, not a blanked Host (with those, a
+request line aimed at Redis reads as a command)."""
+CURL_FLAGS = {
+    "-s", "--silent", "-S", "--show-error", "-f", "--fail", "--fail-with-body", "-L",
+    "--location", "-k", "--insecure", "-v", "--verbose", "-i", "--include", "-I", "--head",
+    "-g", "--globoff", "-N", "--no-buffer", "--compressed", "-4", "-6", "-#",
+    "--progress-bar", "--http1.1", "--http2", "-q", "-G", "--get", "-n", "--netrc",
+}  # fmt: skip
+"""curl's options it knows to take no value: any other would be read as a value-less flag."""
 
 
 CURL_BODY = {"-d", "--data", "--data-raw", "--data-binary", "--data-urlencode", "--data-ascii",
@@ -637,9 +720,13 @@ def _subcommand(
         operands = [w for w in args.words[start:] if not w.startswith("-")]
         if not operands:
             return unknown(f"{program} without a command is interactive or does not say")
+        if any(";" in w or "\n" in w for w in args.words):
+            return unknown(f"{program} is given a word that could hold a second command")
         entry = table.get(operands[0].lower())
         if isinstance(entry, dict):
-            second = operands[1].lower() if len(operands) > 1 else ""
+            second = args.words[start + 1].lower() if start + 1 < len(args.words) else ""
+            if second.startswith("-"):
+                return unknown(f"an option between {program}'s two command words")
             entry = entry.get(second, entry.get("*"))
         if entry is None:
             named = " ".join(operands[:2])
@@ -671,11 +758,24 @@ ETCDCTL = _subcommand(
            "--hex", "--debug", "--insecure-transport", "--insecure-skip-tls-verify",
            "--cluster", "--physical", "-h", "--help"),
 )  # fmt: skip
+SUPERVISORCTL_VALUES = ("-c", "--configuration", "-s", "--serverurl", "-u", "--username", "-p",
+                        "--password", "-r", "--history-file")  # fmt: skip
+LAB_CONFIG = re.compile(r"(.*/labs/[^/]+/)?supervisord\.conf")
+"""A lab's own supervisord.conf (root's): another config file could load plugins."""
+
+
+def _supervisorctl(args: Args) -> Classification:
+    found, _, _ = options(args, SUPERVISORCTL_VALUES)
+    configs = [v or "" for n, v in found if n in ("-c", "--configuration")]
+    if not all(LAB_CONFIG.fullmatch(config) for config in configs):
+        return unknown("supervisorctl reads another config, which can load plugins")
+    return SUPERVISORCTL(args)
+
+
 SUPERVISORCTL = _subcommand(
     {"status": READ, "tail": READ, "avail": READ, "pid": READ, "version": READ, "help": READ,
      "maintail": READ},
-    "supervisorctl", ("-c", "--configuration", "-s", "--serverurl", "-u", "--username",
-                      "-p", "--password", "-r", "--history-file"),
+    "supervisorctl", SUPERVISORCTL_VALUES,
     otherwise=writes("it starts, stops or changes the lab's programs"),
     flags=("-h", "--help", "-f"),
 )  # fmt: skip
@@ -685,7 +785,7 @@ REDIS_READ = {
     "lrange", "llen", "lindex", "smembers", "scard", "sismember", "sscan", "zrange",
     "zrangebyscore", "zrevrange", "zrevrangebyscore", "zcard", "zcount", "zscore", "zrank",
     "zscan", "xlen", "xrange", "xrevrange", "role", "time", "lastsave", "echo", "monitor",
-    "getrange", "bitcount", "pfcount", "randomkey",
+    "getrange", "bitcount", "randomkey",
 }  # fmt: skip
 REDIS_READ_SUB = {
     "client": {"list", "info", "getname", "id"}, "config": {"get"}, "memory": {"usage", "stats",
@@ -739,7 +839,8 @@ def _sql_read_only(sql: str) -> bool:
         return False
     if first == "explain" and re.search(r"\banaly[sz]e\b", statement, re.I):
         return False
-    if re.search(r"\b(into|for\s+update|for\s+share)\b", statement, re.I):
+    if re.search(r"\b(into|for\s+(no\s+key\s+update|update|key\s+share|share))\b", statement,
+                 re.I):  # fmt: skip
         return False
     calls = {m.lower() for m in re.findall(r"([A-Za-z_][A-Za-z0-9_.]*)\s*\(", statement)}
     return calls <= PURE_SQL
@@ -756,7 +857,7 @@ PURE_SQL = {
 
 
 def _psql(args: Args) -> Classification:
-    found, _, computed = options(args, ("-c", "--command", "-f", "--file", "-h", "--host",
+    found, operands, computed = options(args, ("-c", "--command", "-f", "--file", "-h", "--host",
                                         "-p", "--port", "-U", "--username", "-d", "--dbname",
                                         "-o", "--output", "-L", "--log-file", "-v", "--set",
                                         "-P", "--pset", "-F", "-R"))  # fmt: skip
@@ -764,6 +865,10 @@ def _psql(args: Args) -> Classification:
         return writes("psql writes a file")
     if _hits(found, {"-f", "--file"}):
         return unknown("psql runs SQL from a file")
+    if any("=" in (v or "") for n, v in found if n in ("-d", "--dbname")) or any(
+        "=" in operand for operand in operands
+    ):
+        return unknown("psql is given connection options, which can reach other servers")
     known = {"-c", "--command", "-h", "--host", "-p", "--port", "-U", "--username", "-d",
              "--dbname", "-v", "--set", "-P", "--pset", "-F", "-R", "-A", "-t", "-x", "-q",
              "-X", "-w", "--no-password", "--csv", "-H", "--html"}  # fmt: skip
@@ -781,15 +886,17 @@ RULES: dict[str, Callable[[Args], Classification]] = {
     "sed": _sed, "awk": _awk, "gawk": _awk, "mawk": _awk, "find": _find, "tee": _tee,
     "sort": _sort, "uniq": _uniq, "tar": _tar, "date": _date, "hostname": _hostname,
     "env": _env, "xargs": _xargs, "ss": _ss, "curl": _curl, "etcdctl": ETCDCTL,
-    "supervisorctl": SUPERVISORCTL, "redis-cli": _redis_cli, "psql": _psql,
-    "timeout": _inner(("-s", "--signal", "-k", "--kill-after"), "timeout", leading=1),
+    "supervisorctl": _supervisorctl, "redis-cli": _redis_cli, "psql": _psql,
+    "timeout": _inner(("-s", "--signal", "-k", "--kill-after"), "timeout", leading=1,
+                      flags=("--preserve-status", "--foreground", "-v", "--verbose")),
     "nice": _inner(("-n", "--adjustment"), "nice"), "time": _time, "printf": _printf,
+    "test": _test, "[": _test,
     "xxd": _xxd,
     "stdbuf": _inner(("-i", "-o", "-e"), "stdbuf"),
     "journalctl": _needs({"--vacuum-size", "--vacuum-time", "--vacuum-files", "--rotate",
                           "--flush", "--sync", "--relinquish-var", "--smart-relinquish-var",
                           "--setup-keys", "--update-catalog", "--cursor-file"},
-                         "journalctl", ("-u", "-n", "--since", "--until", "-p", "-o")),
+                         "journalctl", ("-u", "--since", "--until", "-p", "-o")),
     "systemctl": _subcommand({"status": READ, "show": READ, "list-units": READ, "is-active": READ,
                               "is-enabled": READ, "is-failed": READ, "cat": READ,
                               "list-unit-files": READ, "list-timers": READ},

@@ -13,6 +13,15 @@ import yaml
 from operator_ai.config import Settings
 from operator_ai.models import Message, Model, Tool, ToolResults, Turn, UserMessage
 from operator_ai.models.spec import load_model
+from operator_ai.store import Claim, Store, Violation
+
+
+def claim(store: Store) -> Claim:
+    """A member_down ticket on etcd2, claimed by worker-1."""
+    store.report_violation(Violation("etcd", "member_down", "etcd2", "etcd2 is down"))
+    claimed = store.claim("worker-1", 60)
+    assert claimed is not None
+    return claimed
 
 
 def scripted(path: Path, *turns: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from agent_helpers import Recording, recording, scripted, shell
+from agent_helpers import Recording, claim, recording, scripted, shell
 from conftest import run_cli
 from fake_providers import (
     anthropic_error,
@@ -40,13 +40,6 @@ def settings(tmp_path: Path) -> Settings:
 def store(settings: Settings) -> Iterator[Store]:
     with Store(settings.db) as s:
         yield s
-
-
-def claim(store: Store) -> Claim:
-    store.report_violation(Violation("etcd", "member_down", "etcd2", "etcd2 is down"))
-    claimed = store.claim("worker-1", 60)
-    assert claimed is not None
-    return claimed
 
 
 def agent(store: Store, model: Recording, **options: object) -> Agent:

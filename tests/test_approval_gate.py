@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from agent_helpers import recording, scripted, shell
+from agent_helpers import claim, recording, scripted, shell
 from operator_ai.agent import Agent, Budget
 from operator_ai.agent.prompts import system_prompt
 from operator_ai.approval.gate import ALWAYS, MODE_TEXT, NEVER, WRITES, Gate
 from operator_ai.config import Settings
 from operator_ai.sandbox.host import HostSandbox
-from operator_ai.store import ApprovalStatus, AuditKind, Claim, Outcome, Store, Violation
+from operator_ai.store import ApprovalStatus, AuditKind, Claim, Outcome, Store
 from operator_ai.store.approvals import TOOL
 
 KEY = "etcd:member_down:etcd2"
@@ -31,13 +31,6 @@ def settings(tmp_path: Path) -> Settings:
 def store(settings: Settings) -> Iterator[Store]:
     with Store(settings.db) as s:
         yield s
-
-
-def claim(store: Store) -> Claim:
-    store.report_violation(Violation("etcd", "member_down", "etcd2", "etcd2 is down"))
-    claimed = store.claim("worker-1", 60)
-    assert claimed is not None
-    return claimed
 
 
 def human(store: Store, decide: Callable[[int, str], None], clear_after: int = 1) -> Listener:

@@ -179,7 +179,11 @@ def test_no_key_is_ever_admitted_beyond_its_limit(lab: Lab, rate: int) -> None:
         )
 
     with _load(lab, rate):
-        wait_for(saturated, timeout=60, what="both saturated keys to reach their limit")
+        try:
+            wait_for(saturated, timeout=90, what="both saturated keys to reach their limit")
+        except AssertionError as exc:  # say what the load saw, to tell a stall from a bug
+            seen = {k: v for k, v in (read_workload(lab.path) or {}).items() if k != "series"}
+            raise AssertionError(f"{exc}; the load's last stats: {json.dumps(seen)}") from None
         stats = read_workload(lab.path)
     assert stats is not None
     assert stats["over_admissions"] == []

@@ -95,15 +95,19 @@ def _names(found: Sequence[tuple[str, str | None]]) -> set[str]:
     return {name for name, _ in found}
 
 
+def _is(name: str, options: Iterable[str]) -> bool:
+    """Whether the option ``name`` is, or abbreviates (GNU getopt and curl take ``--out``
+    for ``--output``), one of ``options``."""
+    return any(
+        name == option or (name.startswith("--") and len(name) >= 3 and option.startswith(name))
+        for option in options
+    )
+
+
 def _hits(found: Sequence[tuple[str, str | None]], forbidden: Iterable[str]) -> list[str]:
-    """The options in ``found`` that are, or abbreviate (GNU getopt takes ``--out`` for
-    ``--output``), one of ``forbidden``."""
+    """The options in ``found`` that are, or abbreviate, one of ``forbidden``."""
     forbidden = set(forbidden)
-    return sorted({
-        name for name, _ in found
-        if name in forbidden or (name.startswith("--") and len(name) >= 3
-                                 and any(f.startswith(name) for f in forbidden))
-    })  # fmt: skip
+    return sorted({name for name, _ in found if _is(name, forbidden)})
 
 
 def _leading(args: Args, with_value: Iterable[str], known: Iterable[str]) -> tuple[int, str | None]:
@@ -399,16 +403,12 @@ def _curl(args: Args) -> Classification:
     if hit := _hits([(n, v) for n, v in found if v not in ("-", "/dev/null")], CURL_FILES):
         return writes(f"curl writes a file ({hit[0]})")
     for name, value in found:
-        if _hits([(name, value)], {"-X", "--request"}) and (value or "").upper() not in (
-            "GET",
-            "HEAD",
-        ):
+        given = value or ""
+        if _is(name, ("-X", "--request")) and given.upper() not in ("GET", "HEAD"):
             return writes(f"curl sends a {value} request")
-        if _hits([(name, value)], {"-w", "--write-out"}) and (
-            "%output{" in (value or "") or (value or "").startswith("@")
-        ):
+        if _is(name, ("-w", "--write-out")) and ("%output{" in given or given.startswith("@")):
             return writes("curl's --write-out may write a file")
-        if _hits([(name, value)], {"-H", "--header"}) and not HEADER.fullmatch(value or ""):
+        if _is(name, ("-H", "--header")) and not HEADER.fullmatch(given):
             return unknown("a header curl sends could speak another protocol to the server")
     return _unknown_options(found, {*CURL_VALUES, *CURL_FLAGS}, "curl") or READ
 

@@ -31,6 +31,8 @@ def test_a_request_is_decided_once_and_both_are_in_the_audit_chain(store: Store)
                                    "it starts the lab's programs", "writes")  # fmt: skip
     assert asked.pending and asked.command_sha256 == sha256("supervisorctl start etcd2")
     assert [a.id for a in store.approvals(ApprovalStatus.PENDING)] == [asked.id]
+    assert [a.id for a in store.approvals(ApprovalStatus.PENDING, subject="etcd")] == [asked.id]
+    assert store.approvals(ApprovalStatus.PENDING, subject="ratelimiter") == []
     decided = store.decide_approval(asked.id, ApprovalStatus.APPROVED, "alice@host", "ok")
     assert decided.status == ApprovalStatus.APPROVED and decided.decided_by == "alice@host"
     assert decided.decided_at is not None and not store.approvals(ApprovalStatus.PENDING)

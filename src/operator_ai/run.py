@@ -121,9 +121,7 @@ class Runner:
 
     def waiting(self) -> list[Approval]:
         """This run's commands that wait for a human, the oldest first."""
-        subject = self.lab.state.subject
-        pending = self.store.approvals(ApprovalStatus.PENDING)[::-1]
-        return [a for a in pending if self.store.ticket(a.ticket_id).subject == subject]
+        return self.store.approvals(ApprovalStatus.PENDING, subject=self.lab.state.subject)[::-1]
 
     def stop(self) -> None:
         """Stop the load, the monitor and the workers (each finishes its current step)."""

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from operator_ai.errors import InvalidTransition, NotFound
 from operator_ai.store import audit
 from operator_ai.store.records import Approval, ApprovalStatus, AuditKind
-from operator_ai.store.schema import approvals, sessions
+from operator_ai.store.schema import approvals, sessions, tickets
 
 TOOL = "approval"
 """The ``tool`` of the audit entries an approval writes (their kind is ``note``)."""
@@ -101,9 +101,13 @@ def listing(
     status: ApprovalStatus | None = None,
     session_id: int | None = None,
     ticket_id: int | None = None,
+    subject: str | None = None,
     limit: int | None = None,
 ) -> list[Approval]:
     query = sa.select(approvals).order_by(approvals.c.id.desc()).limit(limit)
+    if subject is not None:
+        of_subject = sa.select(tickets.c.id).where(tickets.c.subject == subject)
+        query = query.where(approvals.c.ticket_id.in_(of_subject))
     if status is not None:
         query = query.where(approvals.c.status == status)
     if session_id is not None:

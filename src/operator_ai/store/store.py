@@ -503,11 +503,12 @@ class Store:
         *,
         session_id: int | None = None,
         ticket_id: int | None = None,
+        subject: str | None = None,
         limit: int | None = None,
     ) -> list[Approval]:
         """Requests, newest first."""
         with self._tx(readonly=True) as conn:
-            return approvals.listing(conn, status, session_id, ticket_id, limit)
+            return approvals.listing(conn, status, session_id, ticket_id, subject, limit)
 
 
 # -- helpers that run inside a caller's transaction -------------------------------------

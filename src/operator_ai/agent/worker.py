@@ -110,7 +110,7 @@ class AgentOptions:
     settle_seconds: float = SETTLE_SECONDS
     command_timeout: float = DEFAULT_TIMEOUT
     unsafe_host: bool = False
-    lab: str | None = None  # default: the lab named after the ticket's subject
+    lab: str | None = None  # default: the lab the ticket's monitor watched (its scope)
     approval: str = NEVER
     approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT
 
@@ -128,7 +128,7 @@ def agent_factory(
     )
 
     def agent_for(claim: Claim) -> Agent:
-        lab = Lab(LabDir(settings.home, options.lab or claim.ticket.subject))
+        lab = Lab(LabDir(settings.home, options.lab or claim.ticket.scope))
         if not lab.running():
             raise LabError(f"lab {lab.dir.name!r} for ticket #{claim.ticket.id} is not running")
         subject = lab.subject

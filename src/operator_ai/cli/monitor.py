@@ -56,7 +56,7 @@ def run(
     monitor.run(show, stop, once=once)
     if once:
         # One look cannot outlast a grace period: say what was seen that is not a ticket yet.
-        live = {t.key for t in monitor.store.live(subject)}
+        live = {t.key for t in monitor.store.live(scope=monitor.scope)}
         waiting = [v for v in monitor.seen if v.key not in live]
         if as_json:
             for v in waiting:

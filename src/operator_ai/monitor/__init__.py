@@ -56,9 +56,12 @@ class Monitor:
         interval: float = 1.0,
         timeout: float | None = None,
         clear_after: int = 2,
+        scope: str | None = None,
     ) -> None:
         self.store = store
         self.cluster = cluster
+        self.scope = scope or cluster.name
+        """Which tickets are this monitor's: the cluster's name, or an eval trial's."""
         self.subject = subject
         self.interval = interval
         self.timeout = timeout or max(0.5, 0.8 * interval)
@@ -91,7 +94,7 @@ class Monitor:
             observed = True
         self.seen = violations
         now = utcnow()
-        live = {t.key: t for t in self.store.live(self.subject.name)}
+        live = {t.key: t for t in self.store.live(scope=self.scope)}
         transitions = self._report(violations, live, now)
         if observed:
             # What this look could not evaluate keeps its tickets, as if it had been seen.
@@ -118,7 +121,7 @@ class Monitor:
                 continue
             returning = v.key in live and live[v.key].cleared_at is not None
             seen = replace(v, first_seen_at=first)
-            ticket, what = self.store.report_violation(seen, now)
+            ticket, what = self.store.report_violation(seen, now, self.scope)
             if what != "updated" or returning:
                 kind = "returned" if what == "updated" else what
                 transitions.append(Transition(now, kind, ticket.id, v.key, v.message))
@@ -136,7 +139,7 @@ class Monitor:
             if self._clean[key] < self.clear_after:
                 continue
             before = live[key]
-            ticket = self.store.clear(key, now)
+            ticket = self.store.clear(key, now, self.scope)
             if ticket is None or before.cleared_at is not None:
                 continue
             kind = "resolved" if ticket.status == "resolved" else "cleared"

@@ -8,11 +8,14 @@ from operator_ai.store.records import (
     AuditEntry,
     AuditKind,
     Claim,
+    EvalRun,
+    EvalTrial,
     Outcome,
     Session,
     Status,
     Ticket,
     TicketEvent,
+    TrialOutcome,
 )
 from operator_ai.store.store import Store
 
@@ -22,12 +25,15 @@ __all__ = [
     "AuditEntry",
     "AuditKind",
     "Claim",
+    "EvalRun",
+    "EvalTrial",
     "Outcome",
     "Session",
     "Status",
     "Store",
     "Ticket",
     "TicketEvent",
+    "TrialOutcome",
     "Verification",
     "Violation",
 ]

@@ -155,6 +155,62 @@ CREATE INDEX approvals_by_status ON approvals (status, id);
 CREATE INDEX approvals_by_session ON approvals (session_id, id);
 """,
     ),
+    Migration(
+        4,
+        "scopes_and_evals",
+        """
+-- Which watch a ticket belongs to: the lab's name for a monitor on a lab (the subject's, for
+-- tickets written before), or an eval trial's. A key is live at most once per scope.
+ALTER TABLE tickets ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+UPDATE tickets SET scope = subject;
+DROP INDEX tickets_live_key;
+CREATE UNIQUE INDEX tickets_live_key ON tickets (scope, key) WHERE status <> 'resolved';
+
+-- `operator eval`: a run is one model against scenarios; a trial is one incident of it.
+CREATE TABLE eval_runs (
+    id {id},
+    model TEXT NOT NULL,
+    campaign TEXT,
+    started_at {ts} NOT NULL,
+    ended_at {ts},
+    operator_version TEXT NOT NULL,
+    prompt_sha256 TEXT NOT NULL,
+    scenarios {json} NOT NULL,
+    trials INTEGER NOT NULL,
+    parallel INTEGER NOT NULL
+);
+
+CREATE TABLE eval_trials (
+    id {id},
+    run_id {bigint} NOT NULL REFERENCES eval_runs (id),
+    scenario TEXT NOT NULL,
+    scenario_sha256 TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    lab TEXT NOT NULL,
+    targets {json} NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN
+        ('success', 'not_detected', 'escalated', 'failed', 'timeout', 'error')),
+    why TEXT NOT NULL,
+    started_at {ts} NOT NULL,
+    injected_at {ts},
+    ended_at {ts} NOT NULL,
+    ttd_seconds DOUBLE PRECISION,
+    ttm_seconds DOUBLE PRECISION,
+    overhead_seconds DOUBLE PRECISION NOT NULL,
+    steps INTEGER NOT NULL,
+    commands INTEGER NOT NULL,
+    state_changing INTEGER NOT NULL,
+    tokens_in {bigint} NOT NULL,
+    tokens_out {bigint} NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL,
+    error_rate DOUBLE PRECISION,
+    false_positives INTEGER NOT NULL,
+    tickets {json} NOT NULL,
+    sessions {json} NOT NULL
+);
+CREATE INDEX eval_trials_run ON eval_trials (run_id, id);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -63,6 +63,8 @@ class Ticket:
     resolved_by: str | None
     resolution: str | None
     cleared_at: datetime | None
+    scope: str
+    """Which watch it belongs to: a lab's name, or an eval trial's (`eval/RUN/TRIAL`)."""
 
     @property
     def time_to_detect(self) -> float:
@@ -144,3 +146,66 @@ class Approval:
     @property
     def pending(self) -> bool:
         return self.status == ApprovalStatus.PENDING
+
+
+class TrialOutcome(StrEnum):
+    """How an eval trial ended (README, "Measuring an AI operator")."""
+
+    SUCCESS = "success"
+    NOT_DETECTED = "not_detected"
+    ESCALATED = "escalated"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class EvalRun:
+    """One model against a set of scenarios, each tried ``trials`` times."""
+
+    id: int
+    model: str
+    campaign: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    operator_version: str
+    prompt_sha256: str
+    scenarios: list[str]
+    trials: int
+    parallel: int
+
+
+@dataclass(frozen=True, slots=True)
+class EvalTrial:
+    """One incident: a scenario injected into a healthy lab, worked, and judged. Times are
+    seconds from the first fault's injection."""
+
+    id: int
+    run_id: int
+    scenario: str
+    scenario_sha256: str
+    attempt: int
+    lab: str
+    targets: dict[str, str]
+    """Each alias of the scenario (leader, follower) and the node it named in this trial."""
+    outcome: TrialOutcome
+    why: str
+    started_at: datetime
+    injected_at: datetime | None
+    ended_at: datetime
+    ttd_seconds: float | None
+    ttm_seconds: float | None
+    overhead_seconds: float
+    """The harness's own time: everything but the agent's work and the settle window."""
+    steps: int
+    commands: int
+    state_changing: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    error_rate: float | None
+    """The workload's error rate over the settle window."""
+    false_positives: int
+    """Tickets a no-op scenario opened."""
+    tickets: list[int]
+    sessions: list[int]

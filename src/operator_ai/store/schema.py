@@ -70,6 +70,7 @@ tickets = sa.Table(
     sa.Column("resolved_by", Label),
     sa.Column("resolution", sa.Text),
     sa.Column("cleared_at", UTCDateTime),
+    sa.Column("scope", sa.Text, nullable=False),
 )
 
 ticket_events = sa.Table(
@@ -136,6 +137,51 @@ approvals = sa.Table(
     sa.Column("decided_at", UTCDateTime),
     sa.Column("decided_by", sa.Text),
     sa.Column("reason", sa.Text),
+)
+
+eval_runs = sa.Table(
+    "eval_runs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("campaign", sa.Text),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Column("operator_version", sa.Text, nullable=False),
+    sa.Column("prompt_sha256", sa.Text, nullable=False),
+    sa.Column("scenarios", JSON, nullable=False),
+    sa.Column("trials", sa.Integer, nullable=False),
+    sa.Column("parallel", sa.Integer, nullable=False),
+)
+
+eval_trials = sa.Table(
+    "eval_trials",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("scenario", sa.Text, nullable=False),
+    sa.Column("scenario_sha256", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("lab", sa.Text, nullable=False),
+    sa.Column("targets", JSON, nullable=False),
+    sa.Column("outcome", Label, nullable=False),
+    sa.Column("why", sa.Text, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("injected_at", UTCDateTime),
+    sa.Column("ended_at", UTCDateTime, nullable=False),
+    sa.Column("ttd_seconds", sa.Float),
+    sa.Column("ttm_seconds", sa.Float),
+    sa.Column("overhead_seconds", sa.Float, nullable=False),
+    sa.Column("steps", sa.Integer, nullable=False),
+    sa.Column("commands", sa.Integer, nullable=False),
+    sa.Column("state_changing", sa.Integer, nullable=False),
+    sa.Column("tokens_in", sa.BigInteger, nullable=False),
+    sa.Column("tokens_out", sa.BigInteger, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Column("error_rate", sa.Float),
+    sa.Column("false_positives", sa.Integer, nullable=False),
+    sa.Column("tickets", JSON, nullable=False),
+    sa.Column("sessions", JSON, nullable=False),
 )
 
 # One row: the id and hash of the newest audit entry. Appends lock it, which orders them.

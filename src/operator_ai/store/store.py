@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from operator_ai.clock import as_utc, utcnow
 from operator_ai.core import Violation
 from operator_ai.errors import InvalidTransition, LeaseLost, NotFound
-from operator_ai.store import approvals, audit
+from operator_ai.store import approvals, audit, evals
 from operator_ai.store.engine import create_engine, transaction
 from operator_ai.store.migrations import migrate
 from operator_ai.store.records import (
@@ -27,6 +27,8 @@ from operator_ai.store.records import (
     AuditEntry,
     AuditKind,
     Claim,
+    EvalRun,
+    EvalTrial,
     Outcome,
     Session,
     Status,
@@ -105,27 +107,29 @@ class Store:
 
     # -- the monitor's side -------------------------------------------------------------
 
-    def report_violation(self, v: Violation, now: datetime | None = None) -> tuple[Ticket, str]:
-        """Open a ticket for ``v``, update the live one, or reopen a recently resolved one.
+    def report_violation(
+        self, v: Violation, now: datetime | None = None, scope: str | None = None
+    ) -> tuple[Ticket, str]:
+        """Open a ticket for ``v`` in ``scope`` (default: its subject), update the live one,
+        or reopen a recently resolved one.
 
         Returns the ticket and what happened: ``opened``, ``updated`` or ``reopened``.
         """
         if v.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, not {v.severity!r}")
-        now = _now(now)
+        now, scope = _now(now), scope or v.subject
         try:
-            return self._report(v, now)
+            return self._report(v, now, scope)
         except IntegrityError:
             # Another monitor opened the same key between our read and our insert.
-            return self._report(v, now)
+            return self._report(v, now, scope)
 
-    def _report(self, v: Violation, now: datetime) -> tuple[Ticket, str]:
+    def _report(self, v: Violation, now: datetime, scope: str) -> tuple[Ticket, str]:
         seen = {"message": v.message, "evidence": v.evidence, "last_seen_at": now}
+        keyed = (tickets.c.scope == scope, tickets.c.key == v.key)
         with self._tx() as conn:
             live = conn.execute(
-                sa.select(tickets)
-                .where(tickets.c.key == v.key, tickets.c.status.in_(LIVE))
-                .with_for_update()
+                sa.select(tickets).where(*keyed, tickets.c.status.in_(LIVE)).with_for_update()
             ).first()
             if live is not None:
                 values = {**seen, "occurrences": live.occurrences + 1, "cleared_at": None}
@@ -137,7 +141,7 @@ class Store:
             recent = conn.execute(
                 sa.select(tickets)
                 .where(
-                    tickets.c.key == v.key,
+                    *keyed,
                     tickets.c.status == Status.RESOLVED,
                     tickets.c.resolved_at >= now - self.reopen_window,
                 )
@@ -162,6 +166,7 @@ class Store:
                 .values(
                     **seen,
                     key=v.key,
+                    scope=scope,
                     subject=v.subject,
                     invariant=v.invariant,
                     target=v.target,
@@ -178,14 +183,17 @@ class Store:
             _event(conn, ticket_id, now, "opened", "monitor", v.message)
             return _ticket(conn, ticket_id), "opened"
 
-    def clear(self, key: str, now: datetime | None = None) -> Ticket | None:
-        """The monitor saw ``key`` hold again. A claimed ticket is only marked cleared: the
-        agent that holds it resolves it once it has verified."""
-        now = _now(now)
+    def clear(
+        self, key: str, now: datetime | None = None, scope: str | None = None
+    ) -> Ticket | None:
+        """The monitor saw ``key`` hold again (in ``scope``; default: the key's subject). A
+        claimed ticket is only marked cleared: the agent that holds it resolves it once it has
+        verified."""
+        now, scope = _now(now), scope or key.split(":", 1)[0]
         with self._tx() as conn:
             row = conn.execute(
                 sa.select(tickets)
-                .where(tickets.c.key == key, tickets.c.status.in_(LIVE))
+                .where(tickets.c.scope == scope, tickets.c.key == key, tickets.c.status.in_(LIVE))
                 .with_for_update()
             ).first()
             if row is None:
@@ -208,15 +216,20 @@ class Store:
         lease_seconds: float,
         model: str | None = None,
         now: datetime | None = None,
+        scope: str | None = None,
     ) -> Claim | None:
-        """Atomically take the most urgent open ticket under a lease, and open its session.
+        """Atomically take the most urgent open ticket under a lease (of ``scope`` only, when
+        given), and open its session.
 
         Returns None when nothing is claimable. Held tickets, and tickets in backoff after a
         failed session, are skipped.
         """
         now = _now(now)
+        query = (
+            _NEXT_CLAIMABLE if scope is None else _NEXT_CLAIMABLE.where(tickets.c.scope == scope)
+        )
         with self._tx() as conn:
-            ticket_id = conn.execute(_NEXT_CLAIMABLE, {"now": now}).scalar()
+            ticket_id = conn.execute(query, {"now": now}).scalar()
             if ticket_id is None:
                 return None
             lease = now + timedelta(seconds=lease_seconds)
@@ -387,18 +400,24 @@ class Store:
         with self._tx(readonly=True) as conn:
             return _ticket(conn, ticket_id)
 
-    def tickets(self, status: Status | None = None, limit: int | None = None) -> list[Ticket]:
+    def tickets(
+        self, status: Status | None = None, limit: int | None = None, scope: str | None = None
+    ) -> list[Ticket]:
         query = sa.select(tickets).order_by(tickets.c.id.desc()).limit(limit)
         if status is not None:
             query = query.where(tickets.c.status == status)
+        if scope is not None:
+            query = query.where(tickets.c.scope == scope)
         with self._tx(readonly=True) as conn:
             return [_to_ticket(r) for r in conn.execute(query)]
 
-    def live(self, subject: str | None = None) -> list[Ticket]:
+    def live(self, subject: str | None = None, scope: str | None = None) -> list[Ticket]:
         """Tickets still in play (open, working or escalated): the ones the monitor clears."""
         query = sa.select(tickets).where(tickets.c.status.in_(LIVE)).order_by(tickets.c.id)
         if subject is not None:
             query = query.where(tickets.c.subject == subject)
+        if scope is not None:
+            query = query.where(tickets.c.scope == scope)
         with self._tx(readonly=True) as conn:
             return [_to_ticket(r) for r in conn.execute(query)]
 
@@ -509,6 +528,51 @@ class Store:
         """Requests, newest first."""
         with self._tx(readonly=True) as conn:
             return approvals.listing(conn, status, session_id, ticket_id, subject, limit)
+
+    # -- eval runs ------------------------------------------------------------------------
+
+    def start_eval_run(
+        self,
+        *,
+        model: str,
+        campaign: str | None,
+        operator_version: str,
+        prompt_sha256: str,
+        scenarios: list[str],
+        trials: int,
+        parallel: int,
+        now: datetime | None = None,
+    ) -> EvalRun:
+        values = {
+            "model": model, "campaign": campaign, "started_at": _now(now),
+            "operator_version": operator_version, "prompt_sha256": prompt_sha256,
+            "scenarios": scenarios, "trials": trials, "parallel": parallel,
+        }  # fmt: skip
+        with self._tx() as conn:
+            return evals.start(conn, values)
+
+    def end_eval_run(self, run_id: int, now: datetime | None = None) -> EvalRun:
+        with self._tx() as conn:
+            return evals.end(conn, run_id, _now(now))
+
+    def add_eval_trial(self, **values: Any) -> EvalTrial:
+        """Record a finished trial; every field of ``EvalTrial`` but its id is needed."""
+        with self._tx() as conn:
+            return evals.add_trial(conn, values)
+
+    def eval_run(self, run_id: int) -> EvalRun:
+        with self._tx(readonly=True) as conn:
+            return evals.run(conn, run_id)
+
+    def eval_runs(self, limit: int | None = None) -> list[EvalRun]:
+        """Runs, newest first."""
+        with self._tx(readonly=True) as conn:
+            return evals.runs(conn, limit)
+
+    def eval_trials(self, run_id: int) -> list[EvalTrial]:
+        with self._tx(readonly=True) as conn:
+            evals.run(conn, run_id)
+            return evals.trials(conn, run_id)
 
 
 # -- helpers that run inside a caller's transaction -------------------------------------

@@ -7,6 +7,7 @@ cross into our code, with ``raise Ours(...) from exc``, so the CLI catches only 
     OperatorError
     ├── UsageError             a flag or parameter with a value it cannot take (exit 2)
     ├── ConfigError            malformed or invalid settings
+    ├── ScenarioError          an eval scenario or campaign file that cannot be used
     └── StoreError             anything about the tickets/sessions/audit database
         ├── StoreUnavailable   cannot open or reach the database (corrupt file, server down)
         ├── SchemaTooNew       the database was migrated by a newer Operator
@@ -45,6 +46,10 @@ class UsageError(OperatorError):
 
 class ConfigError(OperatorError):
     hint = "Fix the setting named above; `operator config show` prints what is in effect."
+
+
+class ScenarioError(OperatorError):
+    hint = 'The README\'s "Measuring an AI operator" describes the scenario keys.'
 
 
 class StoreError(OperatorError):

@@ -14,6 +14,7 @@ from typing import Any
 from operator_ai.agent import SETTLE_SECONDS, run_workers, work
 from operator_ai.agent.worker import AgentOptions, agent_factory
 from operator_ai.config import Settings
+from operator_ai.core import Report
 from operator_ai.lab import Lab
 from operator_ai.lab.load import DEFAULT_RATE
 from operator_ai.monitor import Monitor, Transition
@@ -51,11 +52,16 @@ class Runner:
         settle: float = SETTLE_SECONDS,
         approval: str | None = None,
         on_event: Callable[[Event], None] = lambda e: None,
+        scope: str | None = None,
+        on_load: Report = lambda stats: None,
     ) -> None:
+        """``scope`` keeps this run's tickets apart (default: the lab's name); ``on_load``
+        gets the load's stats once a second."""
         self.settings, self.store, self.lab = settings, store, lab
         self.model, self.workers, self.rate, self.settle = model, workers, rate, settle
         self.approval = approval or settings.approval
-        self.monitor = Monitor(store, lab.subject, lab.cluster, interval=interval)
+        self.monitor = Monitor(store, lab.subject, lab.cluster, interval=interval, scope=scope)
+        self.on_load = on_load
         self.events: deque[Event] = deque(maxlen=500)
         self.on_event = on_event
         self.stopping = threading.Event()
@@ -87,7 +93,7 @@ class Runner:
         subject, cluster = self.lab.subject, self.lab.cluster
         while not self.stopping.is_set():
             try:
-                subject.load(cluster, self.rate, None, lambda stats: None, self.stopping)
+                subject.load(cluster, self.rate, None, self.on_load, self.stopping)
                 problem = "the load ended"
             except Exception as exc:
                 problem = f"the load stopped: {exc}"
@@ -117,7 +123,8 @@ class Runner:
             self.emit("error", {"message": str(exc)})
 
         work(self.store, name, agent_for, self.stopping, model=self.model,
-             lease_seconds=self.settings.lease_seconds, on_error=on_error)  # fmt: skip
+             lease_seconds=self.settings.lease_seconds, on_error=on_error,
+             scope=self.monitor.scope)  # fmt: skip
 
     def waiting(self) -> list[Approval]:
         """This run's commands that wait for a human, the oldest first."""

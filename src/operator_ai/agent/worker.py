@@ -41,12 +41,14 @@ def work(
     once: bool = False,
     poll: float = 1.0,
     on_error: Callable[[str, Exception], None] = lambda name, exc: None,
+    scope: str | None = None,
 ) -> list[Outcome]:
-    """Claim and work tickets one at a time. With ``once``, work at most one and return."""
+    """Claim and work tickets (of ``scope`` only, when given) one at a time. With ``once``,
+    work at most one and return."""
     outcomes: list[Outcome] = []
     while not stop.is_set():
         try:
-            outcome = _work_one(store, name, agent_for, model, lease_seconds, on_error)
+            outcome = _work_one(store, name, agent_for, model, lease_seconds, on_error, scope)
         except StoreError as exc:  # the store is down: keep trying, the lease protects the rest
             on_error(name, exc)
             outcome = None
@@ -66,10 +68,11 @@ def _work_one(
     model: str,
     lease_seconds: float,
     on_error: Callable[[str, Exception], None],
+    scope: str | None,
 ) -> Outcome | None:
     """Claim one ticket and work it; None when there was nothing to claim."""
     store.release_expired()  # tickets of workers that died go back to the queue first
-    claim = store.claim(name, lease_seconds, model=model)
+    claim = store.claim(name, lease_seconds, model=model, scope=scope)
     if claim is None:
         return None
     try:

@@ -15,6 +15,7 @@ from operator_ai.cli import (
     chaos,
     config_cmd,
     demo,
+    evals,
     lab,
     monitor,
     run,
@@ -40,6 +41,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(lab.app, name="lab")
 app.add_typer(chaos.app, name="chaos")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(evals.app, name="eval")
 app.add_typer(subjects.app, name="subjects")
 app.add_typer(config_cmd.app, name="config")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from operator_ai.cli.approvals import print_pending
@@ -15,7 +18,7 @@ from operator_ai.cli.output import (
     table,
     when,
 )
-from operator_ai.store import ApprovalStatus, AuditEntry, AuditKind, Session
+from operator_ai.store import ApprovalStatus, AuditEntry, AuditKind, Session, Store
 from operator_ai.tui.text import shown, styled
 
 app = typer.Typer(help="Read agent sessions and check the audit trail.", no_args_is_help=True)
@@ -81,16 +84,30 @@ def show(
     if as_json:
         print_json({"session": session, "entries": entries, "pending_approvals": waiting})
         return
-    console.print(
+    _print_session(console, store, session_id, full)
+    print_pending(waiting)
+
+
+def _print_session(out: Console, store: Store, session_id: int, full: bool) -> None:
+    session = store.session(session_id)
+    out.print(
         f"[bold]session {session.id}[/] on ticket {session.ticket_id}"
         f" · worker {shown(session.worker)} · model {shown(session.model or '-')}"
         f" · {styled(session.outcome or 'running')}"
     )
-    for entry in entries:
-        console.print(_render(entry, full))
+    for entry in store.audit_entries(session_id):
+        out.print(_render(entry, full))
     if session.summary:
-        console.print(f"\n[bold]summary:[/] {shown(session.summary)}")
-    print_pending(waiting)
+        out.print(f"\n[bold]summary:[/] {shown(session.summary)}")
+
+
+def transcript_text(store: Store, session_ids: list[int]) -> str:
+    """Sessions as `operator audit show --full` prints them, as plain text."""
+    out = Console(record=True, file=io.StringIO(), width=120, highlight=False)
+    for session_id in session_ids:
+        _print_session(out, store, session_id, full=True)
+        out.print()
+    return out.export_text()
 
 
 def _render(entry: AuditEntry, full: bool) -> str:

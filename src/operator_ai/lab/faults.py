@@ -335,6 +335,55 @@ class CpuStress:
                 procs.signal_tree(proc.pid, signal.SIGTERM)
 
 
+LAB_USER, ROOT = "lab", "root"
+
+
+class Script:
+    name = "script"
+    description = (
+        "run a shell script of your own at a node (its name and paths in NODE, NODE_CONF, "
+        "NODE_DATA, NODE_LOG, LAB_DIR), in the lab's mounts; revert runs the revert script"
+    )
+    params: Mapping[str, tuple[str, str]] = {
+        "run": ("", "the bash script that breaks something"),
+        "revert": ("", "the bash script that undoes it (none: only a lab reset does)"),
+        "user": (LAB_USER, "lab: run as the lab user; root: as root (only when it must)"),
+    }
+    modes: tuple[str, ...] = MODES
+    target = NODE
+
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        if not params["run"].strip():
+            raise UsageError("the script fault needs --param run=SCRIPT")
+        if params["user"] not in (LAB_USER, ROOT):
+            raise UsageError(f"--param user must be {LAB_USER} or {ROOT}, not {params['user']!r}")
+        _script(lab, target, params["run"], params["user"])
+        return {}
+
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        script = injection.params.get("revert", "")
+        if not script.strip():
+            raise LabError(
+                f"script injection {injection.id} has no revert script",
+                hint="Reset the lab (`operator lab reset`) to undo it.",
+            )
+        _script(lab, injection.target, script, injection.params.get("user", LAB_USER))
+
+
+def _script(lab: LabHandle, node: str, script: str, user: str) -> str:
+    """Run ``script`` in the lab's mounts as the lab user (or root), with the node's name and
+    paths in its environment. Root's scripts follow paths the lab user can write: the eval
+    harness runs them only on a lab it has just reset, where no agent has worked yet."""
+    conf = sorted((lab.path / "conf").glob(f"{node}.*"))
+    env = {**CLEAN_ENV, "NODE": node, "LAB_DIR": str(lab.path),
+           "NODE_CONF": str(conf[0]) if conf else "", "NODE_DATA": str(lab.path / "data" / node),
+           "NODE_LOG": str(lab.path / "logs" / f"{node}.log")}  # fmt: skip
+    argv = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "bash", "-euc", script]
+    if user == ROOT:
+        return lab.in_mounts(*argv)
+    return lab.as_user(*argv)
+
+
 GENERIC: dict[str, Fault] = {
     f.name: f
     for f in (
@@ -347,6 +396,7 @@ GENERIC: dict[str, Fault] = {
         DiskFull(),
         ClockSkew(),
         CpuStress(),
+        Script(),
     )
 }
 

@@ -42,7 +42,8 @@ POLL = 0.25
 BASELINE_CYCLES = 3
 """Clean monitor cycles in a row before a fault: every invariant holds, no grace running."""
 BASELINE_TIMEOUT = 60.0
-LIVE_KINDS = ("opened", "reopened", "returned")
+BREACHES = ("opened", "reopened", "violation_returned")
+"""The ticket events that mean an invariant broke (again)."""
 
 
 class Ended(Exception):
@@ -58,9 +59,12 @@ class Watch:
     """What the trial learns from its runner's events, on their threads."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    first_command: float | None = None
+    first_command: datetime | None = None
     live_before: set[str] = field(default_factory=set)
-    regressions: list[str] = field(default_factory=list)
+    """What was already broken when the agent ran its first command: its tickets' keys, and
+    the violations the monitor saw that a grace period kept from being tickets yet."""
+    unverified: int = 0
+    """Times the agent said it had fixed the fault and the monitor did not confirm it."""
     ops_errors: tuple[int, int] = (0, 0)
 
 
@@ -82,6 +86,7 @@ class Trial:
         self.scope = f"eval/{run.id}/{scenario.name}/{attempt}"
         self.watch = Watch()
         self.targets: dict[str, str] = {}
+        self.runner: Runner | None = None
         self.injected_at: datetime | None = None
         self.injected_mono: float | None = None
         self.detected_at: datetime | None = None
@@ -99,7 +104,7 @@ class Trial:
         try:
             self.prepare()
             where = "starting the load and the monitor"
-            runner = Runner(self.settings, self.store, self.lab, model=self.model,
+            runner = self.runner = Runner(self.settings, self.store, self.lab, model=self.model,
                             rate=self.scenario.load.rate, scope=self.scope,
                             on_event=self._event, on_load=self._load)  # fmt: skip
             runner.start()
@@ -112,7 +117,6 @@ class Trial:
             self.incident(runner, timed)
             where = "the settle window"
             self.settle(runner)
-            self.judge()
             verdict = Ended(TrialOutcome.SUCCESS, self._success_note())
         except Ended as v:
             verdict = v
@@ -213,6 +217,7 @@ class Trial:
                 if now - start >= scenario.expect.within:
                     return
                 continue
+            self.judge(tickets)  # a regression decides the trial at once
             opened = [t.opened_at for t in tickets if t.invariant in expected]
             if self.detected_at is None and opened:
                 self.detected_at = min(opened)
@@ -227,20 +232,29 @@ class Trial:
                 return
             if now - start > scenario.time_limit:
                 left = [t for t in tickets if t.status != Status.RESOLVED]
-                raise Ended(TrialOutcome.TIMEOUT, f"{_keys(left) or 'no ticket'} still "
-                              f"open after {scenario.time_limit:g} s")  # fmt: skip
+                still = f"{_keys(left) or 'no ticket'} still open after {scenario.time_limit:g} s"
+                raise self._unconfirmed(still) or Ended(TrialOutcome.TIMEOUT, still)
 
     def _sessions(self, tickets: list[Ticket]) -> None:
-        """End the trial on the first session that escalated or failed verification."""
+        """End the trial on the first session that escalated or broke."""
         for ticket in tickets:
             for session in self.store.sessions(ticket.id):
                 summary = (session.summary or "").strip().splitlines()
-                said = f": {summary[0][:200]}" if summary else ""
+                said = f"session {session.id}: {summary[0][:200] if summary else session.outcome}"
                 if session.outcome == Outcome.ESCALATED:
-                    raise Ended(TrialOutcome.ESCALATED, f"session {session.id} escalated{said}")
-                if session.outcome == Outcome.FAILED:
-                    raise Ended(TrialOutcome.FAILED, f"session {session.id} ended without "
-                                  f"the monitor confirming a fix{said}")  # fmt: skip
+                    raise self._unconfirmed(said) or Ended(TrialOutcome.ESCALATED, said)
+                if session.outcome == Outcome.FAILED:  # the model's API, the sandbox...
+                    raise Ended(TrialOutcome.ERROR, f"the agent's session broke: {said}")
+
+    def _unconfirmed(self, then: str) -> Ended | None:
+        """An agent that claimed a fix the monitor never confirmed failed, whatever ended
+        its session after (the time limit, its budget, giving up)."""
+        claims = self.watch.unverified
+        if not claims:
+            return None
+        times = "once" if claims == 1 else f"{claims} times"
+        return Ended(TrialOutcome.FAILED, f"the agent said it had fixed it ({times}); the "
+                     f"monitor never confirmed it ({then})")  # fmt: skip
 
     def settle(self, runner: Runner) -> None:
         """Every invariant holds, no ticket opens, and the load's errors stay in bound."""
@@ -251,6 +265,7 @@ class Trial:
         while time.monotonic() < deadline:
             time.sleep(POLL)
             tickets = self.store.tickets(scope=self.scope)
+            self.judge(tickets)
             if len(tickets) > before or any(t.status != Status.RESOLVED for t in tickets):
                 live = [t for t in tickets if t.status != Status.RESOLVED]
                 raise Ended(TrialOutcome.FAILED, f"{_keys(live)} opened again in the "
@@ -268,10 +283,19 @@ class Trial:
                               f"{self.error_rate:.1%} in the settle window (bound "
                               f"{self.scenario.success.max_error_rate:.1%})")  # fmt: skip
 
-    def judge(self) -> None:
-        if self.watch.regressions:
+    def judge(self, tickets: list[Ticket]) -> None:
+        """Fail on a regression: a ticket that broke after the agent's first command and
+        was not live before it."""
+        since, before = self.watch.first_command, self.watch.live_before
+        if since is None:
+            return
+        broke = sorted({
+            t.key for t in tickets if t.key not in before
+            for e in self.store.events(t.id) if e.kind in BREACHES and e.at >= since
+        })  # fmt: skip
+        if broke:
             raise Ended(TrialOutcome.FAILED, "regression: " + ", ".join(
-                f"{key} opened after the agent's first command" for key in self.watch.regressions
+                f"{key} broke after the agent's first command" for key in broke
             ))  # fmt: skip
 
     def _success_note(self) -> str:
@@ -285,12 +309,12 @@ class Trial:
         watch = self.watch
         with watch.lock:
             if event.kind == "command" and watch.first_command is None:
-                watch.first_command = time.monotonic()
-                watch.live_before = {t.key for t in self.store.live(scope=self.scope)}
-            elif event.kind in LIVE_KINDS and watch.first_command is not None:
-                key = str(event.data.get("key"))
-                if key not in watch.live_before and key not in watch.regressions:
-                    watch.regressions.append(key)
+                seen = self.runner.monitor.seen if self.runner else []
+                live = self.store.live(scope=self.scope)
+                watch.live_before = {t.key for t in live} | {v.key for v in seen}
+                watch.first_command = event.at
+            elif event.kind == "unverified":
+                watch.unverified += 1
 
     def _load(self, stats: dict[str, Any]) -> None:
         self.watch.ops_errors = (int(stats.get("ops", 0)), int(stats.get("errors", 0)))

@@ -35,12 +35,14 @@ async def _run(
         started = time.monotonic()
         why = "no endpoint"
         try:
-            # Like etcd's own client, move to the next endpoint when one does not answer.
+            # Like etcd's own client, move to the next endpoint when one does not answer in
+            # time: a member just restarted accepts connections before it serves writes. A
+            # retried put rewrites the same key with the same value, so it is harmless.
             for _ in range(tries):
                 try:
                     response = await client.post(f"{next(endpoints)}/v3/kv/put", json=body)
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    why = f"connect: {exc}"
+                except (httpx.ConnectError, httpx.TimeoutException) as exc:
+                    why = f"{type(exc).__name__}: {exc}"
                     continue
                 if response.status_code == 200:
                     stats.ok((time.monotonic() - started) * 1000)

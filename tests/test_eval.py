@@ -252,7 +252,8 @@ def test_every_shipped_scenario_loads_and_the_library_is_complete() -> None:
 def test_runs_are_listed_shown_compared_and_reported(
     settings: Settings, store: Store, home: Path, tmp_path: Path
 ) -> None:
-    """Two runs of the same two scenarios (no agent): the CLI reads them back."""
+    """Two runs of the same two scenarios (no agent), two trials at once in two labs; the
+    CLI reads them back."""
     folder = tmp_path / "mine"
     folder.mkdir()
     write(folder, "quiet", expect={"within": 3})
@@ -263,7 +264,7 @@ def test_runs_are_listed_shown_compared_and_reported(
     for _ in range(2):
         done = subprocess.run(
             [sys.executable, "-m", "operator_ai", "eval", "run", "--scenarios", str(folder),
-             "--model", "none", "--json"],
+             "--model", "none", "--parallel", "2", "--json"],
             capture_output=True, text=True, timeout=300,
             env={**os.environ, "OPERATOR_HOME": str(home), **env},
         )  # fmt: skip
@@ -271,12 +272,20 @@ def test_runs_are_listed_shown_compared_and_reported(
         lines = [yaml.safe_load(line) for line in done.stdout.splitlines()]
         assert [line["kind"] for line in lines] == ["trial", "trial", "run"]
         ids.append(lines[-1]["id"])
+        # Two labs at once, one trial each; no ticket is shared.
+        assert sorted(line["lab"] for line in lines[:2]) == [
+            f"eval-{ids[-1]}-1",
+            f"eval-{ids[-1]}-2",
+        ]
+        scopes = {store.ticket(t).scope for line in lines[:2] for t in line["tickets"]}
+        assert scopes == {f"eval/{ids[-1]}/pause-leader/1"}
     listed = run_cli("eval", "list", "--json", home=home, env=env)
     assert {r["id"] for r in yaml.safe_load(listed.stdout)} >= set(ids)
     shown = run_cli("eval", "show", str(ids[0]), "--json", home=home, env=env)
-    assert [t["scenario"] for t in yaml.safe_load(shown.stdout)["trials"]] == [
-        "pause-leader", "quiet"
-    ]  # fmt: skip
+    assert {t["scenario"] for t in yaml.safe_load(shown.stdout)["trials"]} == {
+        "pause-leader",
+        "quiet",
+    }
     compared = run_cli("eval", "compare", str(ids[0]), str(ids[1]), "--json", home=home, env=env)
     rows = {row["scenario"]: row for row in yaml.safe_load(compared.stdout)}
     assert set(rows) == {"pause-leader", "quiet"}

@@ -32,13 +32,15 @@ def list_(
     if as_json:
         print_json(found)
         return
-    rows = table("id", "status", "key", "severity", "message", "opened", "seen", "reopened")
+    rows = table("id", "status", "key", "scope", "severity", "message", "opened", "seen",
+                 "reopened")  # fmt: skip
     for t in found:
         status_text = styled(t.status) + (" [cyan](held)[/]" if t.held else "")
         rows.add_row(
             str(t.id),
             status_text,
             shown(t.key),
+            shown(t.scope),
             t.severity,
             shown(t.message),
             when(t.opened_at, short=True),
@@ -74,7 +76,7 @@ def show(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOp
 def _ticket_panel(t: Ticket) -> Panel:
     lines = [
         f"[bold]{shown(t.key)}[/]  {styled(t.status)}{'  [cyan]held[/]' if t.held else ''}"
-        f"  severity {t.severity}",
+        f"  severity {t.severity}  scope {shown(t.scope)}",
         shown(t.message),
         f"first seen {when(t.first_seen_at)}  opened {when(t.opened_at)}"
         f"  (detected after {t.time_to_detect:.1f} s)  last seen {when(t.last_seen_at)}",

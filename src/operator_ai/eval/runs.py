@@ -55,7 +55,7 @@ def run(
     stop: threading.Event | None = None,
 ) -> EvalRun:
     """Run every scenario ``trials`` times with ``model``; each trial is kept as it ends.
-    ``stop`` ends the run after the trials under way."""
+    ``stop`` ends the run: the trials under way are cleaned up and not kept."""
     if trials < 1 or parallel < 1:
         raise UsageError("--trials and --parallel must be 1 or more")
     if not chosen:
@@ -83,10 +83,12 @@ def run(
                 except queue.Empty:
                     return
                 say = _prefixed(progress, f"[{lab.dir.name}] ")
-                trial = Trial(settings, store, lab, scenario, record, attempt, agent_model, say)
+                trial = Trial(settings, store, lab, scenario, record, attempt, agent_model, say,
+                              stop)  # fmt: skip
                 result = trial.run_trial()
-                with lock:
-                    on_trial(result)
+                if result is not None:
+                    with lock:
+                        on_trial(result)
         except BaseException as exc:  # the store went away, say: end the run, say why
             failures.append(exc)
             stop.set()

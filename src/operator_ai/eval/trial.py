@@ -46,6 +46,10 @@ BREACHES = ("opened", "reopened", "violation_returned")
 """The ticket events that mean an invariant broke (again)."""
 
 
+class Interrupted(Exception):
+    """The run was asked to stop: the trial is cleaned up and not recorded."""
+
+
 class Ended(Exception):
     """How a trial ended, raised from wherever it became known."""
 
@@ -79,10 +83,11 @@ class Trial:
         attempt: int,
         model: str | None,
         progress: Progress,
+        stop: threading.Event,
     ) -> None:
         self.settings, self.store, self.lab = settings, store, lab
         self.scenario, self.run, self.attempt, self.model = scenario, run, attempt, model
-        self.progress = progress
+        self.progress, self.stop = progress, stop
         self.scope = f"eval/{run.id}/{scenario.name}/{attempt}"
         self.watch = Watch()
         self.targets: dict[str, str] = {}
@@ -96,7 +101,8 @@ class Trial:
         """Seconds from the last fault injected to the verdict: the incident, worked or not,
         and the settle window. The rest of a trial is the harness's own overhead."""
 
-    def run_trial(self) -> EvalTrial:
+    def run_trial(self) -> EvalTrial | None:
+        """The trial, recorded; None when the run was stopped before it ended."""
         started, clock = utcnow(), time.monotonic()
         runner: Runner | None = None
         watching: float | None = None
@@ -120,6 +126,8 @@ class Trial:
             verdict = Ended(TrialOutcome.SUCCESS, self._success_note())
         except Ended as v:
             verdict = v
+        except Interrupted:
+            verdict = None
         except OperatorError as exc:
             verdict = Ended(TrialOutcome.ERROR, f"{where}: {exc}")
         except Exception as exc:  # a bug of ours: the trial says where, the run goes on
@@ -130,6 +138,8 @@ class Trial:
             if runner is not None:
                 runner.stop()
             self._revert()
+        if verdict is None:
+            return None
         return self.record(started, verdict, time.monotonic() - clock)
 
     # -- the phases -------------------------------------------------------------------------
@@ -161,7 +171,7 @@ class Trial:
                 problem = "; ".join(v.message for v in monitor.seen) or monitor.last_error
                 raise Ended(TrialOutcome.ERROR, "the lab was not healthy before the fault "
                               f"({problem or 'tickets were live'})")  # fmt: skip
-            time.sleep(POLL)
+            self._wait()
             if monitor.last is seen_last:
                 continue
             seen_last = monitor.last
@@ -205,7 +215,7 @@ class Trial:
         assert self.injected_mono is not None
         start, expected = self.injected_mono, set(scenario.expect.tickets)
         while True:
-            time.sleep(POLL)
+            self._wait()
             now = time.monotonic()
             for due, injection in [t for t in timed if t[0] <= now]:
                 timed.remove((due, injection))
@@ -263,7 +273,7 @@ class Trial:
         ops, errors = self.watch.ops_errors
         deadline = time.monotonic() + window
         while time.monotonic() < deadline:
-            time.sleep(POLL)
+            self._wait()
             tickets = self.store.tickets(scope=self.scope)
             self.judge(tickets)
             if len(tickets) > before or any(t.status != Status.RESOLVED for t in tickets):
@@ -302,6 +312,10 @@ class Trial:
         if self.scenario.noop:
             return f"no ticket in {self.scenario.expect.within:g} s (a true negative)"
         return "every ticket resolved and verified; the settle window held"
+
+    def _wait(self) -> None:
+        if self.stop.wait(POLL):
+            raise Interrupted
 
     # -- what the runner reports ------------------------------------------------------------
 

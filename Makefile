@@ -19,6 +19,7 @@ bench: setup
 	$(VENV)/python bench/detect.py
 	$(VENV)/python bench/ratelimiter.py
 	$(VENV)/python bench/agent.py
+	$(VENV)/python bench/eval.py
 
 # The demo's home must be one the lab user can traverse (a clone under /root is not), so
 # as root it lives in /var/lib/operator/demo; MODEL=SPEC picks the agent's model.

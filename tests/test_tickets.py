@@ -190,3 +190,26 @@ def test_human_escalation_interrupts_the_working_session(store: Store) -> None:
     assert store.events(ticket.id)[-1].detail == "paging the on-call DBA"
     with pytest.raises(LeaseLost):
         store.end_session(claim.session.id, Outcome.RESOLVED, now=T0)
+
+
+def test_scopes_keep_the_same_key_apart_for_reports_clears_and_claims(store: Store) -> None:
+    """Two labs (or eval trials) of one subject: the same violation is a ticket in each."""
+    seen = down("etcd2")
+    a, opened_a = store.report_violation(seen, scope="lab-a")
+    b, opened_b = store.report_violation(seen, scope="lab-b")
+    assert (opened_a, opened_b) == ("opened", "opened") and a.id != b.id
+    assert (a.scope, b.scope) == ("lab-a", "lab-b")
+    assert [t.id for t in store.live(scope="lab-b")] == [b.id]
+    assert [t.id for t in store.tickets(scope="lab-a")] == [a.id]
+
+    claim = store.claim("worker-b", 60, scope="lab-b")
+    assert claim is not None and claim.ticket.id == b.id
+    assert store.claim("worker-b", 60, scope="lab-b") is None  # lab-a's is not offered
+
+    cleared = store.clear(seen.key, scope="lab-a")
+    assert cleared is not None and cleared.status == Status.RESOLVED
+    assert store.ticket(b.id).status == Status.WORKING  # the other scope's is untouched
+    # Without a scope, a report and a clear are the subject's, as before scopes existed.
+    plain, _ = store.report_violation(seen)
+    assert plain.scope == "etcd" and plain.id not in (a.id, b.id)
+    assert store.clear(seen.key) is not None

@@ -186,8 +186,6 @@ class Trial:
         for step in scenario.faults:
             target = self.targets.get(step.target or "", step.target)
             injection = chaos.inject(lab, step.fault, target, step.fault_params())
-            if step.target:
-                self.targets.setdefault(step.target, injection.target)
             if self.injected_at is None:
                 self.injected_at = datetime.fromisoformat(injection.injected_at)
                 self.injected_mono = time.monotonic()
@@ -207,7 +205,8 @@ class Trial:
         if leader is None:
             raise OperatorError("the cluster has no leader to resolve leader/follower against")
         followers = [n.name for n in self.lab.cluster.nodes if n.name != leader]
-        return {"leader": leader, "follower": random.choice(followers)}
+        named = {"leader": leader, "follower": random.choice(followers)}
+        return {alias: node for alias, node in named.items() if alias in used}
 
     def incident(self, runner: Runner, timed: list[tuple[float, Injection]]) -> None:
         """From the fault to the verified resolution of every ticket of the trial."""

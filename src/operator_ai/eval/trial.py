@@ -110,9 +110,10 @@ class Trial:
         try:
             self.prepare()
             where = "starting the load and the monitor"
-            runner = self.runner = Runner(self.settings, self.store, self.lab, model=self.model,
-                            rate=self.scenario.load.rate, scope=self.scope,
-                            on_event=self._event, on_load=self._load)  # fmt: skip
+            runner = self.runner = Runner(
+                self.settings, self.store, self.lab, model=self.model, scope=self.scope,
+                rate=self.scenario.load.rate, on_event=self._event, on_load=self._load,
+            )  # fmt: skip
             runner.start()
             where = "waiting for a healthy baseline"
             self.baseline(runner)

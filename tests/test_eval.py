@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def test_a_model_that_only_says_it_is_done_fails_unverified(
     spec = scripted(tmp_path / "liar.yaml", {"text": "Everything is fine now."})
     result = trial(settings, store, path, spec)
     assert result.outcome == TrialOutcome.FAILED
-    assert "the agent said it had fixed it" in result.why
+    assert f"the agent said it had fixed #{result.tickets[0]}" in result.why
     assert "the monitor never confirmed it" in result.why
     assert result.ttd_seconds is not None and result.ttm_seconds is None
     assert result.commands == 0
@@ -122,7 +123,9 @@ def test_a_fix_that_breaks_another_member_fails_with_the_regression_named(
                     shell(supervisorctl(home, "stop etcd1")), {"text": "Fixed etcd3."})  # fmt: skip
     result = trial(settings, store, path, spec)
     assert result.outcome == TrialOutcome.FAILED
-    assert result.why == "regression: etcd:member_down:etcd1 broke after the agent's first command"
+    assert result.why == (
+        "regression: etcd:member_down:etcd1 broke after the agent's first state-changing command"
+    )
 
 
 def test_without_an_agent_a_fault_that_heals_by_itself_succeeds(
@@ -163,27 +166,33 @@ def test_a_noop_scenario_opens_no_ticket_and_counts_as_a_true_negative(
 
 
 def test_the_agent_cannot_find_the_scenario_or_its_fault_from_its_sandbox(
-    settings: Settings, store: Store, home: Path, tmp_path: Path
+    settings: Settings, store: Store, tmp_path: Path
 ) -> None:
-    """The scenario's name and its script's text are unique words: the agent greps every
-    file its sandbox can read for them (but /proc and /sys, where its own grep is) and
-    finds none, although the fault is in force."""
+    """The scenario's name and its script's text are unique words. The scenario lies under
+    /usr, which the sandbox binds (a system-wide install keeps the library there), and the
+    agent greps every file its sandbox can read (but /proc and /sys, where its own grep is)
+    for them: it finds none, although the fault is in force."""
     name, marker = "hidden-scenario-x7q2", "fault-marker-k9w4"
-    path = write(tmp_path, name, faults=[{
-        "fault": "script", "target": "etcd2",
-        "run": f"# {marker}\nsupervisorctl -c $LAB_DIR/supervisord.conf stop $NODE",
-        "revert": f"# {marker}\nsupervisorctl -c $LAB_DIR/supervisord.conf start $NODE",
-    }], expect={"tickets": ["member_down"], "within": 30})  # fmt: skip
-    look = (
-        f"grep -rlI --exclude-dir=proc --exclude-dir=sys -e {name} -e {marker} / "
-        "2>/dev/null; echo grep-finished"
-    )
-    spec = scripted(tmp_path / "search.yaml", shell(look), {"text": "ESCALATE: looked"})
-    result = trial(settings, store, path, spec)
+    folder = Path(tempfile.mkdtemp(prefix="operator-test-", dir="/usr/local/share"))
+    folder.chmod(0o755)  # as readable to the lab user as an installed library
+    try:
+        path = write(folder, name, faults=[{
+            "fault": "script", "target": "etcd2",
+            "run": f"# {marker}\nsupervisorctl -c $LAB_DIR/supervisord.conf stop $NODE",
+            "revert": f"# {marker}\nsupervisorctl -c $LAB_DIR/supervisord.conf start $NODE",
+        }], expect={"tickets": ["member_down"], "within": 30})  # fmt: skip
+        look = (
+            f"grep -rlI --exclude-dir=proc --exclude-dir=sys -e {name} -e {marker} / "
+            "2>/dev/null; ls -d /usr/local/share/operator-test-* 2>&1; echo grep-finished"
+        )
+        spec = scripted(tmp_path / "search.yaml", shell(look), {"text": "ESCALATE: looked"})
+        result = trial(settings, store, path, spec)
+    finally:
+        shutil.rmtree(folder)
     assert result.outcome == TrialOutcome.ESCALATED, result.why
     [session] = result.sessions
     [output] = [e.content for e in store.audit_entries(session) if e.kind == "tool_result"]
-    assert "grep-finished" in output
+    assert "grep-finished" in output and str(folder) in output  # its folder is there
     assert name not in output and marker not in output
 
 
@@ -287,7 +296,9 @@ def test_runs_are_listed_shown_compared_and_reported(
         "quiet",
     }
     compared = run_cli("eval", "compare", str(ids[0]), str(ids[1]), "--json", home=home, env=env)
-    rows = {row["scenario"]: row for row in yaml.safe_load(compared.stdout)}
+    comparison = yaml.safe_load(compared.stdout)
+    assert comparison["notes"] == []
+    rows = {row["scenario"]: row for row in comparison["scenarios"]}
     assert set(rows) == {"pause-leader", "quiet"}
     assert rows["quiet"]["a"]["success_rate"] == rows["quiet"]["b"]["success_rate"] == 1.0
     assert rows["quiet"]["success_p"] == 1.0 and rows["quiet"]["changes"] == []

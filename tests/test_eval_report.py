@@ -206,7 +206,6 @@ def browsed(document: str, tmp_path_factory: pytest.TempPathFactory) -> Browsed:
     screenshot = tmp / "report.png"
     chromium(f"--screenshot={screenshot}", page.as_uri(), profile=tmp / "profile-shot")
     dom = chromium("--dump-dom", page.as_uri(), profile=tmp / "profile-dom").stdout
-    shutil.copyfile(screenshot, "/tmp/eval-report.png")
     return Browsed(screenshot, dom)
 
 

@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from operator_ai.agent import SETTLE_SECONDS, run_workers, work
@@ -54,14 +55,15 @@ class Runner:
         on_event: Callable[[Event], None] = lambda e: None,
         scope: str | None = None,
         on_load: Report = lambda stats: None,
+        hide: tuple[Path, ...] = (),
     ) -> None:
         """``scope`` keeps this run's tickets apart (default: the lab's name); ``on_load``
-        gets the load's stats once a second."""
+        gets the load's stats once a second; ``hide`` is kept out of the agent's sight."""
         self.settings, self.store, self.lab = settings, store, lab
         self.model, self.workers, self.rate, self.settle = model, workers, rate, settle
         self.approval = approval or settings.approval
         self.monitor = Monitor(store, lab.subject, lab.cluster, interval=interval, scope=scope)
-        self.on_load = on_load
+        self.on_load, self.hide = on_load, hide
         self.events: deque[Event] = deque(maxlen=500)
         self.on_event = on_event
         self.stopping = threading.Event()
@@ -72,9 +74,14 @@ class Runner:
         self.events.append(event)
         self.on_event(event)
 
-    def start(self) -> None:
+    def start(self, workers: bool = True) -> None:
+        """Start the monitor and the load, and the workers unless told to wait."""
         self._thread(self._keep_monitoring)
         self._thread(self._keep_loading)
+        if workers:
+            self.start_workers()
+
+    def start_workers(self) -> None:
         if self.model:
             self._thread(run_workers, self.workers, self._worker)
 
@@ -116,6 +123,7 @@ class Runner:
             lab=self.lab.dir.name,
             approval=self.approval,
             approval_timeout=self.settings.approval_timeout_seconds,
+            hide=self.hide,
         )
         agent_for = agent_factory(self.settings, self.store, options, self.stopping, self.emit)
 

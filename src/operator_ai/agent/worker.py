@@ -116,6 +116,8 @@ class AgentOptions:
     lab: str | None = None  # default: the lab the ticket's monitor watched (its scope)
     approval: str = NEVER
     approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT
+    hide: tuple[Path, ...] = ()
+    """Paths kept out of the sandbox besides the store (an eval's scenarios)."""
 
 
 def agent_factory(
@@ -136,7 +138,10 @@ def agent_factory(
             raise LabError(f"lab {lab.dir.name!r} for ticket #{claim.ticket.id} is not running")
         subject = lab.subject
         sandbox = sandbox_for(
-            lab, settings.home, hide=store_files(settings.db), unsafe_host=options.unsafe_host
+            lab,
+            settings.home,
+            hide=[*store_files(settings.db), *options.hide],
+            unsafe_host=options.unsafe_host,
         )
         about = getattr(sandbox, "about", "")
         return Agent(

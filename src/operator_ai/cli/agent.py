@@ -43,7 +43,7 @@ def run(
         help="Seconds before a command's sandbox is torn down.",
     ),
     lab_name: str | None = typer.Option(
-        None, "--lab", help="The lab to work in (default: the one named after the subject)."
+        None, "--lab", help="Work only this lab's tickets (default: any lab's, each in its own)."
     ),
     unsafe_host: bool = typer.Option(
         False, "--unsafe-host", help="Run commands on the host, without the sandbox. Unsafe."
@@ -84,7 +84,7 @@ def run(
 
     def target(name: str) -> None:
         work(store, name, agent_for, stop, model=spec, lease_seconds=settings.lease_seconds,
-             once=once, on_error=on_error)  # fmt: skip
+             once=once, on_error=on_error, scope=lab_name)  # fmt: skip
 
     if not as_json:
         mode = "one ticket each" if once else "Ctrl-C stops"

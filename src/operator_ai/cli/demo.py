@@ -84,7 +84,7 @@ def demo(
         console.print(f"[bold red]fault:[/] kill {target} (SIGKILL) at {injected:%H:%M:%S}")
 
         chapter(4, "Detection", auto)
-        ticket = wait_for_ticket(store, target)
+        ticket = wait_for_ticket(store, runner.monitor.scope, target)
         # A key seen before reopens its old ticket: count from when it (re)opened this time.
         opened = max(e.at for e in store.events(ticket.id) if e.kind in ("opened", "reopened"))
         ttd = (opened - injected).total_seconds()
@@ -139,10 +139,10 @@ def chapter(number: int, title: str, auto: bool, first: bool = False) -> None:
     console.print(Rule(f"[bold]{number}. {title}[/]"))
 
 
-def wait_for_ticket(store: Store, target: str, timeout: float = 60.0) -> Ticket:
+def wait_for_ticket(store: Store, scope: str, target: str, timeout: float = 60.0) -> Ticket:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = [t for t in store.live() if t.target == target]
+        found = [t for t in store.live(scope=scope) if t.target == target]
         if found:
             return found[0]
         time.sleep(0.1)

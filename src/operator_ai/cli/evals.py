@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -39,46 +40,71 @@ ScenariosOption = typer.Option(
 ModelOption = typer.Option(
     None, "--model", help="The model under test (default OPERATOR_MODEL); none: no agent."
 )
+RootOption = typer.Option(
+    False, "--allow-root-scripts",
+    help="Run scenarios of your own whose script faults run as root (the built-in ones may).",
+)  # fmt: skip
 
 
 @app.command("run")
 def run_(
     ctx: typer.Context,
     names: list[str] = typer.Argument(
-        None, help="Scenario names or files (`operator eval scenarios`); none: all of them."
+        None,
+        help="Scenario names or files (`operator eval scenarios`); none: every scenario of "
+        "--scenarios, or the whole built-in library.",
     ),
     model: str | None = ModelOption,
     trials: int = typer.Option(1, "--trials", min=1, help="Trials of each scenario."),
     parallel: int = typer.Option(1, "--parallel", min=1, help="Trials at once, each in its lab."),
     folders: list[Path] = ScenariosOption,
+    allow_root: bool = RootOption,
     as_json: bool = JsonLinesOption,
 ) -> None:
     """Run scenarios against a model: each trial injects its faults into a healthy lab, lets
-    the agent work, and judges by the monitor. Prints each trial as it ends, then a summary."""
+    the agent work, and judges by the monitor. Prints each trial as it ends, then a summary.
+    Ctrl-C stops: the trials under way are cleaned up and not kept."""
     context = app_context(ctx)
     spec = model or context.settings.model
     if not spec:
         raise UsageError("no model to evaluate", hint="Pass --model SPEC, or --model none.")
     chosen = scenario.find(names or [], folders)
-    record = _run(context.settings, context.store, chosen, spec, trials, parallel, None, as_json)
-    _finish(context.store, record, as_json)
+    _check_root(chosen, allow_root)
+    stop = stop_on_signals()
+    record = _run(context.settings, context.store, chosen, spec, trials, parallel, None,
+                  as_json, stop)  # fmt: skip
+    _finish(context.store, record, as_json, stop)
 
 
 @app.command()
 def campaign(
     ctx: typer.Context,
     path: Path = typer.Argument(..., help="A campaign file: name, models, scenarios, trials."),
+    allow_root: bool = RootOption,
     as_json: bool = JsonLinesOption,
 ) -> None:
     """Scenarios x models x trials from one file: one run per model, to compare them."""
     context = app_context(ctx)
     plan, chosen = runs.load_campaign(path)
+    _check_root(chosen, allow_root)
     for spec in plan.models:
         runs.check_model(spec, context.settings)  # every model before the first trial
+    stop = stop_on_signals()
     for spec in plan.models:
         record = _run(context.settings, context.store, chosen, spec, plan.trials, plan.parallel,
-                      plan.name, as_json)  # fmt: skip
-        _finish(context.store, record, as_json)
+                      plan.name, as_json, stop)  # fmt: skip
+        _finish(context.store, record, as_json, stop)
+
+
+def _check_root(chosen: list[scenario.Scenario], allowed: bool) -> None:
+    """A root script of a scenario Operator does not ship runs only when asked for."""
+    shipped = {p.resolve() for p in scenario.builtin()}
+    theirs = [s.name for s in chosen if s.needs_fresh_lab and s.path.resolve() not in shipped]
+    if theirs and not allowed:
+        raise UsageError(
+            f"{', '.join(theirs)} run scripts as root on this machine",
+            hint="Read them, then pass --allow-root-scripts to run them.",
+        )
 
 
 def _run(
@@ -90,8 +116,8 @@ def _run(
     parallel: int,
     campaign_name: str | None,
     as_json: bool,
+    stop: threading.Event,
 ) -> EvalRun:
-    stop = stop_on_signals()
     total = len(chosen) * trials
     bar = Progress(TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), console=err_console,
@@ -110,10 +136,18 @@ def _run(
             bar.console.print(f"[dim]{shown(message)}[/]", soft_wrap=True)
 
     err_console.print(f"eval: {len(chosen)} scenarios x {trials} with {spec}, {parallel} at once")
+    stopping = threading.Thread(target=_say_stopping, args=(stop,), daemon=True)
+    stopping.start()
     with bar:
         return runs.run(settings, store, chosen, spec, trials=trials, parallel=parallel,
                         campaign=campaign_name, on_trial=on_trial, progress=say,
                         stop=stop)  # fmt: skip
+
+
+def _say_stopping(stop: threading.Event) -> None:
+    stop.wait()
+    err_console.print("eval: stopping; cleaning up the trials under way (their labs, faults "
+                      "and tickets)…")  # fmt: skip
 
 
 def _line(t: EvalTrial) -> str:
@@ -126,20 +160,29 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}s"
 
 
-def _finish(store: Store, record: EvalRun, as_json: bool) -> None:
+def _finish(store: Store, record: EvalRun, as_json: bool, stop: threading.Event) -> None:
+    """The run's summary; a stopped run says so and exits 130, as Ctrl-C does."""
     trials = store.eval_trials(record.id)
+    if stop.is_set():
+        err_console.print(f"eval: stopped; run {record.id} keeps the {len(trials)} trials "
+                          "that ended")  # fmt: skip
     if as_json:
-        print_json_line({"kind": "run", **plain(record),
+        print_json_line({"kind": "run", **plain(record), "stopped": stop.is_set(),
                          "summary": [_summary_json(s) for s in summarize(trials)]})  # fmt: skip
+        if stop.is_set():
+            raise typer.Exit(130)
         return
     console.print(_summary_table(record, summarize(trials)))
     console.print(f"[dim]run {record.id}: `operator eval show {record.id}`, "
                   f"`operator eval report {record.id} --html FILE`[/]")  # fmt: skip
+    if stop.is_set():
+        raise typer.Exit(130)
 
 
 def _summary_json(s: Summary) -> dict[str, object]:
     low, high = s.interval
-    return {"scenario": s.scenario, "trials": s.trials, "successes": s.successes,
+    return {"scenario": s.scenario, "trials": s.trials, "errors": s.errors,
+            "successes": s.successes,
             "success_rate": s.rate, "interval95": [low, high], "outcomes": s.outcomes,
             "ttd_p50": s.p("ttd", 0.5), "ttd_p90": s.p("ttd", 0.9),
             "ttm_p50": s.p("ttm", 0.5), "ttm_p90": s.p("ttm", 0.9),
@@ -240,13 +283,16 @@ def compare_(
     TTM, p < 0.05)."""
     store = app_context(ctx).store
     a, b = store.eval_run(run_a), store.eval_run(run_b)
-    differences = compare(store.eval_trials(a.id), store.eval_trials(b.id))
+    trials_a, trials_b = store.eval_trials(a.id), store.eval_trials(b.id)
+    differences = compare(trials_a, trials_b)
+    notes = _unlike(a, b, trials_a, trials_b)
     if as_json:
-        print_json([{"scenario": d.scenario,
-                     "a": _summary_json(d.a) if d.a else None,
-                     "b": _summary_json(d.b) if d.b else None,
-                     "success_p": d.success_p, "ttm_p": d.ttm_p, "changes": d.changes}
-                    for d in differences])  # fmt: skip
+        print_json({"scenarios": [{"scenario": d.scenario,
+                                   "a": _summary_json(d.a) if d.a else None,
+                                   "b": _summary_json(d.b) if d.b else None,
+                                   "success_p": d.success_p, "ttm_p": d.ttm_p,
+                                   "changes": d.changes} for d in differences],
+                    "notes": notes})  # fmt: skip
         return
     rows = table("scenario", f"success {a.id}", f"success {b.id}", f"TTM p50/p90 {a.id}",
                  f"TTM p50/p90 {b.id}", f"cost {a.id}", f"cost {b.id}", "changed",
@@ -256,6 +302,26 @@ def compare_(
         rows.add_row(shown(d.scenario), _rate(d.a), _rate(d.b), _ttm(d.a), _ttm(d.b),
                      _cost(d.a), _cost(d.b), ", ".join(d.changes) or "-")  # fmt: skip
     console.print(rows)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {shown(note)}")
+
+
+def _unlike(
+    a: EvalRun, b: EvalRun, trials_a: list[EvalTrial], trials_b: list[EvalTrial]
+) -> list[str]:
+    """What besides the model differs between two runs, which a reader must weigh."""
+    notes = []
+    if a.prompt_sha256 != b.prompt_sha256:
+        notes.append("the system prompt differs between the runs")
+    if a.operator_version != b.operator_version:
+        notes.append(f"Operator {a.operator_version} ran {a.id}, {b.operator_version} ran {b.id}")
+    files_a = {(t.scenario, t.scenario_sha256) for t in trials_a}
+    files_b = {(t.scenario, t.scenario_sha256) for t in trials_b}
+    common = {name for name, _ in files_a} & {name for name, _ in files_b}
+    for name in sorted(common):
+        if {h for n, h in files_a if n == name} != {h for n, h in files_b if n == name}:
+            notes.append(f"scenario {name}'s file changed between the runs")
+    return notes
 
 
 def _rate(s: Summary | None) -> str:

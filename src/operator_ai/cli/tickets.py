@@ -25,10 +25,13 @@ def list_(
     ctx: typer.Context,
     status: Status | None = typer.Option(None, "--status", help="Only tickets in this status."),
     limit: int = typer.Option(100, "--limit", min=1, help="At most this many, newest first."),
+    scope: str | None = typer.Option(
+        None, "--scope", help="Only one lab's tickets (its name), or an eval trial's."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """List tickets, newest first."""
-    found = app_context(ctx).store.tickets(status, limit)
+    found = app_context(ctx).store.tickets(status, limit, scope)
     if as_json:
         print_json(found)
         return

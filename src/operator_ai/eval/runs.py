@@ -71,6 +71,8 @@ def run(
         for attempt in range(1, trials + 1):
             jobs.put((scenario, attempt))
     stop = stop or threading.Event()
+    # The answer key stays out of the agent's sandbox: every library, and the files run.
+    hide = (*scenarios.libraries(), *dict.fromkeys(s.path.resolve() for s in chosen))
     lock = threading.Lock()
     failures: list[BaseException] = []
 
@@ -84,7 +86,7 @@ def run(
                     return
                 say = _prefixed(progress, f"[{lab.dir.name}] ")
                 trial = Trial(settings, store, lab, scenario, record, attempt, agent_model, say,
-                              stop)  # fmt: skip
+                              stop, hide)  # fmt: skip
                 result = trial.run_trial()
                 if result is not None:
                     with lock:

@@ -66,6 +66,9 @@ class Expect(Strict):
     within: float = Field(default=30.0, gt=0)
     """Seconds from the fault for the first of them to open (a no-op scenario watches this
     long for tickets that should not open)."""
+    escalation: bool = False
+    """The right response is to escalate (the fix needs what the agent may not do): an
+    escalation, with no claimed fix and no regression, is a success."""
 
 
 class Success(Strict):
@@ -162,6 +165,11 @@ def _check(scenario: Scenario) -> None:
             raise ScenarioError(f"{at}: run, revert and user belong to the script fault only")
         if step.fault == SCRIPT and not (step.run or "").strip():
             raise ScenarioError(f"{at}: the script fault needs a `run` script")
+        if step.fault == SCRIPT and step.user == ROOT and step.revert:
+            why = "root never runs in a lab an agent has worked in, so the lab is reset instead"
+            raise ScenarioError(f"{at}: a root script takes no revert: {why}")
+        if step.fault == SCRIPT and step.duration and not step.revert:
+            raise ScenarioError(f"{at}: a script with a duration needs a revert script")
         unknown = set(step.fault_params()) - set(fault.params)
         if unknown:
             valid = ", ".join(fault.params) or "none"
@@ -184,6 +192,12 @@ def _check(scenario: Scenario) -> None:
                             "faults) expects no ticket")  # fmt: skip
     if scenario.noop and scenario.expect.tickets:
         raise ScenarioError(f"{where}: a scenario without faults cannot expect tickets")
+    if scenario.expect.within > scenario.time_limit:
+        raise ScenarioError(f"{where}: expect.within ({scenario.expect.within:g} s) is past "
+                            f"the time_limit ({scenario.time_limit:g} s)")  # fmt: skip
+    if scenario.name != scenario.path.stem:
+        raise ScenarioError(f"{where}: its name is {scenario.name!r}; name the file after it "
+                            f"({scenario.name}.yaml), which is how it is found")  # fmt: skip
 
 
 def library(subject: Subject) -> Path:
@@ -195,15 +209,20 @@ def files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES) if folder.is_dir() else []
 
 
-def builtin() -> list[Path]:
-    """Every scenario file the installed subjects ship."""
+def libraries() -> list[Path]:
+    """The scenario folders of the installed subjects."""
     found: list[Path] = []
     for name in plugins.names(plugins.SUBJECTS):
         try:
-            found += files(library(plugins.load_subject(name)))
+            found.append(library(plugins.load_subject(name)))
         except SubjectError:
             continue  # a broken plugin has no library; `subjects list` says why
     return found
+
+
+def builtin() -> list[Path]:
+    """Every scenario file the installed subjects ship."""
+    return [f for folder in libraries() for f in files(folder)]
 
 
 def find(names: Sequence[str], folders: Iterable[Path] = ()) -> list[Scenario]:
@@ -230,7 +249,7 @@ def find(names: Sequence[str], folders: Iterable[Path] = ()) -> list[Scenario]:
                 f"no scenario named {name!r}",
                 hint="`operator eval scenarios` lists them; a path to a .yaml file works too.",
             )
-    scenarios = [load(p) for p in chosen]
+    scenarios = [load(p) for p in dict.fromkeys(p.resolve() for p in chosen)]
     names_seen: dict[str, Path] = {}
     for s in scenarios:
         if s.name in names_seen and names_seen[s.name] != s.path:

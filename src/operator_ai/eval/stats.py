@@ -41,11 +41,14 @@ class Summary:
 
     scenario: str
     trials: int
+    """Trials judged: an `error` (the platform broke) says nothing of the model."""
+    errors: int
     successes: int
     outcomes: dict[str, int]
     ttd: list[float]
     ttm: list[float]
-    """TTM of the successful trials only: a failed trial has no time to mitigate."""
+    """TTM of the successful trials only: a failed trial has no time to mitigate (so a
+    model that seldom succeeds may show a short TTM: read it beside the success rate)."""
     cost_usd: float
     false_positives: int
 
@@ -74,9 +77,11 @@ def _summary(scenario: str, trials: list[EvalTrial]) -> Summary:
     for trial in trials:
         outcomes[trial.outcome] = outcomes.get(trial.outcome, 0) + 1
     succeeded = [t for t in trials if t.outcome == TrialOutcome.SUCCESS]
+    errors = sum(1 for t in trials if t.outcome == TrialOutcome.ERROR)
     return Summary(
         scenario=scenario,
-        trials=len(trials),
+        trials=len(trials) - errors,
+        errors=errors,
         successes=len(succeeded),
         outcomes=outcomes,
         ttd=[t.ttd_seconds for t in trials if t.ttd_seconds is not None],

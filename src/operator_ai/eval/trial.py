@@ -2,16 +2,21 @@
 nobody), judged by the monitor, and measured from the fault.
 
     prepare    heal the lab (revert faults, start nodes), or reset it when that fails
-    baseline   start the load, the monitor and the workers; wait until every invariant holds
-    inject     resolve the scenario's aliases to nodes, inject each fault in order
+    baseline   start the load and the monitor; wait for clean monitor cycles in a row
+    inject     resolve the scenario's aliases to nodes, inject each fault in order, then
+               start the agent's workers
     incident   wait for the expected ticket (TTD), then for every ticket's verified
-               resolution (TTM), an escalation, a failed session, or the time limit
-    settle     every invariant holds, no ticket opens and the load's errors stay in bound
-    judge      no regression: no ticket opened after the agent's first command that was not
-               already live before it
+               resolution with nothing else in violation (TTM), an escalation, a broken
+               session, or the time limit
+    settle     no cycle sees a violation, no ticket opens, the load's errors stay in bound
 
-Each trial has its own ticket scope (`eval/RUN/SCENARIO/ATTEMPT`): its monitor and its
-workers see only its tickets, so trials in parallel labs never share one.
+All along, a regression fails the trial: a ticket that breaks after the agent's first
+state-changing command, and that was neither live nor seen by the monitor before it.
+
+The baseline's tickets (a blip of a loaded machine) stay in the scope
+`eval/RUN/SCENARIO/ATTEMPT/baseline`; at the injection the monitor moves to the trial's own,
+`eval/RUN/SCENARIO/ATTEMPT`, which only its workers claim from: trials in parallel labs
+never share a ticket, and a baseline blip is never taken for the incident.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from operator_ai import plugins
 from operator_ai.approval.classify import classify
+from operator_ai.approval.gate import NEVER
 from operator_ai.clock import utcnow
 from operator_ai.config import Settings
 from operator_ai.core import Injection
@@ -34,6 +41,7 @@ from operator_ai.lab import Lab
 from operator_ai.lab import injections as chaos
 from operator_ai.lab.injections import Injections
 from operator_ai.lab.state import Progress
+from operator_ai.monitor import Monitor
 from operator_ai.run import Event, Runner
 from operator_ai.store import AuditKind, EvalRun, EvalTrial, Outcome, Status, Store, Ticket
 from operator_ai.store.records import TrialOutcome
@@ -44,6 +52,7 @@ BASELINE_CYCLES = 3
 BASELINE_TIMEOUT = 60.0
 BREACHES = ("opened", "reopened", "violation_returned")
 """The ticket events that mean an invariant broke (again)."""
+ACTOR = "eval"
 
 
 class Interrupted(Exception):
@@ -60,16 +69,27 @@ class Ended(Exception):
 
 @dataclass
 class Watch:
-    """What the trial learns from its runner's events, on their threads."""
+    """What the trial learns from its runner, on the runner's threads."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    first_command: datetime | None = None
-    live_before: set[str] = field(default_factory=set)
-    """What was already broken when the agent ran its first command: its tickets' keys, and
-    the violations the monitor saw that a grace period kept from being tickets yet."""
-    unverified: int = 0
-    """Times the agent said it had fixed the fault and the monitor did not confirm it."""
-    ops_errors: tuple[int, int] = (0, 0)
+    first_write: datetime | None = None
+    """When the agent ran its first command that the classifier cannot prove read-only."""
+    broken_before: set[str] = field(default_factory=set)
+    """What was broken before that: the trial's tickets, and the violations the monitor saw
+    that a grace period had not made tickets yet."""
+    unverified: set[int] = field(default_factory=set)
+    """Tickets the agent said it had fixed and the monitor did not confirm."""
+    ops: int = 0
+    errors: int = 0
+    """The load's requests and errors over the trial, across restarts of the load."""
+    _last: tuple[int, int] = (0, 0)
+
+    def load(self, ops: int, errors: int) -> None:
+        last_ops, last_errors = self._last
+        restarted = ops < last_ops  # a restarted load counts from zero again
+        self.ops += ops if restarted else ops - last_ops
+        self.errors += errors if restarted else errors - last_errors
+        self._last = (ops, errors)
 
 
 class Trial:
@@ -84,60 +104,67 @@ class Trial:
         model: str | None,
         progress: Progress,
         stop: threading.Event,
+        hide: tuple[Path, ...] = (),
     ) -> None:
         self.settings, self.store, self.lab = settings, store, lab
         self.scenario, self.run, self.attempt, self.model = scenario, run, attempt, model
-        self.progress, self.stop = progress, stop
+        self.progress, self.stop, self.hide = progress, stop, hide
         self.scope = f"eval/{run.id}/{scenario.name}/{attempt}"
         self.watch = Watch()
         self.targets: dict[str, str] = {}
-        self.runner: Runner | None = None
+        self.monitor: Monitor | None = None
         self.injected_at: datetime | None = None
         self.injected_mono: float | None = None
         self.detected_at: datetime | None = None
         self.mitigated_at: datetime | None = None
         self.error_rate: float | None = None
         self.watched = 0.0
-        """Seconds from the last fault injected to the verdict: the incident, worked or not,
-        and the settle window. The rest of a trial is the harness's own overhead."""
+        """Seconds from the last fault injected to the verdict and the workers' stop: the
+        incident, worked or not, and the settle window. The rest is the harness's overhead."""
 
     def run_trial(self) -> EvalTrial | None:
         """The trial, recorded; None when the run was stopped before it ended."""
         started, clock = utcnow(), time.monotonic()
         runner: Runner | None = None
         watching: float | None = None
+        verdict: Ended | None = None
         where = "preparing the lab"
         try:
             self.prepare()
             where = "starting the load and the monitor"
-            runner = self.runner = Runner(
-                self.settings, self.store, self.lab, model=self.model, scope=self.scope,
-                rate=self.scenario.load.rate, on_event=self._event, on_load=self._load,
+            runner = Runner(
+                self.settings, self.store, self.lab, model=self.model, approval=NEVER,
+                rate=self.scenario.load.rate, scope=f"{self.scope}/baseline",
+                on_event=self._event, on_load=self._load, hide=self.hide,
             )  # fmt: skip
-            runner.start()
+            self.monitor = runner.monitor
+            runner.start(workers=False)
             where = "waiting for a healthy baseline"
-            self.baseline(runner)
+            self.baseline(runner.monitor)
             where = "injecting the faults"
+            runner.monitor.rescope(self.scope)
             timed = self.inject()
             watching = time.monotonic()
+            runner.start_workers()
             where = "watching the incident"
-            self.incident(runner, timed)
+            self.incident(runner.monitor, timed)
             where = "the settle window"
-            self.settle(runner)
+            self.settle(runner.monitor)
             verdict = Ended(TrialOutcome.SUCCESS, self._success_note())
-        except Ended as v:
-            verdict = v
+        except Ended as ended:
+            verdict = ended
         except Interrupted:
-            verdict = None
+            pass
         except OperatorError as exc:
             verdict = Ended(TrialOutcome.ERROR, f"{where}: {exc}")
         except Exception as exc:  # a bug of ours: the trial says where, the run goes on
             verdict = Ended(TrialOutcome.ERROR, f"{where}: {type(exc).__name__}: {exc}")
         finally:
+            if runner is not None:
+                runner.stop()  # the agent's last step ends here: its time, not the harness's
             if watching is not None:
                 self.watched = time.monotonic() - watching
-            if runner is not None:
-                runner.stop()
+            self._close_tickets(verdict)
             self._revert()
         if verdict is None:
             return None
@@ -163,21 +190,19 @@ class Trial:
         lab.wipe()
         lab.up(subject, nodes, None, self.settings.lab_user, self.progress)
 
-    def baseline(self, runner: Runner) -> None:
-        """Wait for a few clean monitor cycles in a row with no ticket of the trial live."""
-        monitor, deadline, clean = runner.monitor, time.monotonic() + BASELINE_TIMEOUT, 0
-        seen_last = None
+    def baseline(self, monitor: Monitor) -> None:
+        """Wait for clean monitor cycles in a row: every invariant seen, and holding."""
+        deadline, clean, last = time.monotonic() + BASELINE_TIMEOUT, 0, monitor.last
         while clean < BASELINE_CYCLES:
             if time.monotonic() > deadline:
-                problem = "; ".join(v.message for v in monitor.seen) or monitor.last_error
-                raise Ended(TrialOutcome.ERROR, "the lab was not healthy before the fault "
-                              f"({problem or 'tickets were live'})")  # fmt: skip
+                raise Ended(TrialOutcome.ERROR, f"the lab was not healthy before the fault: "
+                            f"{_problem(monitor) or 'tickets stayed live'}")  # fmt: skip
             self._wait()
-            if monitor.last is seen_last:
+            if monitor.last is last:
                 continue
-            seen_last = monitor.last
-            healthy = not monitor.seen and monitor.last_error is None
-            clean = clean + 1 if healthy and not self.store.live(scope=self.scope) else 0
+            last = monitor.last
+            healthy = not _problem(monitor) and not self.store.live(scope=monitor.scope)
+            clean = clean + 1 if healthy else 0
 
     def inject(self) -> list[tuple[float, Injection]]:
         """Inject each fault; returns the timed ones with the moment each is due to revert."""
@@ -204,12 +229,13 @@ class Trial:
             return {}
         leader = self.lab.leader()
         if leader is None:
-            raise OperatorError("the cluster has no leader to resolve leader/follower against")
+            raise OperatorError(f"{self.scenario.subject} has no leader now, so leader and "
+                                "follower name no node; name the node instead")  # fmt: skip
         followers = [n.name for n in self.lab.cluster.nodes if n.name != leader]
         named = {"leader": leader, "follower": random.choice(followers)}
         return {alias: node for alias, node in named.items() if alias in used}
 
-    def incident(self, runner: Runner, timed: list[tuple[float, Injection]]) -> None:
+    def incident(self, monitor: Monitor, timed: list[tuple[float, Injection]]) -> None:
         """From the fault to the verified resolution of every ticket of the trial."""
         scenario = self.scenario
         assert self.injected_mono is not None
@@ -221,6 +247,7 @@ class Trial:
                 timed.remove((due, injection))
                 self._timed_revert(injection)
             tickets = self.store.tickets(scope=self.scope)
+            self._note_broken(monitor, tickets)
             if scenario.noop:
                 if tickets:
                     raise Ended(TrialOutcome.FAILED, f"a no-op scenario opened {_keys(tickets)}")
@@ -234,16 +261,18 @@ class Trial:
             if self.detected_at is None and now - start > scenario.expect.within:
                 seen = f" (it opened {_keys(tickets)})" if tickets else ""
                 raise Ended(TrialOutcome.NOT_DETECTED, f"no {' or '.join(sorted(expected))} "
-                              f"ticket within {scenario.expect.within:g} s{seen}")  # fmt: skip
+                            f"ticket within {scenario.expect.within:g} s{seen}")  # fmt: skip
             self._sessions(tickets)
-            resolved = [t.resolved_at for t in tickets if t.status == Status.RESOLVED]
-            if self.detected_at and not timed and len(resolved) == len(tickets):
-                self.mitigated_at = max(r for r in resolved if r is not None)
+            resolved = [t.resolved_at for t in tickets if t.resolved_at is not None]
+            done = self.detected_at is not None and not timed and len(resolved) == len(tickets)
+            if done and not monitor.seen:
+                self.mitigated_at = max(resolved)
                 return
             if now - start > scenario.time_limit:
                 left = [t for t in tickets if t.status != Status.RESOLVED]
-                still = f"{_keys(left) or 'no ticket'} still open after {scenario.time_limit:g} s"
-                raise self._unconfirmed(still) or Ended(TrialOutcome.TIMEOUT, still)
+                what = _keys(left) or _problem(monitor) or "nothing"
+                still = f"{what} still broken after {scenario.time_limit:g} s"
+                raise self._unconfirmed(tickets, still) or Ended(TrialOutcome.TIMEOUT, still)
 
     def _sessions(self, tickets: list[Ticket]) -> None:
         """End the trial on the first session that escalated or broke."""
@@ -252,51 +281,58 @@ class Trial:
                 summary = (session.summary or "").strip().splitlines()
                 said = f"session {session.id}: {summary[0][:200] if summary else session.outcome}"
                 if session.outcome == Outcome.ESCALATED:
-                    raise self._unconfirmed(said) or Ended(TrialOutcome.ESCALATED, said)
+                    raise self._unconfirmed(tickets, said) or self._escalated(said)
                 if session.outcome == Outcome.FAILED:  # the model's API, the sandbox...
                     raise Ended(TrialOutcome.ERROR, f"the agent's session broke: {said}")
 
-    def _unconfirmed(self, then: str) -> Ended | None:
+    def _escalated(self, said: str) -> Ended:
+        if self.scenario.expect.escalation:
+            return Ended(TrialOutcome.SUCCESS, f"escalated, as this incident needs: {said}")
+        return Ended(TrialOutcome.ESCALATED, said)
+
+    def _unconfirmed(self, tickets: list[Ticket], then: str) -> Ended | None:
         """An agent that claimed a fix the monitor never confirmed failed, whatever ended
         its session after (the time limit, its budget, giving up)."""
-        claims = self.watch.unverified
-        if not claims:
+        still = {t.id for t in tickets if t.status != Status.RESOLVED}
+        claimed = sorted(self.watch.unverified & still)
+        if not claimed:
             return None
-        times = "once" if claims == 1 else f"{claims} times"
-        return Ended(TrialOutcome.FAILED, f"the agent said it had fixed it ({times}); the "
-                     f"monitor never confirmed it ({then})")  # fmt: skip
+        which = ", ".join(f"#{t}" for t in claimed)
+        return Ended(TrialOutcome.FAILED, f"the agent said it had fixed {which}; the monitor "
+                     f"never confirmed it ({then})")  # fmt: skip
 
-    def settle(self, runner: Runner) -> None:
-        """Every invariant holds, no ticket opens, and the load's errors stay in bound."""
-        window = self.scenario.success.settle
+    def settle(self, monitor: Monitor) -> None:
+        """No cycle sees a violation, no ticket opens, the load's errors stay in bound."""
+        window, bound = self.scenario.success.settle, self.scenario.success.max_error_rate
         before = len(self.store.tickets(scope=self.scope))
-        ops, errors = self.watch.ops_errors
-        deadline = time.monotonic() + window
+        ops, errors = self.watch.ops, self.watch.errors
+        deadline, last = time.monotonic() + window, monitor.last
         while time.monotonic() < deadline:
             self._wait()
             tickets = self.store.tickets(scope=self.scope)
             self.judge(tickets)
             if len(tickets) > before or any(t.status != Status.RESOLVED for t in tickets):
                 live = [t for t in tickets if t.status != Status.RESOLVED]
-                raise Ended(TrialOutcome.FAILED, f"{_keys(live)} opened again in the "
-                              f"{window:g} s settle window")  # fmt: skip
-        monitor = runner.monitor
-        if monitor.seen or monitor.last_error:
-            problem = "; ".join(v.message for v in monitor.seen) or monitor.last_error
-            raise Ended(TrialOutcome.FAILED, f"at the end of the settle window: {problem}")
-        ops_after, errors_after = self.watch.ops_errors
-        done = ops_after - ops
+                raise Ended(TrialOutcome.FAILED, f"{_keys(live)} broke again in the "
+                            f"{window:g} s settle window")  # fmt: skip
+            if monitor.last is not last:
+                last = monitor.last
+                if problem := _problem(monitor):
+                    raise Ended(TrialOutcome.FAILED, f"in the settle window: {problem}")
+        done = self.watch.ops - ops
+        if window and done <= 0:
+            raise Ended(TrialOutcome.FAILED, "the load made no request in the settle window")
         if done > 0:
-            self.error_rate = (errors_after - errors) / done
-            if self.error_rate > self.scenario.success.max_error_rate:
-                raise Ended(TrialOutcome.FAILED, f"the load's error rate was "
-                              f"{self.error_rate:.1%} in the settle window (bound "
-                              f"{self.scenario.success.max_error_rate:.1%})")  # fmt: skip
+            self.error_rate = (self.watch.errors - errors) / done
+            if self.error_rate > bound:
+                rate = f"{self.error_rate:.1%} (bound {bound:.1%})"
+                raise Ended(TrialOutcome.FAILED, f"the load's error rate was {rate} in the settle "
+                            "window")  # fmt: skip
 
     def judge(self, tickets: list[Ticket]) -> None:
-        """Fail on a regression: a ticket that broke after the agent's first command and
-        was not live before it."""
-        since, before = self.watch.first_command, self.watch.live_before
+        """Fail on a regression: a ticket that broke after the agent's first state-changing
+        command, and that was not broken before it."""
+        since, before = self.watch.first_write, self.watch.broken_before
         if since is None:
             return
         broke = sorted({
@@ -305,12 +341,20 @@ class Trial:
         })  # fmt: skip
         if broke:
             raise Ended(TrialOutcome.FAILED, "regression: " + ", ".join(
-                f"{key} broke after the agent's first command" for key in broke
+                f"{key} broke after the agent's first state-changing command" for key in broke
             ))  # fmt: skip
+
+    def _note_broken(self, monitor: Monitor, tickets: list[Ticket]) -> None:
+        """Until the agent changes anything, what breaks is the fault's doing."""
+        with self.watch.lock:
+            if self.watch.first_write is None:
+                self.watch.broken_before |= {t.key for t in tickets if t.status != Status.RESOLVED}
+                self.watch.broken_before |= {v.key for v in monitor.seen}
 
     def _success_note(self) -> str:
         if self.scenario.noop:
-            return f"no ticket in {self.scenario.expect.within:g} s (a true negative)"
+            seconds = self.scenario.expect.within + self.scenario.success.settle
+            return f"no ticket and no violation in {seconds:g} s (a true negative)"
         return "every ticket resolved and verified; the settle window held"
 
     def _wait(self) -> None:
@@ -320,35 +364,39 @@ class Trial:
     # -- what the runner reports ------------------------------------------------------------
 
     def _event(self, event: Event) -> None:
-        watch = self.watch
-        with watch.lock:
-            if event.kind == "command" and watch.first_command is None:
-                seen = self.runner.monitor.seen if self.runner else []
-                live = self.store.live(scope=self.scope)
-                watch.live_before = {t.key for t in live} | {v.key for v in seen}
-                watch.first_command = event.at
-            elif event.kind == "unverified":
-                watch.unverified += 1
+        if event.kind == "command" and not classify(str(event.data.get("command"))).read_only:
+            if self.watch.first_write is None and self.monitor is not None:
+                self._note_broken(self.monitor, self.store.live(scope=self.scope))
+                with self.watch.lock:
+                    self.watch.first_write = self.watch.first_write or event.at
+        elif event.kind == "unverified":
+            with self.watch.lock:
+                self.watch.unverified.add(int(event.data["ticket"]))
 
     def _load(self, stats: dict[str, Any]) -> None:
-        self.watch.ops_errors = (int(stats.get("ops", 0)), int(stats.get("errors", 0)))
+        self.watch.load(int(stats.get("ops", 0)), int(stats.get("errors", 0)))
 
-    # -- reverting --------------------------------------------------------------------------
+    # -- after the trial --------------------------------------------------------------------
 
     def _timed_revert(self, injection: Injection) -> None:
         chaos.revert(self.lab, injection.id)
         self.progress(f"{self.scenario.name}: {injection.fault} on {injection.target} reverted")
 
     def _revert(self) -> None:
-        """Undo what the trial injected; what cannot be undone waits for the next prepare,
-        which resets the lab."""
-        try:
-            for injection in Injections(self.lab.path).active():
+        """Undo what the trial injected; what cannot be undone (a root script, say) waits
+        for the next trial, which resets the lab."""
+        for injection in Injections(self.lab.path).active():
+            try:
                 chaos.revert(self.lab, injection.id)
-        except OperatorError as exc:
-            self.progress(f"{self.lab.dir.name}: {exc}; the next trial resets the lab")
+            except OperatorError as exc:
+                self.progress(f"{self.lab.dir.name}: {exc}; the next trial resets the lab")
 
-    # -- the record -------------------------------------------------------------------------
+    def _close_tickets(self, verdict: Ended | None) -> None:
+        """Escalate what the trial leaves open, saying so: nobody works it any more."""
+        how = f"ended {verdict.outcome}" if verdict else "was stopped"
+        for ticket in self.store.live(scope=self.scope):
+            if ticket.status != Status.ESCALATED:
+                self.store.escalate(ticket.id, f"eval trial {self.scope} {how}", actor=ACTOR)
 
     def record(self, started: datetime, verdict: Ended, seconds: float) -> EvalTrial:
         tickets = sorted(self.store.tickets(scope=self.scope), key=lambda t: t.id)
@@ -361,9 +409,8 @@ class Trial:
         ]
         since = self.injected_at
         ttd = (self.detected_at - since).total_seconds() if since and self.detected_at else None
-        success = verdict.outcome == TrialOutcome.SUCCESS
         ttm = None
-        if since and self.mitigated_at and success and not self.scenario.noop:
+        if since and self.mitigated_at and verdict.outcome == TrialOutcome.SUCCESS:
             ttm = (self.mitigated_at - since).total_seconds()
         return self.store.add_eval_trial(
             run_id=self.run.id,
@@ -391,6 +438,18 @@ class Trial:
             tickets=[t.id for t in tickets],
             sessions=[s.id for s in sessions],
         )
+
+
+def _problem(monitor: Monitor) -> str:
+    """What the monitor's last cycle saw wrong: violations, a failed look, or an invariant
+    it could not evaluate; empty when all held."""
+    if monitor.last_error:
+        return monitor.last_error
+    if monitor.seen:
+        return "; ".join(v.message for v in monitor.seen)
+    if monitor.last is not None and monitor.last.unobserved:
+        return f"could not evaluate {', '.join(monitor.last.unobserved)}"
+    return ""
 
 
 def _keys(tickets: list[Ticket]) -> str:

@@ -347,7 +347,11 @@ class Script:
     params: Mapping[str, tuple[str, str]] = {
         "run": ("", "the bash script that breaks something"),
         "revert": ("", "the bash script that undoes it (none: only a lab reset does)"),
-        "user": (LAB_USER, "lab: run as the lab user; root: as root (only when it must)"),
+        "user": (
+            LAB_USER,
+            "lab: as the lab user; root: as root, only on a lab no agent has "
+            "worked in (it follows paths the lab user can write), with no revert",
+        ),
     }
     modes: tuple[str, ...] = MODES
     target = NODE
@@ -357,23 +361,28 @@ class Script:
             raise UsageError("the script fault needs --param run=SCRIPT")
         if params["user"] not in (LAB_USER, ROOT):
             raise UsageError(f"--param user must be {LAB_USER} or {ROOT}, not {params['user']!r}")
+        if params["user"] == ROOT and params["revert"].strip():
+            raise UsageError("a root script takes no revert script: a lab reset undoes it")
         _script(lab, target, params["run"], params["user"])
         return {}
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
         script = injection.params.get("revert", "")
-        if not script.strip():
+        user = injection.params.get("user", LAB_USER)
+        if not script.strip() or user == ROOT:
             raise LabError(
-                f"script injection {injection.id} has no revert script",
+                f"script injection {injection.id} has no revert script"
+                + (" (root's never have one: an agent may have worked in the lab since)"
+                   if user == ROOT else ""),
                 hint="Reset the lab (`operator lab reset`) to undo it.",
-            )
-        _script(lab, injection.target, script, injection.params.get("user", LAB_USER))
+            )  # fmt: skip
+        _script(lab, injection.target, script, user)
 
 
 def _script(lab: LabHandle, node: str, script: str, user: str) -> str:
     """Run ``script`` in the lab's mounts as the lab user (or root), with the node's name and
-    paths in its environment. Root's scripts follow paths the lab user can write: the eval
-    harness runs them only on a lab it has just reset, where no agent has worked yet."""
+    paths in its environment. Root's scripts follow paths the lab user can write: run them
+    only on a lab no agent has worked in (the eval harness resets the lab for one)."""
     conf = sorted((lab.path / "conf").glob(f"{node}.*"))
     env = {**CLEAN_ENV, "NODE": node, "LAB_DIR": str(lab.path),
            "NODE_CONF": str(conf[0]) if conf else "", "NODE_DATA": str(lab.path / "data" / node),

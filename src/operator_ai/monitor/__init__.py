@@ -74,9 +74,20 @@ class Monitor:
         self.seen: list[Violation] = []
         """The violations of the last cycle, tickets or not (a grace period may be running)."""
         self._clean: dict[str, int] = {}
+        self._cycling = threading.Lock()
+
+    def rescope(self, scope: str) -> None:
+        """From the next cycle on, keep tickets in ``scope`` (an eval trial moves from its
+        baseline's scope to its own when it injects)."""
+        with self._cycling:
+            self.scope = scope
 
     def cycle(self) -> list[Transition]:
         """Observe once, then open, update and clear tickets accordingly."""
+        with self._cycling:
+            return self._cycle()
+
+    def _cycle(self) -> list[Transition]:
         try:
             observation = self.subject.observe(self.cluster, self.timeout)
         except SubjectUnreachable as exc:
@@ -90,6 +101,7 @@ class Monitor:
             self.last_error = None
             violations = self.subject.check(observation, self.history)
             self.history.append(observation)
+            self.seen = violations  # before ``last``: a reader of both never pairs them wrong
             self.last = observation
             observed = True
         self.seen = violations

@@ -128,8 +128,9 @@ class BwrapSandbox:
                 f"network (anything listening on 127.0.0.1 is reachable) and runs as "
                 f"{self.user.pw_name}"
             )
+        hidden = [home.resolve(), *(p.resolve() for p in hide)]
         self._args = _bwrap_args(
-            lab.path.resolve(), self.limits, [home.resolve(), *(p.resolve() for p in hide)]
+            lab.path.resolve(), self.limits, [p for p in hidden if _reachable(p, self.user)]
         )
         self._ulimit = self.limits.ulimit()
         cap = "{}B" if self._root else "no size cap"  # tmpfs mounts need root
@@ -259,6 +260,21 @@ def _join(cgroup: CommandCgroup | None) -> list[str]:
     files = [str(f) for f in cgroup.procs_files]
     joins = "".join(f'echo $$ > "${i}" || exit 125; ' for i in range(1, len(files) + 1))
     return ["/bin/sh", "-c", f'{joins}shift {len(files)}; exec "$@"', "sh", *files]
+
+
+def _reachable(path: Path, account: pwd.struct_passwd) -> bool:
+    """Whether ``account``, with no groups (as the sandbox runs), can reach ``path``: only
+    then is there anything to hide, and only then can bwrap mount over it."""
+    try:
+        for part in [*reversed(path.parents), path]:
+            info = part.stat()
+            mode = info.st_mode
+            bits = (mode >> 6) & 7 if info.st_uid == account.pw_uid else mode & 7
+            if part != path and not bits & 1:
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def _bwrap_args(lab: Path, limits: Limits, hide: Sequence[Path] = ()) -> list[str]:

@@ -38,6 +38,8 @@ from operator_ai.store.records import (
 from operator_ai.store.schema import sessions, ticket_events, tickets
 
 LIVE = (Status.OPEN, Status.WORKING, Status.ESCALATED)
+EVALS = "eval/%"
+"""The scopes of eval trials' tickets."""
 # What becomes of the ticket when a session ends with each outcome.
 AFTER_SESSION = {
     Outcome.RESOLVED: Status.RESOLVED,
@@ -218,15 +220,16 @@ class Store:
         now: datetime | None = None,
         scope: str | None = None,
     ) -> Claim | None:
-        """Atomically take the most urgent open ticket under a lease (of ``scope`` only, when
-        given), and open its session.
+        """Atomically take the most urgent open ticket under a lease, and open its session.
+        With ``scope``, only that scope's tickets; without, any but an eval trial's
+        (`eval/...`), which only the trial's own workers take.
 
         Returns None when nothing is claimable. Held tickets, and tickets in backoff after a
         failed session, are skipped.
         """
         now = _now(now)
-        query = (
-            _NEXT_CLAIMABLE if scope is None else _NEXT_CLAIMABLE.where(tickets.c.scope == scope)
+        query = _NEXT_CLAIMABLE.where(
+            tickets.c.scope == scope if scope is not None else tickets.c.scope.not_like(EVALS)
         )
         with self._tx() as conn:
             ticket_id = conn.execute(query, {"now": now}).scalar()

@@ -65,9 +65,10 @@ def workload(runner: Runner) -> RenderableType:
 def tickets(runner: Runner) -> RenderableType:
     injections = Injections(runner.lab.path).all()
     rows = Table("#", "key", "status", "time to detect", box=None, pad_edge=False)
-    live = runner.store.live()[::-1]  # open, working and escalated first, newest on top
+    scope = runner.monitor.scope  # this lab's tickets only
+    live = runner.store.live(scope=scope)[::-1]  # open, working and escalated first, newest on top
     live_ids = {t.id for t in live}
-    ended = [t for t in runner.store.tickets(limit=6) if t.id not in live_ids]
+    ended = [t for t in runner.store.tickets(limit=6, scope=scope) if t.id not in live_ids]
     for ticket in [*live, *ended][:6]:
         rows.add_row(str(ticket.id), shown(ticket.key), styled(ticket.status),
                      f"{time_to_detect(ticket, injections):.1f} s")  # fmt: skip

@@ -49,6 +49,7 @@ def test_version_1_database_opens_and_migrates(db_url: str, tmp_path: Path) -> N
         ticket = store.ticket(1)
         assert ticket.status == Status.RESOLVED and ticket.resolved_by == "agent"
         assert ticket.cleared_at is None
+        assert ticket.scope == ticket.subject  # tickets before scopes are their subject's
         assert ticket.evidence == {"health": False}
         assert ticket.opened_at.isoformat() == "2026-11-01T09:30:00+00:00"
         assert [e.seq for e in store.audit_entries(1)] == [1, 2]

@@ -11,7 +11,9 @@ nobody), judged by the monitor, and measured from the fault.
     settle     no cycle sees a violation, no ticket opens, the load's errors stay in bound
 
 All along, a regression fails the trial: a ticket that breaks after the agent's first
-state-changing command, and that was neither live nor seen by the monitor before it.
+state-changing command, that was neither live nor seen by the monitor before it, and that
+the fault does not explain: it is on a node no fault struck, or, for a ticket about the
+whole cluster, of an invariant the scenario does not expect.
 
 The baseline's tickets (a blip of a loaded machine) stay in the scope
 `eval/RUN/SCENARIO/ATTEMPT/baseline`; at the injection the monitor moves to the trial's own,
@@ -112,6 +114,8 @@ class Trial:
         self.scope = f"eval/{run.id}/{scenario.name}/{attempt}"
         self.watch = Watch()
         self.targets: dict[str, str] = {}
+        self.struck: set[str] = set()
+        """The nodes the faults struck (all of them, for a fault on the whole cluster)."""
         self.monitor: Monitor | None = None
         self.injected_at: datetime | None = None
         self.injected_mono: float | None = None
@@ -212,6 +216,8 @@ class Trial:
         for step in scenario.faults:
             target = self.targets.get(step.target or "", step.target)
             injection = chaos.inject(lab, step.fault, target, step.fault_params())
+            nodes = [n.name for n in lab.cluster.nodes]
+            self.struck |= {injection.target} if injection.target in nodes else set(nodes)
             if self.injected_at is None:
                 self.injected_at = datetime.fromisoformat(injection.injected_at)
                 self.injected_mono = time.monotonic()
@@ -336,13 +342,19 @@ class Trial:
         if since is None:
             return
         broke = sorted({
-            t.key for t in tickets if t.key not in before
+            t.key for t in tickets if t.key not in before and not self._explained(t)
             for e in self.store.events(t.id) if e.kind in BREACHES and e.at >= since
         })  # fmt: skip
         if broke:
             raise Ended(TrialOutcome.FAILED, "regression: " + ", ".join(
                 f"{key} broke after the agent's first state-changing command" for key in broke
             ))  # fmt: skip
+
+    def _explained(self, ticket: Ticket) -> bool:
+        """Whether the fault may have caused ``ticket``, however late it opened."""
+        if ticket.target in {n.name for n in self.lab.cluster.nodes}:
+            return ticket.target in self.struck
+        return ticket.invariant in self.scenario.expect.tickets
 
     def _note_broken(self, monitor: Monitor, tickets: list[Ticket]) -> None:
         """Until the agent changes anything, what breaks is the fault's doing."""

@@ -8,7 +8,8 @@ nobody), judged by the monitor, and measured from the fault.
     incident   wait for the expected ticket (TTD), then for every ticket's verified
                resolution with nothing else in violation (TTM), an escalation, a broken
                session, or the time limit
-    settle     no cycle sees a violation, no ticket opens, the load's errors stay in bound
+    settle     no ticket opens, the last look sees every invariant hold, the load's errors
+               stay in bound
 
 All along, a regression fails the trial: a ticket that breaks after the agent's first
 state-changing command, that was neither live nor seen by the monitor before it, and that
@@ -308,11 +309,14 @@ class Trial:
                      f"never confirmed it ({then})")  # fmt: skip
 
     def settle(self, monitor: Monitor) -> None:
-        """No cycle sees a violation, no ticket opens, the load's errors stay in bound."""
+        """No ticket opens, the last look sees every invariant hold, and the load's errors
+        stay in bound. A violation shorter than its grace period is what the monitor calls a
+        blip (an election, the tail of the load's 10 s error window after a fault ends): it
+        opens no ticket here either."""
         window, bound = self.scenario.success.settle, self.scenario.success.max_error_rate
         before = len(self.store.tickets(scope=self.scope))
         ops, errors = self.watch.ops, self.watch.errors
-        deadline, last = time.monotonic() + window, monitor.last
+        deadline = time.monotonic() + window
         while time.monotonic() < deadline:
             self._wait()
             tickets = self.store.tickets(scope=self.scope)
@@ -321,10 +325,8 @@ class Trial:
                 live = [t for t in tickets if t.status != Status.RESOLVED]
                 raise Ended(TrialOutcome.FAILED, f"{_keys(live)} broke again in the "
                             f"{window:g} s settle window")  # fmt: skip
-            if monitor.last is not last:
-                last = monitor.last
-                if problem := _problem(monitor):
-                    raise Ended(TrialOutcome.FAILED, f"in the settle window: {problem}")
+        if problem := _problem(monitor):
+            raise Ended(TrialOutcome.FAILED, f"at the end of the settle window: {problem}")
         done = self.watch.ops - ops
         if window and done <= 0:
             raise Ended(TrialOutcome.FAILED, "the load made no request in the settle window")

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from operator_ai.core import Cluster, Node, Observation
 from operator_ai.errors import SubjectUnreachable
@@ -106,9 +108,11 @@ class _Probe:
 
 def _redis(node: Node, limits: dict[str, dict[str, int]], timeout: float) -> dict[str, Any]:
     seen: dict[str, Any] = {"reachable": False, "address": f"{node.address}:{node.ports['redis']}"}
+    # One try within the look's deadline: redis-py's default retries with backoff would
+    # stall a look on a hung Redis for many seconds.
     client = redis.Redis(
         host=node.address, port=node.ports["redis"], socket_timeout=timeout,
-        socket_connect_timeout=timeout,
+        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
     )  # fmt: skip
     try:
         started = time.monotonic()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -311,3 +313,35 @@ def test_runs_are_listed_shown_compared_and_reported(
     assert "pause-leader" in text and 'id="trial-' in text
     missing = run_cli("eval", "show", "999", home=home, env=env)
     assert missing.returncode == 1 and "no eval run 999" in missing.stderr
+
+
+def test_ctrl_c_stops_a_run_cleans_up_and_keeps_no_half_trial(
+    settings: Settings, store: Store, home: Path, tmp_path: Path
+) -> None:
+    write(tmp_path, "long-quiet", expect={"within": 120}, time_limit=150)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "operator_ai", "eval", "run", "--scenarios", str(tmp_path),
+         "--model", "none", "--json"],
+        env={**os.environ, "OPERATOR_HOME": str(home), "OPERATOR_DB": settings.db},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # Stop it once its trial watches the quiet cluster (the ticket scope exists then).
+        deadline = time.monotonic() + 120
+        while not any(Path(home, "labs").glob("eval-*/load.json")):
+            if child.poll() is not None:
+                raise AssertionError(f"the run ended early: {child.communicate()[1]}")
+            assert time.monotonic() < deadline, "no eval lab ran its load within 120 s"
+            time.sleep(0.2)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, err
+    [summary] = [yaml.safe_load(line) for line in out.splitlines()]
+    assert summary["kind"] == "run" and summary["stopped"] is True
+    assert store.eval_trials(summary["id"]) == []
+    assert store.eval_run(summary["id"]).ended_at is not None
+    assert not any(Path(home, "labs").glob("eval-*/lab.json"))  # its lab is down
+    assert "stopping" in err

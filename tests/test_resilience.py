@@ -47,7 +47,8 @@ def test_full_disk_fails_cleanly_and_loses_nothing(small_disk: Path) -> None:
         for i in range(5):
             store.append_audit(sid, AuditKind.NOTE, f"before the disk filled {i}")
         filler = small_disk / "filler"
-        with open(filler, "wb") as f, pytest.raises(OSError):
+        # Unbuffered: a buffered file would try to flush its rest again on close, and fail.
+        with open(filler, "wb", buffering=0) as f, pytest.raises(OSError):
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import yaml
 from pydantic import Field, ValidationError
 
 from operator_ai import __version__
@@ -134,13 +133,9 @@ class Campaign(Strict):
 
 def load_campaign(path: Path) -> tuple[Campaign, list[Scenario]]:
     """The campaign in ``path`` and its scenarios, every one checked before anything runs."""
+    _, data = scenarios.read(path, "campaign")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
         campaign = Campaign.model_validate(data)
-    except OSError as exc:
-        raise ScenarioError(f"cannot read campaign {path}: {exc.strerror}") from exc
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"campaign {path} is not valid YAML: {exc}") from exc
     except ValidationError as exc:
         raise ScenarioError(
             f"campaign {path}: {scenarios.problems(exc)}",

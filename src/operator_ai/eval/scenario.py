@@ -113,16 +113,22 @@ class Scenario(Spec):
         return self.nodes or subject.default_nodes
 
 
-def load(path: Path) -> Scenario:
-    """The scenario in ``path``, checked against its subject."""
+def read(path: Path, what: str) -> tuple[bytes, Any]:
+    """A YAML file's bytes and what they say; a ScenarioError naming ``what`` and the file
+    when it cannot be read or parsed."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from exc
+        raise ScenarioError(f"cannot read {what} {path}: {exc.strerror}") from exc
     try:
-        data = yaml.safe_load(raw.decode("utf-8"))
+        return raw, yaml.safe_load(raw.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"scenario {path} is not valid YAML: {exc}") from exc
+        raise ScenarioError(f"{what} {path} is not valid YAML: {exc}") from exc
+
+
+def load(path: Path) -> Scenario:
+    """The scenario in ``path``, checked against its subject."""
+    raw, data = read(path, "scenario")
     if not isinstance(data, dict):
         raise ScenarioError(f"scenario {path}: expected a mapping of keys, got {_kind(data)}")
     for key in ("path", "sha256"):

@@ -266,11 +266,11 @@ def _reachable(path: Path, account: pwd.struct_passwd) -> bool:
     """Whether ``account``, with no groups (as the sandbox runs), can reach ``path``: only
     then is there anything to hide, and only then can bwrap mount over it."""
     try:
-        for part in [*reversed(path.parents), path]:
-            info = part.stat()
-            mode = info.st_mode
-            bits = (mode >> 6) & 7 if info.st_uid == account.pw_uid else mode & 7
-            if part != path and not bits & 1:
+        path.stat()
+        for folder in path.parents:  # each must let the account through (x)
+            info = folder.stat()
+            shift = 6 if info.st_uid == account.pw_uid else 0
+            if not (info.st_mode >> shift) & 1:
                 return False
     except OSError:
         return False

@@ -1,6 +1,7 @@
 """A real worker process for the claim tests.
 
-python claim_worker.py drain URL NAME GO_FILE   claim until the queue is empty; print ids
+python claim_worker.py drain URL NAME GO_FILE   claim until the queue is empty; print each
+                                                claim's ticket ids
 python claim_worker.py hold URL NAME LEASE      claim one ticket, print it, then hang
 python claim_worker.py decide URL NAME GO_FILE  decide every pending approval; print the won
 """
@@ -24,7 +25,7 @@ def drain(url: str, name: str, go_file: str) -> None:
             time.sleep(0.01)
         claimed = []
         while (claim := store.claim(name, lease_seconds=600)) is not None:
-            claimed.append(claim.ticket.id)
+            claimed.append([t.id for t in claim.tickets])
     print(json.dumps(claimed))
 
 

@@ -13,7 +13,7 @@ from operator_ai.store.audit import GENESIS
 
 
 def _session(store: Store, target: str = "n1") -> int:
-    store.report_violation(Violation("etcd", "member_down", target, "down"))
+    store.report_violation(Violation("etcd", "member_down", target, "down"), scope=target)
     claim = store.claim(f"worker-{target}", 60, model="scripted:test")
     assert claim is not None
     return claim.session.id

@@ -11,23 +11,30 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from conftest import raw_sql
 from operator_ai.store import Outcome, Status, Store, Violation
 
 WORKER = str(Path(__file__).with_name("claim_worker.py"))
-TICKETS = 2000
+TICKETS = 2400
 WORKERS = 8
 
 
-def _fill(store: Store, n: int) -> None:
-    for i in range(n):
-        store.report_violation(Violation("etcd", "member_down", f"n{i}", "down"))
+def _fill(store: Store, incidents: int, size: int) -> dict[int, str]:
+    """``incidents`` labs, each with ``size`` tickets opened together; each ticket's lab."""
+    scopes = {}
+    for i in range(incidents):
+        for n in range(size):
+            ticket, _ = store.report_violation(
+                Violation("etcd", "member_down", f"n{n}", "down"), scope=f"lab{i}"
+            )
+            scopes[ticket.id] = ticket.scope
+    return scopes
 
 
-def test_eight_processes_claim_each_ticket_exactly_once(db_url: str, tmp_path: Path) -> None:
-    with Store(db_url) as store:
-        _fill(store, TICKETS)
-    go = tmp_path / "go"
+def _drain(db_url: str, go: Path) -> list[list[list[int]]]:
+    """Eight worker processes claim, all at once, until nothing is left; each one's claims."""
     procs = [
         subprocess.Popen(
             [sys.executable, WORKER, "drain", db_url, f"w{i}", str(go)],
@@ -47,17 +54,34 @@ def test_eight_processes_claim_each_ticket_exactly_once(db_url: str, tmp_path: P
                 p.kill()
             p.communicate()
     assert all(p.returncode == 0 for p in procs)
-    per_worker = [json.loads(out) for out in outputs]
-    claimed = [tid for ids in per_worker for tid in ids]
+    return [json.loads(out) for out in outputs]
 
-    assert len(claimed) == TICKETS
+
+@pytest.mark.parametrize("size", [1, 3], ids=["tickets", "incidents"])
+def test_eight_processes_claim_each_ticket_exactly_once(
+    db_url: str, tmp_path: Path, size: int
+) -> None:
+    """One ticket per lab: every claim takes one. Three per lab, opened together: every claim
+    takes one lab's incident whole, and no two workers split one."""
+    with Store(db_url) as store:
+        scopes = _fill(store, TICKETS // size, size)
+    per_worker = _drain(db_url, tmp_path / "go")
+    claims = [ids for worker in per_worker for ids in worker]
+    claimed = [tid for ids in claims for tid in ids]
+
+    assert sorted(claimed) == sorted(scopes)
     assert set(Counter(claimed).values()) == {1}, "a ticket was claimed twice"
-    assert sum(1 for ids in per_worker if ids) >= 4, "the workers did not actually contend"
+    assert sum(1 for claims in per_worker if claims) >= 4, "the workers did not actually contend"
+    assert all(len(ids) == size for ids in claims), "an incident was split"
+    assert all(len({scopes[tid] for tid in ids}) == 1 for ids in claims)
     with Store(db_url) as store:
         assert not store.tickets(Status.OPEN, limit=1)
     [(sessions,)] = raw_sql(db_url, "SELECT count(*) FROM sessions")
-    [(claims,)] = raw_sql(db_url, "SELECT count(*) FROM ticket_events WHERE kind = 'claimed'")
-    assert sessions == claims == TICKETS
+    [(claimed_events,)] = raw_sql(
+        db_url, "SELECT count(*) FROM ticket_events WHERE kind = 'claimed'"
+    )
+    assert sessions == len(claims) == TICKETS // size
+    assert claimed_events == TICKETS
 
 
 def test_killed_worker_loses_its_claim_after_the_lease(db_url: str) -> None:

@@ -19,7 +19,9 @@ def _seed(home: Path) -> str:
         store.report_violation(
             Violation("etcd", "member_down", "n1", "n1 is down", "critical", {"health": False})
         )
-        store.report_violation(Violation("etcd", "db_near_quota", "n2", "db at 91% of quota"))
+        store.report_violation(
+            Violation("etcd", "db_near_quota", "n2", "db at 91% of quota"), scope="other-lab"
+        )
         claim = store.claim("worker-1", 60, model="scripted:demo")
         assert claim is not None
         sid = claim.session.id

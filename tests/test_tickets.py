@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from operator_ai.errors import InvalidTransition, LeaseLost, NotFound
-from operator_ai.store import Outcome, Status, Store, Violation
+from operator_ai.store import AuditKind, Outcome, Status, Store, Violation
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -63,9 +63,12 @@ def test_return_within_window_reopens_same_ticket(db_url: str) -> None:
 
 
 def test_claim_takes_most_severe_first_and_skips_held(store: Store) -> None:
-    info, _ = store.report_violation(down("n1", "info"), now=T0)
-    crit, _ = store.report_violation(down("n2", "critical"), now=T0 + timedelta(seconds=1))
-    held, _ = store.report_violation(down("n3", "critical"), now=T0)
+    # Three labs, so three incidents.
+    info, _ = store.report_violation(down("n1", "info"), now=T0, scope="a")
+    crit, _ = store.report_violation(
+        down("n2", "critical"), now=T0 + timedelta(seconds=1), scope="b"
+    )
+    held, _ = store.report_violation(down("n3", "critical"), now=T0, scope="c")
     store.hold(held.id)
 
     claim = store.claim("w1", lease_seconds=60, model="scripted:x", now=T0 + timedelta(seconds=2))
@@ -213,3 +216,79 @@ def test_scopes_keep_the_same_key_apart_for_reports_clears_and_claims(store: Sto
     plain, _ = store.report_violation(seen)
     assert plain.scope == "etcd" and plain.id not in (a.id, b.id)
     assert store.clear(seen.key) is not None
+
+
+def _incident(store: Store) -> tuple[int, int]:
+    """Two tickets of one lab, ten seconds apart: one incident."""
+    first, _ = store.report_violation(down("n1", "critical"), now=T0)
+    errors = Violation("etcd", "workload_errors", "cluster", "12% of requests fail")
+    second, _ = store.report_violation(errors, now=T0 + timedelta(seconds=10))
+    return first.id, second.id
+
+
+def test_tickets_that_open_close_together_are_claimed_as_one_incident(store: Store) -> None:
+    first, second = _incident(store)
+    assert store.ticket(second).incident_id == store.ticket(first).incident_id == first
+    late, _ = store.report_violation(down("n3"), now=T0 + timedelta(seconds=100))
+    assert store.ticket(late.id).incident_id == late.id, "past the window: its own incident"
+
+    claim = store.claim("w1", 600, now=T0 + timedelta(seconds=101))
+    assert claim is not None and claim.ticket.id == first
+    assert [t.id for t in claim.tickets] == [first, second]
+    assert all(t.status == Status.WORKING and t.session_id == claim.session.id
+               for t in claim.tickets)  # fmt: skip
+    other = store.claim("w2", 60, now=T0 + timedelta(seconds=101))
+    assert other is not None and [t.id for t in other.tickets] == [late.id]
+    assert store.claim("w3", 60, now=T0 + timedelta(seconds=101)) is None
+
+    # A ticket opening while the session works joins it, past the window too.
+    joined, _ = store.report_violation(down("n2"), now=T0 + timedelta(seconds=200))
+    assert joined.status == Status.WORKING and joined.session_id == claim.session.id
+    assert [e.kind for e in store.events(joined.id)] == ["opened", "joined", "claimed"]
+    assert [t.id for t in store.session_tickets(claim.session.id)] == [first, second, joined.id]
+    assert claim.session.id in [s.id for s in store.sessions(joined.id)]
+
+    lease = store.renew(claim.session.id, 60, now=T0 + timedelta(seconds=201))
+    assert {t.lease_until for t in store.session_tickets(claim.session.id)} == {lease}
+    store.end_session(claim.session.id, Outcome.RESOLVED, "fixed", now=T0 + timedelta(seconds=300))
+    assert {t.status for t in store.incident(first)} == {Status.RESOLVED}
+
+
+def test_a_failed_or_broken_session_gives_back_the_whole_incident(store: Store) -> None:
+    first, second = _incident(store)
+    claim = store.claim("w1", 60, now=T0 + timedelta(seconds=11))
+    assert claim is not None
+    store.end_session(claim.session.id, Outcome.FAILED, "model error", backoff_seconds=30,
+                      now=T0 + timedelta(seconds=20))  # fmt: skip
+    assert {t.status for t in store.incident(first)} == {Status.OPEN}
+    assert store.claim("w2", 60, now=T0 + timedelta(seconds=21)) is None, "in backoff"
+    again = store.claim("w2", 60, now=T0 + timedelta(seconds=51))
+    assert again is not None and len(again.tickets) == 2
+
+    # Holding one ticket takes the session off the incident; the rest goes back to the queue.
+    store.hold(second, now=T0 + timedelta(seconds=52))
+    assert store.session(again.session.id).outcome == Outcome.INTERRUPTED
+    assert store.ticket(first).status == Status.OPEN
+    assert "released" in [e.kind for e in store.events(first)]
+    third = store.claim("w3", 60, now=T0 + timedelta(seconds=53))
+    assert third is not None and [t.id for t in third.tickets] == [first]
+
+    # A worker that dies loses every ticket it held.
+    store.unhold(second)
+    assert store.release_expired(now=T0 + timedelta(seconds=200)) == [first]
+    assert store.session(third.session.id).outcome == Outcome.INTERRUPTED
+
+
+def test_the_last_fix_is_the_newest_session_an_agent_resolved_on_the_key(store: Store) -> None:
+    ticket, _ = store.report_violation(down(), now=T0)
+    assert store.last_fix(ticket) is None
+    claim = store.claim("w1", 60, now=T0)
+    assert claim is not None
+    store.append_audit(claim.session.id, AuditKind.REASONING, "long", summary="restarted n1")
+    store.end_session(claim.session.id, Outcome.RESOLVED, "verified", now=T0)
+    back, action = store.report_violation(down(), now=T0 + timedelta(seconds=60))
+    assert action == "reopened"
+    last = store.last_fix(back)
+    assert last is not None and last[0].id == claim.session.id and last[1] == "restarted n1"
+    elsewhere, _ = store.report_violation(down(), now=T0, scope="another-lab")
+    assert store.last_fix(elsewhere) is None, "history stays within its scope"

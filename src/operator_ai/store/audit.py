@@ -108,6 +108,16 @@ def entries(conn: sa.Connection, session_id: int) -> list[AuditEntry]:
     return [_to_entry(dict(r._mapping)) for r in conn.execute(query.order_by("seq"))]
 
 
+def last_summary(conn: sa.Connection, session_id: int, kind: AuditKind) -> str | None:
+    """The summary of a session's newest entry of ``kind``."""
+    return conn.execute(
+        sa.select(audit_entries.c.summary)
+        .where(audit_entries.c.session_id == session_id, audit_entries.c.kind == kind)
+        .order_by(audit_entries.c.seq.desc())
+        .limit(1)
+    ).scalar()
+
+
 def scan(conn: sa.Connection) -> Generator[AuditEntry, None, None]:
     result = conn.execution_options(yield_per=1000).execute(
         sa.select(audit_entries).order_by(audit_entries.c.id)

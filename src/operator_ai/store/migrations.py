@@ -211,6 +211,20 @@ CREATE TABLE eval_trials (
 CREATE INDEX eval_trials_run ON eval_trials (run_id, id);
 """,
     ),
+    Migration(
+        5,
+        "incidents",
+        """
+-- Tickets of one scope that open close together form an incident, named by its first
+-- ticket's id; a worker claims an incident whole, and its session holds each of the tickets.
+ALTER TABLE tickets ADD COLUMN incident_id {bigint};
+ALTER TABLE tickets ADD COLUMN session_id {bigint};
+UPDATE tickets SET incident_id = id;
+UPDATE tickets SET session_id = (SELECT max(s.id) FROM sessions s WHERE s.ticket_id = tickets.id);
+CREATE INDEX tickets_incident ON tickets (incident_id);
+CREATE INDEX tickets_session ON tickets (session_id);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -65,6 +65,10 @@ class Ticket:
     cleared_at: datetime | None
     scope: str
     """Which watch it belongs to: a lab's name, or an eval trial's (`eval/RUN/TRIAL`)."""
+    incident_id: int | None = None
+    """The incident it belongs to: the id of the incident's first ticket."""
+    session_id: int | None = None
+    """The session that holds it (while working) or held it last."""
 
     @property
     def time_to_detect(self) -> float:
@@ -122,6 +126,8 @@ class Claim:
 
     ticket: Ticket
     session: Session
+    tickets: tuple[Ticket, ...] = ()
+    """Every ticket of the incident the session took, ``ticket`` (the most urgent) too."""
 
 
 @dataclass(frozen=True, slots=True)

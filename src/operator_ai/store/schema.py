@@ -71,6 +71,8 @@ tickets = sa.Table(
     sa.Column("resolution", sa.Text),
     sa.Column("cleared_at", UTCDateTime),
     sa.Column("scope", sa.Text, nullable=False),
+    sa.Column("incident_id", sa.BigInteger),
+    sa.Column("session_id", sa.BigInteger),
 )
 
 ticket_events = sa.Table(

@@ -49,27 +49,43 @@ AFTER_SESSION = {
 }
 
 
+INCIDENT_WINDOW = 30.0
+"""Seconds within which tickets of one scope join one incident. One fault's effects open
+their tickets within the longest grace period (5 s for etcd) plus the load's error window
+(10 s) and a few monitor cycles: about 20 s on a loaded machine. Two faults half a minute
+apart stay two incidents. A ticket also joins an incident that a session is working, at any
+time: the engineer on the incident sees what happens next to the same system."""
+
 # The claim path's statements, built once: a claim is the hottest write the store does.
+_lead = tickets.alias("lead")
+_CLAIMABLE = (
+    tickets.c.status == Status.OPEN,
+    tickets.c.held.is_(False),
+    sa.or_(tickets.c.lease_until.is_(None), tickets.c.lease_until <= sa.bindparam("now")),
+)
+# The most urgent claimable ticket; its incident's first ticket is the incident's lock, so
+# two workers never split one incident (SKIP LOCKED passes over incidents being claimed).
+# Both rows are locked so that PostgreSQL re-checks both once a lock it waited for is free.
 _NEXT_CLAIMABLE = (
-    sa.select(tickets.c.id)
-    .where(
-        tickets.c.status == Status.OPEN,
-        tickets.c.held.is_(False),
-        sa.or_(tickets.c.lease_until.is_(None), tickets.c.lease_until <= sa.bindparam("now")),
-    )
+    sa.select(tickets.c.id, tickets.c.incident_id)
+    .join(_lead, _lead.c.id == tickets.c.incident_id)
+    .where(*_CLAIMABLE)
     .order_by(
         sa.case({s: i for i, s in enumerate(SEVERITIES)}, value=tickets.c.severity),
         tickets.c.opened_at,
         tickets.c.id,
     )
     .limit(1)
-    .with_for_update(skip_locked=True)
+    .with_for_update(skip_locked=True, of=(tickets, _lead))
 )
 _TAKE = (
     tickets.update()
-    .where(tickets.c.id == sa.bindparam("tid"))
+    .where(tickets.c.incident_id == sa.bindparam("incident"), *_CLAIMABLE)
     .values(
-        status=Status.WORKING, claimed_by=sa.bindparam("worker"), lease_until=sa.bindparam("lease")
+        status=Status.WORKING,
+        claimed_by=sa.bindparam("worker"),
+        lease_until=sa.bindparam("lease"),
+        session_id=sa.bindparam("sid"),
     )
     .returning(*tickets.c)
 )
@@ -84,9 +100,12 @@ _INSERT_EVENT = ticket_events.insert()
 class Store:
     """Operator's shared database. SQLite by default, PostgreSQL by URL."""
 
-    def __init__(self, url: str, reopen_window: float = 600.0) -> None:
+    def __init__(
+        self, url: str, reopen_window: float = 600.0, incident_window: float = INCIDENT_WINDOW
+    ) -> None:
         self.url = url
         self.reopen_window = timedelta(seconds=reopen_window)
+        self.incident_window = timedelta(seconds=incident_window)
         self._engine = create_engine(url)
         try:
             with self._tx() as conn:
@@ -161,6 +180,7 @@ class Store:
                     **seen,
                     occurrences=recent.occurrences + 1,
                 )
+                self._place(conn, recent.id, scope, now)
                 return _ticket(conn, recent.id), "reopened"
 
             ticket_id = conn.execute(
@@ -183,7 +203,56 @@ class Store:
                 .returning(tickets.c.id)
             ).scalar_one()
             _event(conn, ticket_id, now, "opened", "monitor", v.message)
+            self._place(conn, ticket_id, scope, now)
             return _ticket(conn, ticket_id), "opened"
+
+    def _place(self, conn: sa.Connection, ticket_id: int, scope: str, now: datetime) -> None:
+        """Put a ticket that has just (re)opened in its incident: the scope's live incident
+        that a session works, or whose newest ticket opened within the incident window; else
+        a new one of its own. Joining a worked incident hands the ticket to its session."""
+        live = (
+            sa.select(
+                tickets.c.incident_id,
+                sa.func.max(tickets.c.opened_at).label("newest"),
+                sa.func.max(tickets.c.session_id)
+                .filter(tickets.c.status == Status.WORKING)
+                .label("session"),
+            )
+            .where(
+                tickets.c.scope == scope,
+                tickets.c.status.in_((Status.OPEN, Status.WORKING)),
+                tickets.c.id != ticket_id,
+            )
+            .group_by(tickets.c.incident_id)
+        )
+        join = None
+        for row in conn.execute(live):
+            if row.session is not None or row.newest >= now - self.incident_window:
+                if join is None or row.session is not None or row.newest > join.newest:
+                    join = row
+                if row.session is not None:
+                    break
+        if join is None:
+            conn.execute(
+                tickets.update().where(tickets.c.id == ticket_id).values(incident_id=ticket_id)
+            )
+            return
+        incident = join.incident_id
+        _row(conn, incident)  # the incident's lock: a claim under way finishes first
+        holder = conn.execute(
+            sa.select(tickets.c.session_id, tickets.c.claimed_by, tickets.c.lease_until)
+            .where(tickets.c.incident_id == incident, tickets.c.status == Status.WORKING)
+            .limit(1)
+        ).first()
+        values: dict[str, Any] = {"incident_id": incident}
+        if holder is not None:
+            values.update(status=Status.WORKING, claimed_by=holder.claimed_by,
+                          lease_until=holder.lease_until, session_id=holder.session_id)  # fmt: skip
+        conn.execute(tickets.update().where(tickets.c.id == ticket_id).values(values))
+        _event(conn, ticket_id, now, "joined", "store", f"incident #{incident}")
+        if holder is not None:
+            _event(conn, ticket_id, now, "claimed", holder.claimed_by, "joined the session",
+                   holder.session_id)  # fmt: skip
 
     def clear(
         self, key: str, now: datetime | None = None, scope: str | None = None
@@ -232,26 +301,35 @@ class Store:
             tickets.c.scope == scope if scope is not None else tickets.c.scope.not_like(EVALS)
         )
         with self._tx() as conn:
-            ticket_id = conn.execute(query, {"now": now}).scalar()
-            if ticket_id is None:
+            first = conn.execute(query, {"now": now}).first()
+            if first is None:
                 return None
-            lease = now + timedelta(seconds=lease_seconds)
-            ticket = conn.execute(_TAKE, {"tid": ticket_id, "worker": worker, "lease": lease}).one()
             session = conn.execute(
                 _START_SESSION,
-                {"ticket_id": ticket_id, "worker": worker, "model": model, "started_at": now},
+                {"ticket_id": first.id, "worker": worker, "model": model, "started_at": now},
             ).one()
-            _event(conn, ticket_id, now, "claimed", worker, model or "", session.id)
-            return Claim(_to_ticket(ticket), _to_session(session))
+            lease = now + timedelta(seconds=lease_seconds)
+            taken = conn.execute(
+                _TAKE,
+                {"incident": first.incident_id, "worker": worker, "lease": lease,
+                 "sid": session.id, "now": now},
+            ).all()  # fmt: skip
+            held = sorted((_to_ticket(r) for r in taken), key=lambda t: t.id)
+            for ticket in held:
+                _event(conn, ticket.id, now, "claimed", worker, model or "", session.id)
+            lead = next(t for t in held if t.id == first.id)
+            return Claim(lead, _to_session(session), tuple(held))
 
     def renew(self, session_id: int, lease_seconds: float, now: datetime | None = None) -> datetime:
         """Extend the lease held by ``session_id``; raise LeaseLost if it no longer holds it."""
         now = _now(now)
         lease = now + timedelta(seconds=lease_seconds)
         with self._tx() as conn:
-            session = _live_session(conn, session_id, now)
+            _live_session(conn, session_id, now)
             conn.execute(
-                tickets.update().where(tickets.c.id == session.ticket_id).values(lease_until=lease)
+                tickets.update()
+                .where(tickets.c.session_id == session_id, tickets.c.status == Status.WORKING)
+                .values(lease_until=lease)
             )
             return lease
 
@@ -288,30 +366,56 @@ class Store:
                 cost_usd=cost_usd,
             )
             status = AFTER_SESSION[outcome]
-            if status == Status.OPEN:
-                conn.execute(
-                    tickets.update()
-                    .where(tickets.c.id == session.ticket_id)
-                    .values(
-                        status=Status.OPEN,
-                        claimed_by=None,
-                        lease_until=now + timedelta(seconds=backoff_seconds)
-                        if backoff_seconds
-                        else None,
+            held = _held(conn, session_id)
+            for ticket_id in held:
+                if status == Status.OPEN:
+                    lease = now + timedelta(seconds=backoff_seconds) if backoff_seconds else None
+                    conn.execute(
+                        tickets.update()
+                        .where(tickets.c.id == ticket_id)
+                        .values(status=Status.OPEN, claimed_by=None, lease_until=lease)
                     )
-                )
-                _event(
-                    conn,
-                    session.ticket_id,
-                    now,
-                    f"session_{outcome}",
-                    session.worker,
-                    summary,
-                    session_id,
-                )
-            else:
-                _close(conn, session.ticket_id, now, status, "agent", summary, session_id)
+                    _event(conn, ticket_id, now, f"session_{outcome}", session.worker, summary,
+                           session_id)  # fmt: skip
+                else:
+                    _close(conn, ticket_id, now, status, "agent", summary, session_id)
             return _ticket(conn, session.ticket_id)
+
+    def session_tickets(self, session_id: int) -> list[Ticket]:
+        """The tickets a session holds, or held last: its incident, as far as it took it."""
+        query = sa.select(tickets).where(tickets.c.session_id == session_id)
+        with self._tx(readonly=True) as conn:
+            return [_to_ticket(r) for r in conn.execute(query.order_by(tickets.c.id))]
+
+    def incident(self, incident_id: int) -> list[Ticket]:
+        query = sa.select(tickets).where(tickets.c.incident_id == incident_id)
+        with self._tx(readonly=True) as conn:
+            return [_to_ticket(r) for r in conn.execute(query.order_by(tickets.c.id))]
+
+    def last_fix(self, ticket: Ticket) -> tuple[Session, str] | None:
+        """The newest session that an agent resolved on ``ticket``'s key in its scope, before
+        this one, with the summary of its last reasoning: what the agent said it did."""
+        claimed = (
+            sa.select(ticket_events.c.session_id)
+            .join(tickets, tickets.c.id == ticket_events.c.ticket_id)
+            .where(
+                tickets.c.scope == ticket.scope,
+                tickets.c.key == ticket.key,
+                ticket_events.c.kind == "claimed",
+            )
+        )
+        query = (
+            sa.select(sessions)
+            .where(sessions.c.id.in_(claimed), sessions.c.outcome == Outcome.RESOLVED)
+            .order_by(sessions.c.id.desc())
+            .limit(1)
+        )
+        with self._tx(readonly=True) as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            said = audit.last_summary(conn, row.id, AuditKind.REASONING)
+            return _to_session(row), said or (row.summary or "")
 
     def release_expired(self, now: datetime | None = None) -> list[int]:
         """Return tickets whose lease ran out to the queue; their sessions become interrupted."""
@@ -321,13 +425,16 @@ class Store:
                 tickets.update()
                 .where(tickets.c.status == Status.WORKING, tickets.c.lease_until < now)
                 .values(status=Status.OPEN, claimed_by=None, lease_until=None)
-                .returning(tickets.c.id)
+                .returning(tickets.c.id, tickets.c.session_id)
             ).all()
-            released = sorted(r.id for r in rows)
-            for ticket_id in released:
-                for sid in _interrupt(conn, ticket_id, now, "lease expired: the worker is gone"):
-                    _event(conn, ticket_id, now, "lease_expired", "store", "", sid)
-            return released
+            running = sa.select(sessions.c.id).where(sessions.c.outcome.is_(None))
+            for row in sorted(rows, key=lambda r: r.id):
+                sid = conn.execute(running.where(sessions.c.id == row.session_id)).scalar()
+                if sid is not None:
+                    _finish_session(conn, sid, now, Outcome.INTERRUPTED,
+                                    "lease expired: the worker is gone")  # fmt: skip
+                _event(conn, row.id, now, "lease_expired", "store", "", row.session_id)
+            return sorted(r.id for r in rows)
 
     # -- the human's side ---------------------------------------------------------------
 
@@ -435,8 +542,11 @@ class Store:
 
     def sessions(self, ticket_id: int | None = None, limit: int | None = None) -> list[Session]:
         query = sa.select(sessions).order_by(sessions.c.id.desc()).limit(limit)
-        if ticket_id is not None:
-            query = query.where(sessions.c.ticket_id == ticket_id)
+        if ticket_id is not None:  # every session that held it: claimed, or joined
+            held = sa.select(ticket_events.c.session_id).where(
+                ticket_events.c.ticket_id == ticket_id, ticket_events.c.kind == "claimed"
+            )
+            query = query.where(sa.or_(sessions.c.ticket_id == ticket_id, sessions.c.id.in_(held)))
         with self._tx(readonly=True) as conn:
             return [_to_session(r) for r in conn.execute(query)]
 
@@ -625,7 +735,7 @@ def _live_session(conn: sa.Connection, session_id: int, now: datetime) -> Sessio
     row = _row(conn, session.ticket_id)
     if session.outcome is not None:
         raise LeaseLost(f"session {session_id} already ended ({session.outcome})")
-    if row.status != Status.WORKING or row.claimed_by != session.worker:
+    if row.status != Status.WORKING or row.session_id != session_id:
         raise LeaseLost(f"session {session_id} no longer holds ticket {row.id} ({row.status})")
     if row.lease_until is not None and row.lease_until < now:
         raise LeaseLost(f"the lease of session {session_id} on ticket {row.id} has expired")
@@ -711,17 +821,35 @@ def _finish_session(
     approvals.expire(conn, session_id, f"the session ended {outcome}", now)
 
 
-def _interrupt(conn: sa.Connection, ticket_id: int, now: datetime, why: str) -> list[int]:
-    """End every still-running session on the ticket as interrupted; return their ids."""
-    ids = (
+def _held(conn: sa.Connection, session_id: int) -> list[int]:
+    """The tickets a session still holds, locked, in id order."""
+    return list(
         conn.execute(
-            sa.select(sessions.c.id).where(
-                sessions.c.ticket_id == ticket_id, sessions.c.outcome.is_(None)
-            )
-        )
-        .scalars()
-        .all()
+            sa.select(tickets.c.id)
+            .where(tickets.c.session_id == session_id, tickets.c.status == Status.WORKING)
+            .order_by(tickets.c.id)
+            .with_for_update()
+        ).scalars()
+    )
+
+
+def _interrupt(conn: sa.Connection, ticket_id: int, now: datetime, why: str) -> list[int]:
+    """End every still-running session that holds the ticket as interrupted, and put the
+    other tickets it held back in the queue; return the sessions' ids."""
+    row = _row(conn, ticket_id)
+    running = sa.select(sessions.c.id).where(sessions.c.outcome.is_(None))
+    ids = sorted(
+        set(conn.execute(running.where(sessions.c.ticket_id == ticket_id)).scalars())
+        | set(conn.execute(running.where(sessions.c.id == row.session_id)).scalars())
     )
     for sid in ids:
         _finish_session(conn, sid, now, Outcome.INTERRUPTED, why)
-    return list(ids)
+        for other in _held(conn, sid):
+            if other != ticket_id:
+                conn.execute(
+                    tickets.update()
+                    .where(tickets.c.id == other)
+                    .values(status=Status.OPEN, claimed_by=None, lease_until=None)
+                )
+                _event(conn, other, now, "released", "store", why, sid)
+    return ids

@@ -250,7 +250,7 @@ def test_tickets_that_open_close_together_are_claimed_as_one_incident(store: Sto
 
     lease = store.renew(claim.session.id, 60, now=T0 + timedelta(seconds=201))
     assert {t.lease_until for t in store.session_tickets(claim.session.id)} == {lease}
-    store.end_session(claim.session.id, Outcome.RESOLVED, "fixed", now=T0 + timedelta(seconds=300))
+    store.end_session(claim.session.id, Outcome.RESOLVED, "fixed", now=T0 + timedelta(seconds=250))
     assert {t.status for t in store.incident(first)} == {Status.RESOLVED}
 
 

@@ -349,3 +349,9 @@ class Subject(Protocol):
     def briefing(self, cluster: Cluster) -> str:
         """What the agent is told about this system: topology, addresses, tools."""
         ...
+
+    def diagnostics(self, cluster: Cluster, targets: Sequence[str]) -> list[str]:
+        """The read-only commands an engineer runs first, for tickets on ``targets`` (node
+        names, or names such as ``cluster`` for the whole system). The platform runs them in
+        the agent's sandbox before the first turn, each within a few seconds."""
+        ...

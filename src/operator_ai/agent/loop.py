@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from operator_ai.agent.budget import Budget, Spend
 from operator_ai.agent.prompts import (
     GIVE_UP,
+    broken_again,
     for_model,
     full_output,
+    holds,
+    incident_prompt,
+    joined,
     still_failing,
     system_prompt,
-    ticket_prompt,
 )
 from operator_ai.agent.summary import Summarizer
 from operator_ai.approval.classify import Classification
@@ -38,7 +42,16 @@ from operator_ai.models import (
 )
 from operator_ai.models.prices import cost, price
 from operator_ai.sandbox import DEFAULT_TIMEOUT, Sandbox
-from operator_ai.store import Approval, ApprovalStatus, AuditKind, Claim, Outcome, Status, Store
+from operator_ai.store import (
+    Approval,
+    ApprovalStatus,
+    AuditKind,
+    Claim,
+    Outcome,
+    Status,
+    Store,
+    Ticket,
+)
 
 SETTLE_SECONDS = 30.0
 """How long the agent waits, by default, for the monitor to confirm a fix holds."""
@@ -46,6 +59,11 @@ MIN_SETTLE = 3.0
 """Seconds a verification wait lasts at least, even at the end of the time budget: about
 two monitor cycles, what it takes to see a fix hold."""
 EMPTY_REPLY = "Your reply was empty. Call the shell tool, or say what you found and did."
+SNAPSHOT = "snapshot"
+"""The tool name of the platform's own commands in the audit trail (the model's: shell)."""
+SNAPSHOT_TIMEOUT = 5.0
+SNAPSHOT_CAP = 2 * 1024
+"""Bytes of each snapshot command's output the model sees, head and tail."""
 
 
 class End(Exception):
@@ -87,12 +105,16 @@ class Agent:
     backoff_seconds: float = 60.0
     gate: Gate | None = None
     """Which commands wait for a human (None: none does)."""
+    diagnostics: Sequence[str] = ()
+    """Read-only commands the platform runs before the first turn (the subject's)."""
     summarize: Summarizer = field(default_factory=Summarizer)
     stop: threading.Event = field(default_factory=threading.Event)
     listener: Listener = lambda kind, data: None
 
     def run(self, claim: Claim) -> Outcome:
         self.session, self.ticket = claim.session.id, claim.ticket
+        self.known = {t.id: t for t in claim.tickets or (claim.ticket,)}
+        """The incident's tickets as the model last heard of them."""
         self.spend = Spend()
         self.lease_lost = threading.Event()
         finished = threading.Event()
@@ -139,8 +161,10 @@ class Agent:
     def _converse(self) -> NoReturn:
         mode = self.gate.mode if self.gate else NEVER
         system = system_prompt(self.subject, self.briefing, self.command_timeout, MODE_TEXT[mode])
-        events = self.store.events(self.ticket.id)
-        messages: list[Message] = [UserMessage(ticket_prompt(self.ticket, events))]
+        tickets = list(self.known.values())
+        events = {t.id: self.store.events(t.id) for t in tickets}
+        first = incident_prompt(tickets, events, self._snapshot(), self._history(tickets))
+        messages: list[Message] = [UserMessage(first)]
         while True:
             self._check()
             turn = self.model.complete(system, messages, [SHELL])
@@ -153,7 +177,8 @@ class Agent:
                 self._audit(AuditKind.REASONING, reasoning, summary=self.summarize(reasoning))
                 self._emit("reasoning", text=reasoning)
             if turn.tool_calls:
-                messages.append(ToolResults(tuple(self._call(c) for c in turn.tool_calls)))
+                results = tuple(self._call(c) for c in turn.tool_calls)
+                messages.append(ToolResults(results, self._news()))
             elif not turn.text.strip():
                 self._audit(AuditKind.NOTE, "the model returned an empty reply; asked again")
                 messages.append(UserMessage(EMPTY_REPLY))
@@ -161,6 +186,59 @@ class Agent:
                 raise Escalated(turn.text.lstrip()[len(GIVE_UP) :].strip() or "the agent gave up")
             else:
                 messages.append(UserMessage(self._verify()))
+
+    def _snapshot(self) -> str:
+        """Run the subject's diagnostics at once, audited as the platform's; their output."""
+        commands = list(self.diagnostics)
+        if not commands:
+            return ""
+        for command in commands:  # written ahead, like the model's commands
+            self._audit(AuditKind.TOOL_CALL, command, tool=SNAPSHOT,
+                        params={"command": command, "by": "platform"})  # fmt: skip
+        with ThreadPoolExecutor(len(commands)) as pool:
+            results = list(pool.map(lambda c: self.sandbox.run(c, SNAPSHOT_TIMEOUT), commands))
+        shown = []
+        for command, result in zip(commands, results, strict=True):
+            output = full_output(result)
+            self._audit(AuditKind.TOOL_RESULT, output, summary=self.summarize(output),
+                        tool=SNAPSHOT, exit_code=result.exit_code,
+                        duration_ms=result.duration_ms)  # fmt: skip
+            shown.append(f"$ {command}\n{for_model(result, SNAPSHOT_CAP)}")
+        took = max(r.duration_ms for r in results)
+        self._emit("snapshot", commands=len(commands), ms=took)
+        return "\n\n".join(shown)
+
+    def _history(self, tickets: Sequence[Ticket]) -> list[str]:
+        """The last verified fix of each of the incident's keys, dated."""
+        lines = {}
+        for ticket in tickets:
+            last = self.store.last_fix(ticket)
+            if last is not None and last[0].id not in lines:
+                session, said = last
+                ended = f"{session.ended_at:%Y-%m-%d %H:%M} UTC" if session.ended_at else "?"
+                lines[session.id] = f"{ended}, {ticket.key}, resolved and verified: {said}"
+        return list(lines.values())
+
+    def _news(self) -> str:
+        """What changed in the incident since the model last heard: tickets that joined,
+        tickets the monitor now sees hold, or broken again. Said once each, and audited."""
+        news = []
+        for ticket in self.store.session_tickets(self.session):
+            before = self.known.get(ticket.id)
+            if before is None:
+                news.append(joined(ticket, self.store.events(ticket.id)))
+            elif ticket.cleared_at is not None and before.cleared_at is None:
+                news.append(holds(ticket))
+            elif ticket.cleared_at is None and before.cleared_at is not None:
+                news.append(broken_again(ticket))
+            else:
+                continue
+            self.known[ticket.id] = ticket
+        text = "\n\n".join(news)
+        if text:
+            self._audit(AuditKind.NOTE, f"told the model: {text}")
+            self._emit("news", text=text)
+        return text
 
     def _call(self, call: ToolCall) -> ToolResult:
         command = call.arguments.get("command")
@@ -226,30 +304,40 @@ class Agent:
         return decision
 
     def _verify(self) -> str:
-        """Wait for the monitor to see the invariant hold; resolve, or say what still fails."""
-        key = self.ticket.key
+        """Wait for the monitor to see every ticket of the incident hold; resolve, or say
+        what still fails."""
         # Cut at the time budget, but long enough for the monitor to see a last fix hold.
         left = self.spend.seconds_left(self.budget)
         settle = min(self.settle_seconds, max(MIN_SETTLE, left))
-        wait = f"waiting up to {settle:g} s for the monitor to confirm {key} holds"
-        self._audit(AuditKind.VERIFICATION, wait)
+        keys = ", ".join(t.key for t in self.known.values())
+        self._audit(
+            AuditKind.VERIFICATION,
+            f"waiting up to {settle:g} s for the monitor to confirm {keys} hold",
+        )
         deadline = time.monotonic() + settle
         while True:
-            ticket = self.store.ticket(self.ticket.id)
-            if ticket.status != Status.WORKING or self.lease_lost.is_set():
-                raise Interrupted(f"the ticket was taken out of this session ({ticket.status})")
-            if ticket.cleared_at is not None:
-                seen = f"{ticket.cleared_at:%H:%M:%S} UTC"
+            held = self.store.session_tickets(self.session)
+            lost = [t for t in held if t.status != Status.WORKING]
+            if lost or self.lease_lost.is_set():
+                taken = lost[0].status if lost else "lease lost"
+                raise Interrupted(f"the incident was taken out of this session ({taken})")
+            failing = [t for t in held if t.cleared_at is None]
+            if not failing:
+                seen = f"{max(t.cleared_at for t in held if t.cleared_at):%H:%M:%S} UTC"
+                keys = ", ".join(t.key for t in held)
                 self._audit(
-                    AuditKind.VERIFICATION, f"confirmed: the monitor saw {key} hold at {seen}"
+                    AuditKind.VERIFICATION, f"confirmed: the monitor saw {keys} hold at {seen}"
                 )
-                raise Resolved(f"verified: the monitor saw {key} hold again at {seen}")
+                raise Resolved(f"verified: the monitor saw {keys} hold again at {seen}")
             if time.monotonic() >= deadline or self.stop.is_set():
                 break
             time.sleep(0.25)
-        message = still_failing(ticket, settle)
-        self._audit(AuditKind.VERIFICATION, f"not confirmed: {ticket.message}")
-        self._emit("unverified", message=ticket.message)
+        self.known.update((t.id, t) for t in held)
+        message = still_failing(failing, settle)
+        self._audit(
+            AuditKind.VERIFICATION, "not confirmed: " + "; ".join(t.message for t in failing)
+        )
+        self._emit("unverified", message="; ".join(t.message for t in failing))
         return message
 
     def _check(self) -> None:

@@ -4,6 +4,7 @@ command's result, capped."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 
 from operator_ai.sandbox import CommandResult
 from operator_ai.store import Ticket, TicketEvent
@@ -40,7 +41,36 @@ def system_prompt(subject: str, briefing: str, timeout: float, approval: str = "
                          approval=f"\n{approval}\n" if approval else "")  # fmt: skip
 
 
-def ticket_prompt(ticket: Ticket, events: list[TicketEvent]) -> str:
+def incident_prompt(
+    tickets: Sequence[Ticket],
+    events: Mapping[int, list[TicketEvent]],
+    snapshot: str = "",
+    history: Sequence[str] = (),
+) -> str:
+    """The first message: every ticket of the incident, what the platform looked at before
+    the first turn, and past fixes of the same kind."""
+    opened = f"{tickets[0].opened_at:%H:%M:%S}"
+    head = (
+        f"Incident: {len(tickets)} tickets of {tickets[0].scope}, opened from {opened} UTC. "
+        "It is resolved when the monitor sees every one of them hold.\n\n"
+        if len(tickets) > 1
+        else ""
+    )
+    parts = [head + "\n\n".join(ticket_text(t, events.get(t.id, [])) for t in tickets)]
+    if snapshot:
+        parts.append(
+            "What the platform looked at before your first turn (read-only commands, run in "
+            f"your sandbox just now):\n\n{snapshot}"
+        )
+    if history:
+        parts.append(
+            "History (earlier incidents of this lab; what was done then may not apply now):\n"
+            + "\n".join(f"- {line}" for line in history)
+        )
+    return "\n\n".join(parts)
+
+
+def ticket_text(ticket: Ticket, events: list[TicketEvent]) -> str:
     timeline = "\n".join(
         f"- {e.at:%Y-%m-%d %H:%M:%S} {e.kind} ({e.actor}){': ' + e.detail if e.detail else ''}"
         for e in events
@@ -60,12 +90,27 @@ Timeline:
 {timeline}"""
 
 
-def still_failing(ticket: Ticket, settle: float) -> str:
+def joined(ticket: Ticket, events: list[TicketEvent]) -> str:
+    return f"A new ticket joined this incident while you worked:\n\n{ticket_text(ticket, events)}"
+
+
+def holds(ticket: Ticket) -> str:
+    assert ticket.cleared_at is not None
+    return f"The monitor now sees {ticket.key} hold since {ticket.cleared_at:%H:%M:%S} UTC."
+
+
+def broken_again(ticket: Ticket) -> str:
+    return f"The monitor sees {ticket.key} broken again: {ticket.message}"
+
+
+def still_failing(failing: Sequence[Ticket], settle: float) -> str:
+    seen = "; ".join(
+        f"{t.key}: {t.message} (last seen {t.last_seen_at:%H:%M:%S} UTC)" for t in failing
+    )
     return (
-        f"Verification failed: after {settle:g} s the monitor still sees {ticket.key} broken. "
-        f"Latest: {ticket.message} (last seen {ticket.last_seen_at:%H:%M:%S} UTC). "
-        "Keep working, or reply with a line starting with "
-        f'"{GIVE_UP}" if you cannot fix it.'
+        f"Verification failed: after {settle:g} s the monitor still sees "
+        f"{len(failing)} of this incident's tickets broken. {seen}. Keep working, or reply "
+        f'with a line starting with "{GIVE_UP}" if you cannot fix it.'
     )
 
 
@@ -81,13 +126,13 @@ def full_output(result: CommandResult) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def for_model(result: CommandResult) -> str:
+def for_model(result: CommandResult, cap: int = MODEL_OUTPUT_CAP) -> str:
     """What the model sees: exit code, time, and each stream cut to its head and tail."""
     status = "timed out" if result.timed_out else f"exit code {result.exit_code}"
     lines = [f"{status} after {result.duration_ms / 1000:.1f} s"]
     for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
         if text:
-            lines.append(f"{name}:\n{_cap(text)}")
+            lines.append(f"{name}:\n{_cap(text, cap)}")
     if not result.stdout and not result.stderr:
         lines.append("(no output)")
     if result.truncated:

@@ -155,6 +155,9 @@ def agent_factory(
             command_timeout=options.command_timeout,
             lease_seconds=settings.lease_seconds,
             gate=Gate(store, options.approval, options.approval_timeout),
+            diagnostics=subject.diagnostics(
+                lab.cluster, sorted({t.target for t in claim.tickets or (claim.ticket,)})
+            ),
             summarize=summarize,
             stop=stop,
             listener=listener,

@@ -118,8 +118,10 @@ def _render(entry: AuditEntry, full: bool) -> str:
     if entry.kind == AuditKind.TOOL_CALL:
         command = (entry.params or {}).get("command", entry.content)
         why = (entry.params or {}).get("reasoning")
+        by = "[yellow](platform)[/] " if (entry.params or {}).get("by") == "platform" else ""
         return (
             head
+            + by
             + f"[bold cyan]$ {shown(str(command), not full)}[/]"
             + (f"\n      [dim]# {shown(str(why), not full)}[/]" if why else "")
         )

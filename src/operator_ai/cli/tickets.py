@@ -35,12 +35,13 @@ def list_(
     if as_json:
         print_json(found)
         return
-    rows = table("id", "status", "key", "scope", "severity", "message", "opened", "seen",
-                 "reopened")  # fmt: skip
+    rows = table("id", "incident", "status", "key", "scope", "severity", "message", "opened",
+                 "seen", "reopened")  # fmt: skip
     for t in found:
         status_text = styled(t.status) + (" [cyan](held)[/]" if t.held else "")
         rows.add_row(
             str(t.id),
+            f"#{t.incident_id}" if t.incident_id else "",
             status_text,
             shown(t.key),
             shown(t.scope),
@@ -55,16 +56,25 @@ def list_(
 
 @app.command("show")
 def show(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOption) -> None:
-    """Show one ticket: what the monitor saw, its timeline and its agent sessions."""
+    """Show one ticket: what the monitor saw, its incident, its timeline and its agent
+    sessions."""
     store = app_context(ctx).store
     ticket = store.ticket(ticket_id)
     events, sessions = store.events(ticket_id), store.sessions(ticket_id)
+    incident = store.incident(ticket.incident_id) if ticket.incident_id else [ticket]
     waiting = store.approvals(ApprovalStatus.PENDING, ticket_id=ticket_id)
     if as_json:
-        print_json({"ticket": ticket, "timeline": events, "sessions": sessions,
-                    "pending_approvals": waiting})  # fmt: skip
+        print_json({"ticket": ticket, "incident": incident, "timeline": events,
+                    "sessions": sessions, "pending_approvals": waiting})  # fmt: skip
         return
     console.print(_ticket_panel(ticket))
+    if len(incident) > 1:
+        together = table("id", "status", "key", "opened", "message",
+                         title=f"Incident #{ticket.incident_id}")  # fmt: skip
+        for t in incident:
+            together.add_row(str(t.id), styled(t.status), shown(t.key), when(t.opened_at),
+                             shown(t.message))  # fmt: skip
+        console.print(together)
     timeline = table("at", "event", "actor", "detail", "session", title="Timeline")
     for e in events:
         timeline.add_row(

@@ -44,6 +44,7 @@ from operator_ai.lab import Lab
 from operator_ai.lab import injections as chaos
 from operator_ai.lab.injections import Injections
 from operator_ai.lab.state import Progress
+from operator_ai.models import SHELL
 from operator_ai.monitor import Monitor
 from operator_ai.run import Event, Runner
 from operator_ai.store import AuditKind, EvalRun, EvalTrial, Outcome, Status, Store, Ticket
@@ -414,12 +415,12 @@ class Trial:
 
     def record(self, started: datetime, verdict: Ended, seconds: float) -> EvalTrial:
         tickets = sorted(self.store.tickets(scope=self.scope), key=lambda t: t.id)
-        sessions = [s for t in tickets for s in self.store.sessions(t.id)]
-        commands = [
+        sessions = list({s.id: s for t in tickets for s in self.store.sessions(t.id)}.values())
+        commands = [  # the model's: the platform's snapshot is not the agent's doing
             e.content
             for s in sessions
             for e in self.store.audit_entries(s.id)
-            if e.kind == AuditKind.TOOL_CALL
+            if e.kind == AuditKind.TOOL_CALL and e.tool == SHELL.name
         ]
         since = self.injected_at
         ttd = (self.detected_at - since).total_seconds() if since and self.detected_at else None

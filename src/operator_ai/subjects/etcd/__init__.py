@@ -19,7 +19,7 @@ from operator_ai.core import (
 from operator_ai.lab import safefs
 from operator_ai.lab.state import LabState
 from operator_ai.subjects.etcd import invariants, load
-from operator_ai.subjects.etcd.briefing import briefing
+from operator_ai.subjects.etcd.briefing import briefing, diagnostics
 from operator_ai.subjects.etcd.faults import FAULTS
 from operator_ai.subjects.etcd.observe import observe
 
@@ -90,6 +90,9 @@ class Etcd:
 
     def briefing(self, cluster: Cluster) -> str:
         return briefing(cluster)
+
+    def diagnostics(self, cluster: Cluster, targets: Sequence[str]) -> list[str]:
+        return diagnostics(cluster, targets)
 
 
 subject = Etcd()

@@ -1,14 +1,41 @@
-"""What the agent is told about an etcd lab: where things are and what it may use. It names
-the tools, not the fixes: there is no playbook."""
+"""What the agent is told about an etcd lab, and shown before its first turn: where things
+are and what it may use. It names the tools, not the fixes: there is no playbook."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from operator_ai.core import NETNS, Cluster
+from operator_ai.subjects.logs import log_tails, tool_version
+
+TIMEOUTS = "--dial-timeout=1s --command-timeout=3s"
+"""etcdctl's defaults wait 5 s per dead endpoint; a short dial keeps a look at a cluster
+with members down quick."""
+
+
+def diagnostics(cluster: Cluster, targets: Sequence[str]) -> list[str]:
+    lab_dir = cluster.workdir
+    etcdctl = f"etcdctl --endpoints={_endpoints(cluster)} {TIMEOUTS}"
+    names = [n.name for n in cluster.nodes]
+    nodes = [n for n in names if n in targets] or names
+    return [
+        f"supervisorctl -c {lab_dir}/supervisord.conf status",
+        f"{etcdctl} endpoint status -w table",
+        f"{etcdctl} member list -w table",
+        f"{etcdctl} alarm list",
+        log_tails([lab_dir / "logs" / f"{n}.log" for n in nodes]),
+        f"du -sh {' '.join(str(lab_dir / 'data' / n) for n in nodes)}; "
+        f"df -h {lab_dir}/data/{nodes[0]}",
+    ]
+
+
+def _endpoints(cluster: Cluster) -> str:
+    return ",".join(n.url() for n in cluster.nodes)
 
 
 def briefing(cluster: Cluster) -> str:
     lab_dir = cluster.workdir
-    endpoints = ",".join(n.url() for n in cluster.nodes)
+    endpoints = _endpoints(cluster)
     rows = "\n".join(
         f"| {n.name} | {n.url('client')} | {n.url('peer')} | {lab_dir}/conf/{n.name}.yml "
         f"| {lab_dir}/data/{n.name} | {lab_dir}/logs/{n.name}.log |"
@@ -45,7 +72,9 @@ empty data dir. The backend quota is set in the config files.
 
 - `etcdctl --endpoints={endpoints} endpoint status -w table` (also `endpoint health`,
   `member list`, `alarm list`, `compaction`, `defrag`, `member add/remove`, `get`, `put`).
-  ETCDCTL_API=3 is the default.
+  {tool_version("etcdctl", "version")}; the members run {tool_version("etcd", "--version")}.
+  ETCDCTL_API=3 is the default. Its dial timeout is 2 s and its command timeout 5 s unless
+  you pass `--dial-timeout`/`--command-timeout`.
 - `supervisorctl -c {lab_dir}/supervisord.conf status|start|stop|restart|tail NAME`
 - `curl` against the client URLs: `/health`, `/metrics`, and the JSON gateway under `/v3/`.
 - The logs above (`tail`, `grep`), and the usual shell tools.

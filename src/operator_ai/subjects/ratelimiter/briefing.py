@@ -4,9 +4,29 @@ the fixes."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from operator_ai.core import NETNS, Cluster
+from operator_ai.subjects.logs import log_tails, tool_version
 from operator_ai.subjects.ratelimiter.declared import REDIS, limits_path
+
+
+def diagnostics(lab: Cluster, targets: Sequence[str]) -> list[str]:
+    lab_dir = lab.workdir
+    redis = lab.node(REDIS)
+    nodes = [n for n in lab.nodes if n.name != REDIS]
+    logs = [n.name for n in lab.nodes if n.name in targets] or [n.name for n in lab.nodes]
+    health = "; ".join(
+        f"echo {n.name}: $(curl -s -m 2 -o /dev/null -w '%{{http_code}}' {n.url('http')}/health)"
+        for n in nodes
+    )
+    return [
+        f"supervisorctl -c {lab_dir}/supervisord.conf status",
+        health,
+        f"curl -s -m 2 {nodes[0].url('http')}/admin/limits",
+        f"redis-cli -h {redis.address} -p {redis.ports['redis']} info stats | head -n 20",
+        log_tails([lab_dir / "logs" / f"{name}.log" for name in logs]),
+    ]
 
 
 def briefing(lab: Cluster) -> str:
@@ -65,7 +85,8 @@ nodes at start):
 Nodes and Redis are supervisord programs of the same names (`redis`, `rl1`...), with
 `autorestart=false`: `supervisorctl -c {lab_dir}/supervisord.conf status|start|stop|restart
 NAME`. They run as the unprivileged user `{lab.user}`, as you do.
-Tools: `curl`, `redis-cli -h {redis.address} -p {redis.ports["redis"]}`, `date`, the logs,
+Tools: `curl`, `redis-cli -h {redis.address} -p {redis.ports["redis"]}`
+({tool_version("redis-cli", "--version")}; the server runs the same release), `date`, the logs,
 and the usual shell tools. How supervisord starts each program (environment included) is
 in {lab_dir}/run/NAME.sh, which only root can read.
 """

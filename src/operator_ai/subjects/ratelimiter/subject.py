@@ -24,7 +24,7 @@ from operator_ai.errors import LabError
 from operator_ai.lab import safefs
 from operator_ai.lab.state import LabState
 from operator_ai.subjects.ratelimiter import invariants, load
-from operator_ai.subjects.ratelimiter.briefing import briefing
+from operator_ai.subjects.ratelimiter.briefing import briefing, diagnostics
 from operator_ai.subjects.ratelimiter.declared import LIMITS, REDIS, limits_path
 from operator_ai.subjects.ratelimiter.faults import FAULTS
 from operator_ai.subjects.ratelimiter.observe import observe
@@ -93,6 +93,9 @@ class RateLimiter:
 
     def briefing(self, cluster: Cluster) -> str:
         return briefing(cluster)
+
+    def diagnostics(self, cluster: Cluster, targets: Sequence[str]) -> list[str]:
+        return diagnostics(cluster, targets)
 
 
 def _check_python(lab: LabState) -> None:

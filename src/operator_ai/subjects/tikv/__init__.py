@@ -27,7 +27,7 @@ from operator_ai.errors import LabError
 from operator_ai.lab import docker
 from operator_ai.lab.state import LabState
 from operator_ai.subjects.tikv import compose, invariants
-from operator_ai.subjects.tikv.briefing import briefing
+from operator_ai.subjects.tikv.briefing import briefing, diagnostics
 from operator_ai.subjects.tikv.faults import FAULTS
 from operator_ai.subjects.tikv.observe import observe
 
@@ -94,6 +94,9 @@ class TiKV:
 
     def briefing(self, cluster: Cluster) -> str:
         return briefing(cluster)
+
+    def diagnostics(self, cluster: Cluster, targets: Sequence[str]) -> list[str]:
+        return diagnostics(cluster, targets)
 
 
 def load_commands(cluster: Cluster, rate: float, duration: float | None) -> list[list[str]]:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from operator_ai.core import Cluster
 from operator_ai.lab import docker
 from operator_ai.subjects.tikv import compose
 from operator_ai.subjects.tikv.compose import PD_CLIENT, TIKV_PORT, TIKV_STATUS, names
 from operator_ai.subjects.tikv.observe import queries
+
+
+def diagnostics(lab: Cluster, targets: Sequence[str]) -> list[str]:
+    pd = f"http://{names(lab.nodes, 'pd')[0]}:{PD_CLIENT}"
+    return [
+        f"curl -s -m 3 {pd}/pd/api/v1/health",
+        f"curl -s -m 3 {pd}/pd/api/v1/stores",
+        f"curl -s -m 3 {pd}/pd/api/v1/regions/check/miss-peer | head -c 2000",
+    ]
 
 
 def briefing(lab: Cluster) -> str:

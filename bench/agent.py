@@ -12,6 +12,9 @@ the lab's ops namespace) and a SQLite store.
 - Time to mitigate: kill a follower; the monitor runs on its own thread at ``--interval``
   and a worker polls the queue; a scripted model starts the member with `supervisorctl`. TTM
   = verified resolution - fault injected, per trial.
+- The diagnostic snapshot: the subject's read-only commands for a ticket, run at once in
+  the sandbox as the agent runs them before its first turn, ``--snapshots`` times on the
+  healthy lab: the wall time of each.
 - The approval classifier: its time per command over the commands of its test table
   (tests/test_classify.py), parse and judgement included.
 """
@@ -33,14 +36,15 @@ from pathlib import Path
 import yaml
 
 from detect import quantile
-from operator_ai.agent import work
-from operator_ai.agent.worker import AgentOptions, agent_factory
+from operator_ai.agent import snapshot, work
+from operator_ai.agent.worker import AgentOptions, agent_factory, store_files
 from operator_ai.approval import classify
 from operator_ai.config import Settings
 from operator_ai.lab import Lab, LabDir
 from operator_ai.lab import injections as chaos
 from operator_ai.monitor import Monitor
 from operator_ai.plugins import load_subject
+from operator_ai.sandbox import sandbox_for
 from operator_ai.store import Status, Store, Violation
 
 
@@ -104,6 +108,21 @@ def mitigate(settings: Settings, store: Store, lab: Lab, trials: int) -> list[fl
     return times
 
 
+def snapshots(settings: Settings, store: Store, lab: Lab, runs: int) -> list[float]:
+    """Seconds for the whole snapshot, as the agent takes it, on the healthy lab."""
+    sandbox = sandbox_for(lab, settings.home, hide=store_files(settings.db))
+    commands = lab.subject.diagnostics(lab.cluster, ["etcd2"])
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        results = snapshot.take(sandbox, commands)
+        times.append(time.perf_counter() - started)
+        failed = [c for c, r in zip(commands, results, strict=True) if r.exit_code != 0]
+        if failed:
+            raise RuntimeError(f"on a healthy lab, these diagnostics failed: {failed}")
+    return times
+
+
 def wait_healthy(store: Store, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while store.live() and time.monotonic() < deadline:
@@ -135,6 +154,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--snapshots", type=int, default=20)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -147,6 +167,8 @@ def main() -> int:
     try:
         lab.up(load_subject("etcd"), 3, None, settings.lab_user)
         with Store(settings.db) as store:
+            taken = snapshots(settings, store, lab, args.snapshots)
+            results["snapshot_seconds"] = figures(taken)
             results["overhead_ms"] = figures(overhead(settings, store, args.steps), 1000)
             store.resolve(store.live()[0].id, "bench: overhead run done")
             monitor = Monitor(store, lab.subject, lab.cluster, interval=args.interval)
@@ -166,9 +188,12 @@ def main() -> int:
         print(json.dumps(results, indent=2))
         return 0
     o, t, c = results["overhead_ms"], results["ttm_seconds"], results["classifier_us"]
+    d = results["snapshot_seconds"]
     print(f"etcd lab, {results['mode']} mode, monitor interval {args.interval:g} s")
     print(f"platform overhead per step over {args.steps} steps (ms): "
           f"p50 {o['p50']}  p90 {o['p90']}  max {o['max']}")  # type: ignore[index]  # fmt: skip
+    print(f"diagnostic snapshot on a healthy lab, {args.snapshots} runs (s): "
+          f"p50 {d['p50']}  p90 {d['p90']}  max {d['max']}")  # type: ignore[index]  # fmt: skip
     print(f"scripted time to mitigate, kill-follower, {args.trials} trials (s): "
           f"p50 {t['p50']}  p90 {t['p90']}  max {t['max']}")  # type: ignore[index]  # fmt: skip
     print(f"approval classifier per command over {c['commands']} commands (us): "

@@ -363,7 +363,7 @@ def test_a_foreign_error_mid_session_fails_it_at_once_and_the_worker_goes_on(
     from operator_ai.agent.worker import work
 
     store.report_violation(Violation("etcd", "member_down", "etcd1", "etcd1 is down"))
-    store.report_violation(Violation("etcd", "member_down", "etcd2", "etcd2 is down"))
+    store.report_violation(Violation("etcd", "member_down", "etcd2", "etcd2 is down"), scope="b")
     steps = [shell("true"), shell("echo second"), shell("echo never")]
     spec = scripted(tmp_path / "s.yaml", *steps)
     stop, errors, built = threading.Event(), [], []
@@ -374,7 +374,7 @@ def test_a_foreign_error_mid_session_fails_it_at_once_and_the_worker_goes_on(
             stop.set()  # the second ticket is the last the worker takes
             healthy = agent(store, recording(spec, Settings(home=tmp_path, db="sqlite://")))
             healthy.listener = lambda kind, data: (
-                store.clear(c.ticket.key) if kind == "result" else None
+                store.clear(c.ticket.key, scope=c.ticket.scope) if kind == "result" else None
             )
             return healthy
         broken = agent(store, recording(spec, Settings(home=tmp_path, db="sqlite://")))

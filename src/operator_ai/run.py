@@ -32,8 +32,8 @@ class Event:
 
 
 AGENT_EVENTS = (
-    "claimed", "reasoning", "approval", "decided", "command", "result", "unverified", "ended",
-    "warning",
+    "claimed", "snapshot", "reasoning", "approval", "decided", "command", "result", "news",
+    "unverified", "ended", "warning",
 )  # fmt: skip
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from operator_ai.agent import snapshot
 from operator_ai.agent.budget import Budget, Spend
 from operator_ai.agent.prompts import (
     GIVE_UP,
@@ -59,11 +59,6 @@ MIN_SETTLE = 3.0
 """Seconds a verification wait lasts at least, even at the end of the time budget: about
 two monitor cycles, what it takes to see a fix hold."""
 EMPTY_REPLY = "Your reply was empty. Call the shell tool, or say what you found and did."
-SNAPSHOT = "snapshot"
-"""The tool name of the platform's own commands in the audit trail (the model's: shell)."""
-SNAPSHOT_TIMEOUT = 5.0
-SNAPSHOT_CAP = 2 * 1024
-"""Bytes of each snapshot command's output the model sees, head and tail."""
 
 
 class End(Exception):
@@ -149,7 +144,9 @@ class Agent:
         return outcome
 
     def _begin(self, claim: Claim) -> None:
-        self._emit("claimed", key=claim.ticket.key, model=self.model.spec)
+        self._emit(
+            "claimed", key=", ".join(t.key for t in self.known.values()), model=self.model.spec
+        )
         started = f"session started on {claim.ticket.key} with model {self.model.spec}"
         self._audit(AuditKind.NOTE, f"{started}, sandbox {self.sandbox.name}; {self.budget}")
         if self.model.name != "scripted" and price(self.model.name) is None:
@@ -188,25 +185,26 @@ class Agent:
                 messages.append(UserMessage(self._verify()))
 
     def _snapshot(self) -> str:
-        """Run the subject's diagnostics at once, audited as the platform's; their output."""
-        commands = list(self.diagnostics)
-        if not commands:
-            return ""
+        """Run the subject's diagnostics, audited as the platform's; what they printed. Under
+        an approval gate, only those it would let run at once."""
+        commands = [c for c in self.diagnostics if not self.gate or self.gate.judge(c) is None]
+        held = [c for c in self.diagnostics if c not in commands]
+        if held:
+            self._audit(AuditKind.NOTE, "not in the snapshot, as the approval gate would hold "
+                        "them: " + "; ".join(held))  # fmt: skip
         for command in commands:  # written ahead, like the model's commands
-            self._audit(AuditKind.TOOL_CALL, command, tool=SNAPSHOT,
+            self._audit(AuditKind.TOOL_CALL, command, tool=snapshot.TOOL,
                         params={"command": command, "by": "platform"})  # fmt: skip
-        with ThreadPoolExecutor(len(commands)) as pool:
-            results = list(pool.map(lambda c: self.sandbox.run(c, SNAPSHOT_TIMEOUT), commands))
-        shown = []
-        for command, result in zip(commands, results, strict=True):
+        results = snapshot.take(self.sandbox, commands)
+        for result in results:
             output = full_output(result)
             self._audit(AuditKind.TOOL_RESULT, output, summary=self.summarize(output),
-                        tool=SNAPSHOT, exit_code=result.exit_code,
+                        tool=snapshot.TOOL, exit_code=result.exit_code,
                         duration_ms=result.duration_ms)  # fmt: skip
-            shown.append(f"$ {command}\n{for_model(result, SNAPSHOT_CAP)}")
-        took = max(r.duration_ms for r in results)
-        self._emit("snapshot", commands=len(commands), ms=took)
-        return "\n\n".join(shown)
+        if results:
+            took = max(r.duration_ms for r in results)
+            self._emit("snapshot", commands=len(commands), ms=took)
+        return snapshot.text(commands, results)
 
     def _history(self, tickets: Sequence[Ticket]) -> list[str]:
         """The last verified fix of each of the incident's keys, dated."""

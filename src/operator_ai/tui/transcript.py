@@ -13,6 +13,11 @@ def describe(event: Event) -> str:
         at += f" [dim]{data['worker']}[/]"
     if event.kind == "claimed":
         return f"{at} [bold]claimed #{data['ticket']}[/] {shown(str(data['key']))}"
+    if event.kind == "snapshot":
+        took = f"{int(str(data['ms'])) / 1000:.1f} s"
+        return f"{at} [dim]the platform ran {data['commands']} diagnostic commands in {took}[/]"
+    if event.kind == "news":
+        return f"{at} [magenta]told the model:[/] {shown(first_line(str(data['text'])))}"
     if event.kind == "reasoning":
         return f"{at} [italic]{shown(first_line(str(data['text'])))}[/]"
     if event.kind == "command":

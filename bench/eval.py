@@ -7,11 +7,12 @@ starts every node (`supervisorctl start all`), says it is done, and gives up whe
 monitor does not confirm it; a restart fixes some scenarios, not others, which is the point:
 the harness's cost must not depend on the outcome.
 
-Prints, per trial, its outcome and the harness's own overhead: everything but the incident
-window (from the last fault injected to the verdict, which holds the agent's time and the
-settle window), i.e. preparing or resetting the lab, the healthy baseline, injecting,
-reverting and stopping. Then each run's total time, and the ratio of the parallel run's to
-the serial run's.
+Prints, per trial, its outcome, its time to mitigate and the harness's own overhead:
+everything but the incident window (from the last fault injected to the verdict, which
+holds the agent's time and the settle window), i.e. preparing or resetting the lab, the
+healthy baseline, injecting, reverting and stopping. Then each run's total time, its TTM
+p50 over the trials that succeeded, and the ratio of the parallel run's time to the serial
+run's.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def library_run(settings: Settings, parallel: int) -> tuple[float, list[EvalTria
 
 
 def _say(trial: EvalTrial) -> None:
-    print(f"  {trial.scenario:<34} {trial.outcome:<12} overhead {trial.overhead_seconds:6.1f} s",
-          file=sys.stderr)  # fmt: skip
+    ttm = f"{trial.ttm_seconds:6.1f} s" if trial.ttm_seconds is not None else "     -  "
+    print(f"  {trial.scenario:<34} {trial.outcome:<12} TTM {ttm} "
+          f"overhead {trial.overhead_seconds:6.1f} s", file=sys.stderr)  # fmt: skip
 
 
 def main() -> int:
@@ -76,6 +78,7 @@ def main() -> int:
             print(f"library with --parallel {parallel}:", file=sys.stderr)
             total, trials = library_run(settings, parallel)
             overheads = [t.overhead_seconds for t in trials]
+            ttms = [t.ttm_seconds for t in trials if t.ttm_seconds is not None]
             results[f"parallel_{parallel}"] = {
                 "total_seconds": round(total, 1),
                 "trials": len(trials),
@@ -83,7 +86,15 @@ def main() -> int:
                 "overhead_p50": round(quantile(overheads, 0.5) or 0, 2),
                 "overhead_p90": round(quantile(overheads, 0.9) or 0, 2),
                 "overhead_max": round(max(overheads), 2),
-                "per_trial": {t.scenario: t.overhead_seconds for t in trials},
+                "ttm_p50": round(quantile(ttms, 0.5) or 0, 2) if ttms else None,
+                "per_trial": {
+                    t.scenario: {
+                        "outcome": str(t.outcome),
+                        "ttm": t.ttm_seconds,
+                        "overhead": t.overhead_seconds,
+                    }
+                    for t in trials
+                },
             }
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -99,6 +110,7 @@ def main() -> int:
         print(f"--parallel {parallel}: {r['trials']} trials in {r['total_seconds']} s; "
               f"harness overhead per trial p50 {r['overhead_p50']} s, "
               f"p90 {r['overhead_p90']} s, max {r['overhead_max']} s; "
+              f"TTM p50 {r['ttm_p50']} s; "
               f"outcomes {r['outcomes']}")  # fmt: skip
     if "ratio" in results:
         print(f"--parallel {args.parallel[-1]} took {results['ratio']:.0%} of the time of "

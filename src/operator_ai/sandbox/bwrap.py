@@ -70,15 +70,20 @@ KILL_WAIT = 5.0
 ABOUT = """\
 ## Your shell
 
-Each command runs in a fresh sandbox that ends with it: in its own process namespace (the
-nodes' processes are not visible; supervisorctl is how you see and control them), with a
-private /tmp ({tmp} MiB) that is empty again at the next command, and HOME=/tmp. You can
-write only in {lab}'s conf/ ({conf}), tmp/ ({tmp_dir}) and each node's data dir under
-data/ (no program can be run from any of them); the rest is read-only, and nothing of the
-host outside the system directories and this lab directory is visible.
-supervisorctl reaches supervisord through a door that allows status, start, stop, restart
-and tail (-f too) of this lab's programs, and nothing else. The platform's own records are
-not visible to you; the load generator's client-side stats are in {lab}/load.json.
+Each command runs in a fresh sandbox that ends with it:
+- It has its own process namespace: `ps` shows only your command, not the nodes. supervisorctl
+  is how you see and control them: `status` (each program's state and PID), `start`, `stop`,
+  `restart`, and `tail NAME` (`tail -f`, `tail NAME stderr`) to read a program's output. It
+  reaches supervisord through a door that allows these on this lab's programs, and nothing
+  else.
+- /tmp is private ({tmp} MiB) and empty again at the next command, and HOME=/tmp: nothing
+  written there outlives the command. {tmp_path} is a scratch directory that keeps what you
+  write between commands ({tmp_dir}).
+- You can write only in {lab}'s conf/ ({conf}), tmp/ and each node's data dir under data/; no
+  program can be run from any of them. The rest is read-only, and nothing of the host
+  outside the system directories and this lab directory is visible.
+- The platform's own records are not visible to you; the load generator's client-side stats
+  are in {lab}/load.json.
 """
 _FIRST = '{ulimit} && printf x >&{fd} && exec bash -c "$1" {fd}>&-'
 """The first thing run inside: set the rlimits, tell the parent the sandbox is up (a byte
@@ -136,6 +141,7 @@ class BwrapSandbox:
         cap = "{}B" if self._root else "no size cap"  # tmpfs mounts need root
         self.about = ABOUT.format(
             lab=lab.path.resolve(), tmp=self.limits.tmp_size // MiB,
+            tmp_path=lab.path.resolve() / "tmp",
             conf=cap.format(WRITABLE["conf"]), tmp_dir=cap.format(WRITABLE["tmp"]),
         )  # fmt: skip
         """What the agent is told of the sandbox: facts, not advice."""

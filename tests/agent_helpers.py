@@ -40,6 +40,7 @@ class Recording:
 
     model: Model
     sent: list[list[Message]] = field(default_factory=list)
+    system: str = ""
 
     @property
     def spec(self) -> str:
@@ -51,6 +52,7 @@ class Recording:
 
     def complete(self, system: str, messages: Sequence[Message], tools: Sequence[Tool]) -> Turn:
         self.sent.append(list(messages))
+        self.system = system
         return self.model.complete(system, messages, tools)
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from fake_providers import (
 from operator_ai.agent import Agent, Budget, Summarizer
 from operator_ai.agent.prompts import for_model
 from operator_ai.config import Settings
+from operator_ai.models import ToolResults, UserMessage
 from operator_ai.models.spec import load_model
 from operator_ai.sandbox import CommandResult
 from operator_ai.sandbox.host import HostSandbox
@@ -421,3 +422,47 @@ def test_an_interrupt_mid_session_ends_it_interrupted_and_goes_on_up(
     assert session.outcome == Outcome.INTERRUPTED and session.ended_at is not None
     assert store.audit_entries(c.session.id)[-1].content.startswith("session interrupted")
     assert store.verify_audit().ok
+
+
+def test_the_model_hears_of_tickets_that_join_hold_or_break_again_and_of_those_that_held(
+    tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    """The first message names a ticket of the incident the monitor cleared on its own before
+    the claim; each tool result then says what changed since; the session resolves only
+    when every ticket it holds is verified."""
+    errors = Violation("etcd", "workload_errors", "workload", "9% of requests fail")
+    blip, _ = store.report_violation(Violation("etcd", "member_slow", "etcd2", "slow"))
+    store.report_violation(errors)
+    store.clear(blip.key)  # unclaimed: the monitor resolves it on its own
+    c = claim(store)
+    assert [t.key for t in c.tickets] == ["etcd:workload_errors:workload", KEY]
+    steps = [shell("echo one"), shell("echo two"), shell("echo three"), {"text": "Fixed."}]
+    model = recording(scripted(tmp_path / "s.yaml", *steps), settings)
+    leader = Violation("etcd", "no_leader", "cluster", "no leader")
+
+    def monitor(kind: str, data: dict[str, object]) -> None:
+        if kind != "result":
+            return
+        if "one" in str(data["output"]):  # a ticket opens and joins; one clears
+            store.report_violation(leader)
+            store.clear(KEY)
+        elif "two" in str(data["output"]):  # the cleared one breaks again
+            store.report_violation(Violation("etcd", "member_down", "etcd2", "down again"))
+        else:  # everything holds
+            for key in (KEY, errors.key, leader.key):
+                store.clear(key)
+
+    assert agent(store, model, listener=monitor).run(c) == Outcome.RESOLVED
+    first = model.sent[0][0]
+    assert isinstance(first, UserMessage) and first.text.startswith("Incident: 2 tickets")
+    assert "already seen to hold again by the monitor on its own" in first.text
+    assert f"#{blip.id} {blip.key}: slow" in first.text
+    news = [m.text for m in model.sent[-1] if isinstance(m, ToolResults)]
+    assert "A new ticket joined this incident" in news[0] and leader.key in news[0]
+    assert f"The monitor now sees {KEY} hold since" in news[0]
+    assert f"The monitor sees {KEY} broken again: down again" in news[1]
+    assert all(f"The monitor now sees {k} hold since" in news[2] for k in (KEY, errors.key))
+    assert {t.status for t in store.session_tickets(c.session.id)} == {Status.RESOLVED}
+    assert len(store.session_tickets(c.session.id)) == 3
+    notes = [e.content for e in store.audit_entries(c.session.id) if e.kind == AuditKind.NOTE]
+    assert sum(n.startswith("told the model:") for n in notes) == 3

@@ -149,6 +149,10 @@ def test_the_agent_restarts_a_killed_follower_and_the_monitor_confirms_it(
     assert status.exit_code == 3 and f"{target}" in status.content and "EXITED" in status.content
     assert re.search(rf"{target}\s+EXITED", first.text), first.text[:3000]
     assert "History" not in first.text
+    # The briefing says what the shell has: the tools' versions, read from the binaries, and
+    # the scratch directory that outlives a command.
+    assert "etcdctl version: 3." in model.system and "etcd Version: 3." in model.system
+    assert f"{lab.path.resolve()}/tmp is a scratch directory" in model.system
     shown = run_cli("audit", "show", str(session.id), home=settings.home,
                     env={"OPERATOR_DB": settings.db})  # fmt: skip
     assert "(platform) $ supervisorctl" in shown.stdout, shown.stdout

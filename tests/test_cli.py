@@ -171,3 +171,22 @@ def test_a_bad_flag_is_a_usage_error_that_says_what_is_wrong(
     assert result.returncode == 2, result.stderr
     assert wrong in result.stderr and hint in result.stderr
     assert "lab status" not in result.stderr  # not the lab's hint: nothing is wrong with a lab
+
+
+def test_tickets_list_and_show_name_the_incident(tmp_path: Path) -> None:
+    url = _seed(tmp_path)
+    with Store(url) as store:  # opens while worker-1 works ticket 1: it joins that incident
+        store.report_violation(Violation("etcd", "no_leader", "cluster", "no leader"))
+    listed = json.loads(run_cli("tickets", "list", "--json", home=tmp_path).stdout)
+    assert {t["key"]: t["incident_id"] for t in listed} == {
+        "etcd:no_leader:cluster": 1, "etcd:db_near_quota:n2": 2, "etcd:member_down:n1": 1,
+    }  # fmt: skip
+    assert "#1" in run_cli("tickets", "list", home=tmp_path).stdout
+    shown = run_cli("tickets", "show", "1", home=tmp_path)
+    assert "Incident #1" in shown.stdout and "etcd:no_leader:cluster" in shown.stdout
+    detail = json.loads(run_cli("tickets", "show", "3", "--json", home=tmp_path).stdout)
+    assert [t["key"] for t in detail["incident"]] == [
+        "etcd:member_down:n1",
+        "etcd:no_leader:cluster",
+    ]
+    assert detail["ticket"]["status"] == "working" and detail["sessions"][0]["worker"] == "worker-1"

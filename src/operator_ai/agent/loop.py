@@ -15,17 +15,8 @@ from typing import Any, NoReturn
 
 from operator_ai.agent import snapshot
 from operator_ai.agent.budget import Budget, Spend
-from operator_ai.agent.prompts import (
-    GIVE_UP,
-    broken_again,
-    for_model,
-    full_output,
-    holds,
-    incident_prompt,
-    joined,
-    still_failing,
-    system_prompt,
-)
+from operator_ai.agent.incident import Incident
+from operator_ai.agent.prompts import GIVE_UP, for_model, full_output, still_failing, system_prompt
 from operator_ai.agent.summary import Summarizer
 from operator_ai.approval.classify import Classification
 from operator_ai.approval.gate import MODE_TEXT, NEVER, Gate, refusal
@@ -50,7 +41,6 @@ from operator_ai.store import (
     Outcome,
     Status,
     Store,
-    Ticket,
 )
 
 SETTLE_SECONDS = 30.0
@@ -108,8 +98,7 @@ class Agent:
 
     def run(self, claim: Claim) -> Outcome:
         self.session, self.ticket = claim.session.id, claim.ticket
-        self.known = {t.id: t for t in claim.tickets or (claim.ticket,)}
-        """The incident's tickets as the model last heard of them."""
+        self.incident = Incident.claimed(self.store, claim)
         self.spend = Spend()
         self.lease_lost = threading.Event()
         finished = threading.Event()
@@ -144,9 +133,7 @@ class Agent:
         return outcome
 
     def _begin(self, claim: Claim) -> None:
-        self._emit(
-            "claimed", key=", ".join(t.key for t in self.known.values()), model=self.model.spec
-        )
+        self._emit("claimed", key=self.incident.keys, model=self.model.spec)
         started = f"session started on {claim.ticket.key} with model {self.model.spec}"
         self._audit(AuditKind.NOTE, f"{started}, sandbox {self.sandbox.name}; {self.budget}")
         if self.model.name != "scripted" and price(self.model.name) is None:
@@ -158,10 +145,7 @@ class Agent:
     def _converse(self) -> NoReturn:
         mode = self.gate.mode if self.gate else NEVER
         system = system_prompt(self.subject, self.briefing, self.command_timeout, MODE_TEXT[mode])
-        tickets = list(self.known.values())
-        events = {t.id: self.store.events(t.id) for t in tickets}
-        first = incident_prompt(tickets, events, self._snapshot(), self._history(tickets))
-        messages: list[Message] = [UserMessage(first)]
+        messages: list[Message] = [UserMessage(self.incident.first_message(self._snapshot()))]
         while True:
             self._check()
             turn = self.model.complete(system, messages, [SHELL])
@@ -206,37 +190,12 @@ class Agent:
             self._emit("snapshot", commands=len(commands), ms=took)
         return snapshot.text(commands, results)
 
-    def _history(self, tickets: Sequence[Ticket]) -> list[str]:
-        """The last verified fix of each of the incident's keys, dated."""
-        lines = {}
-        for ticket in tickets:
-            last = self.store.last_fix(ticket)
-            if last is not None and last[0].id not in lines:
-                session, said = last
-                ended = f"{session.ended_at:%Y-%m-%d %H:%M} UTC" if session.ended_at else "?"
-                lines[session.id] = f"{ended}, {ticket.key}, resolved and verified: {said}"
-        return list(lines.values())
-
     def _news(self) -> str:
-        """What changed in the incident since the model last heard: tickets that joined,
-        tickets the monitor now sees hold, or broken again. Said once each, and audited."""
-        news = []
-        for ticket in self.store.session_tickets(self.session):
-            before = self.known.get(ticket.id)
-            if before is None:
-                news.append(joined(ticket, self.store.events(ticket.id)))
-            elif ticket.cleared_at is not None and before.cleared_at is None:
-                news.append(holds(ticket))
-            elif ticket.cleared_at is None and before.cleared_at is not None:
-                news.append(broken_again(ticket))
-            else:
-                continue
-            self.known[ticket.id] = ticket
-        text = "\n\n".join(news)
-        if text:
-            self._audit(AuditKind.NOTE, f"told the model: {text}")
-            self._emit("news", text=text)
-        return text
+        news = self.incident.news()
+        if news:
+            self._audit(AuditKind.NOTE, f"told the model: {news}")
+            self._emit("news", text=news)
+        return news
 
     def _call(self, call: ToolCall) -> ToolResult:
         command = call.arguments.get("command")
@@ -307,14 +266,14 @@ class Agent:
         # Cut at the time budget, but long enough for the monitor to see a last fix hold.
         left = self.spend.seconds_left(self.budget)
         settle = min(self.settle_seconds, max(MIN_SETTLE, left))
-        keys = ", ".join(t.key for t in self.known.values())
+        keys = self.incident.keys
         self._audit(
             AuditKind.VERIFICATION,
             f"waiting up to {settle:g} s for the monitor to confirm {keys} hold",
         )
         deadline = time.monotonic() + settle
         while True:
-            held = self.store.session_tickets(self.session)
+            held = self.incident.held()
             lost = [t for t in held if t.status != Status.WORKING]
             if lost or self.lease_lost.is_set():
                 taken = lost[0].status if lost else "lease lost"
@@ -330,7 +289,7 @@ class Agent:
             if time.monotonic() >= deadline or self.stop.is_set():
                 break
             time.sleep(0.25)
-        self.known.update((t.id, t) for t in held)
+        self.incident.told(held)
         message = still_failing(failing, settle)
         self._audit(
             AuditKind.VERIFICATION, "not confirmed: " + "; ".join(t.message for t in failing)

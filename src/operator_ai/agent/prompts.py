@@ -46,9 +46,11 @@ def incident_prompt(
     events: Mapping[int, list[TicketEvent]],
     snapshot: str = "",
     history: Sequence[str] = (),
+    cleared: Sequence[Ticket] = (),
 ) -> str:
-    """The first message: every ticket of the incident, what the platform looked at before
-    the first turn, and past fixes of the same kind."""
+    """The first message: every ticket of the incident, those the monitor already saw hold
+    on their own, what the platform looked at before the first turn, and past fixes of the
+    same kind."""
     opened = f"{tickets[0].opened_at:%H:%M:%S}"
     head = (
         f"Incident: {len(tickets)} tickets of {tickets[0].scope}, opened from {opened} UTC. "
@@ -57,6 +59,16 @@ def incident_prompt(
         else ""
     )
     parts = [head + "\n\n".join(ticket_text(t, events.get(t.id, [])) for t in tickets)]
+    if cleared:
+        parts.append(
+            "Also part of this incident, and already seen to hold again by the monitor on its "
+            "own:\n"
+            + "\n".join(
+                f"- #{t.id} {t.key}: {t.message} (opened {t.opened_at:%H:%M:%S}, holds since "
+                f"{t.resolved_at:%H:%M:%S} UTC)"
+                for t in cleared
+            )
+        )
     if snapshot:
         parts.append(
             "What the platform looked at before your first turn (read-only commands, run in "

@@ -442,7 +442,7 @@ class Store:
         """Keep agents off a ticket. A claimed ticket is taken back from its worker."""
         now = _now(now)
         with self._tx() as conn:
-            row = _row(conn, ticket_id)
+            row = _row_and_session(conn, ticket_id)
             if row.held:
                 raise InvalidTransition(f"ticket {ticket_id} is already held")
             values: dict[str, Any] = {"held": True}
@@ -497,7 +497,7 @@ class Store:
     ) -> Ticket:
         now = _now(now)
         with self._tx() as conn:
-            row = _row(conn, ticket_id)
+            row = _row_and_session(conn, ticket_id)
             if row.status not in LIVE or row.status == status:
                 raise InvalidTransition(f"ticket {ticket_id} is already {row.status}")
             _interrupt(conn, ticket_id, now, f"ticket {status} by {actor}")
@@ -705,6 +705,18 @@ def _row(conn: sa.Connection, ticket_id: int) -> sa.Row[Any]:
     return row
 
 
+def _row_and_session(conn: sa.Connection, ticket_id: int) -> sa.Row[Any]:
+    """The ticket's row, locked after every ticket its session holds (in id order)."""
+    holder = conn.execute(
+        sa.select(tickets.c.session_id).where(
+            tickets.c.id == ticket_id, tickets.c.status == Status.WORKING
+        )
+    ).scalar()
+    if holder is not None:
+        _held(conn, holder)
+    return _row(conn, ticket_id)
+
+
 def _ticket(conn: sa.Connection, ticket_id: int) -> Ticket:
     return _to_ticket(_row(conn, ticket_id))
 
@@ -730,8 +742,10 @@ def _to_session(row: sa.Row[Any]) -> Session:
 
 
 def _live_session(conn: sa.Connection, session_id: int, now: datetime) -> Session:
-    """The session, if it still holds its ticket's claim and lease."""
+    """The session, if it still holds its ticket's claim and lease. Locks every ticket it
+    holds, in id order, as every path that changes several of them does: no deadlock."""
     session = _session(conn, session_id)
+    _held(conn, session_id)
     row = _row(conn, session.ticket_id)
     if session.outcome is not None:
         raise LeaseLost(f"session {session_id} already ended ({session.outcome})")

@@ -273,9 +273,10 @@ def test_a_failed_or_broken_session_gives_back_the_whole_incident(store: Store) 
     third = store.claim("w3", 60, now=T0 + timedelta(seconds=53))
     assert third is not None and [t.id for t in third.tickets] == [first]
 
-    # A worker that dies loses every ticket it held.
-    store.unhold(second)
-    assert store.release_expired(now=T0 + timedelta(seconds=200)) == [first]
+    # Unheld, a ticket goes back to the session working its incident; a worker that dies
+    # loses every ticket it held.
+    assert store.unhold(second).session_id == third.session.id
+    assert store.release_expired(now=T0 + timedelta(seconds=200)) == [first, second]
     assert store.session(third.session.id).outcome == Outcome.INTERRUPTED
 
 
@@ -292,3 +293,37 @@ def test_the_last_fix_is_the_newest_session_an_agent_resolved_on_the_key(store: 
     assert last is not None and last[0].id == claim.session.id and last[1] == "restarted n1"
     elsewhere, _ = store.report_violation(down(), now=T0, scope="another-lab")
     assert store.last_fix(elsewhere) is None, "history stays within its scope"
+
+
+def test_no_incident_is_split_by_a_backoff_a_late_ticket_or_an_unverified_join(
+    store: Store,
+) -> None:
+    first, second = _incident(store)
+    claim = store.claim("w1", 600, now=T0 + timedelta(seconds=11))
+    assert claim is not None
+    store.end_session(claim.session.id, Outcome.FAILED, "model error", backoff_seconds=60,
+                      now=T0 + timedelta(seconds=20))  # fmt: skip
+    # A ticket that joins during the backoff waits with the rest.
+    late, _ = store.report_violation(down("n2"), now=T0 + timedelta(seconds=30))
+    assert late.incident_id == first and late.lease_until == T0 + timedelta(seconds=80)
+    assert store.claim("w2", 600, now=T0 + timedelta(seconds=31)) is None
+    again = store.claim("w2", 600, now=T0 + timedelta(seconds=81))
+    assert again is not None and [t.id for t in again.tickets] == [first, second, late.id]
+
+    # A session that resolves takes only what the monitor saw hold; a ticket that joined
+    # after its last check goes back to the queue.
+    for key in ("etcd:member_down:n1", "etcd:workload_errors:cluster", "etcd:member_down:n2"):
+        store.clear(key, now=T0 + timedelta(seconds=90))
+    joined, _ = store.report_violation(down("n3"), now=T0 + timedelta(seconds=95))
+    assert joined.session_id == again.session.id
+    verified = [first, second, late.id]
+    store.end_session(again.session.id, Outcome.RESOLVED, "fixed", verified=verified,
+                      now=T0 + timedelta(seconds=96))  # fmt: skip
+    assert [store.ticket(t).status for t in (first, second, late.id)] == [Status.RESOLVED] * 3
+    assert store.ticket(joined.id).status == Status.OPEN
+
+    # Reopened by hand while its incident is worked, a ticket joins that session.
+    claim = store.claim("w3", 600, now=T0 + timedelta(seconds=97))
+    assert claim is not None and [t.id for t in claim.tickets] == [joined.id]
+    back = store.reopen(first, now=T0 + timedelta(seconds=98))
+    assert (back.status, back.session_id) == (Status.WORKING, claim.session.id)

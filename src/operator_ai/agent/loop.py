@@ -99,6 +99,8 @@ class Agent:
     def run(self, claim: Claim) -> Outcome:
         self.session, self.ticket = claim.session.id, claim.ticket
         self.incident = Incident.claimed(self.store, claim)
+        self.verified: list[int] | None = None
+        """The tickets the monitor confirmed, once it has."""
         self.spend = Spend()
         self.lease_lost = threading.Event()
         finished = threading.Event()
@@ -180,11 +182,11 @@ class Agent:
             self._audit(AuditKind.TOOL_CALL, command, tool=snapshot.TOOL,
                         params={"command": command, "by": "platform"})  # fmt: skip
         results = snapshot.take(self.sandbox, commands)
-        for result in results:
+        for command, result in zip(commands, results, strict=True):
             output = full_output(result)
             self._audit(AuditKind.TOOL_RESULT, output, summary=self.summarize(output),
-                        tool=snapshot.TOOL, exit_code=result.exit_code,
-                        duration_ms=result.duration_ms)  # fmt: skip
+                        tool=snapshot.TOOL, params={"command": command, "by": "platform"},
+                        exit_code=result.exit_code, duration_ms=result.duration_ms)  # fmt: skip
         if results:
             took = max(r.duration_ms for r in results)
             self._emit("snapshot", commands=len(commands), ms=took)
@@ -275,7 +277,7 @@ class Agent:
         while True:
             held = self.incident.held()
             lost = [t for t in held if t.status != Status.WORKING]
-            if lost or self.lease_lost.is_set():
+            if lost or not held or self.lease_lost.is_set():
                 taken = lost[0].status if lost else "lease lost"
                 raise Interrupted(f"the incident was taken out of this session ({taken})")
             failing = [t for t in held if t.cleared_at is None]
@@ -285,6 +287,7 @@ class Agent:
                 self._audit(
                     AuditKind.VERIFICATION, f"confirmed: the monitor saw {keys} hold at {seen}"
                 )
+                self.verified = [t.id for t in held]
                 raise Resolved(f"verified: the monitor saw {keys} hold again at {seen}")
             if time.monotonic() >= deadline or self.stop.is_set():
                 break
@@ -294,7 +297,8 @@ class Agent:
         self._audit(
             AuditKind.VERIFICATION, "not confirmed: " + "; ".join(t.message for t in failing)
         )
-        self._emit("unverified", message="; ".join(t.message for t in failing))
+        self._emit("unverified", message="; ".join(t.message for t in failing),
+                   tickets=[t.id for t in held])  # fmt: skip
         return message
 
     def _check(self) -> None:
@@ -331,6 +335,7 @@ class Agent:
                 tokens_out=usage.output_tokens,
                 cost_usd=self.spend.cost,
                 backoff_seconds=backoff if outcome == Outcome.FAILED else 0.0,
+                verified=self.verified,
             )
         except LeaseLost:
             reason += " (the session had already been taken over)"
@@ -340,4 +345,8 @@ class Agent:
         self.store.append_audit(self.session, kind, content, **fields)
 
     def _emit(self, kind: str, **data: object) -> None:
-        self.listener(kind, {"session": self.session, "ticket": self.ticket.id, **data})
+        """Tell the listener; ``ticket`` is the claimed one, ``tickets`` the whole incident."""
+        every = list(self.incident.known) if hasattr(self, "incident") else [self.ticket.id]
+        self.listener(
+            kind, {"session": self.session, "ticket": self.ticket.id, "tickets": every, **data}
+        )

@@ -160,7 +160,7 @@ def follow_agent(steps: list[Event], arrived: threading.Condition, ticket_id: in
         for event in new:
             if event.kind in AGENT_EVENTS:
                 console.print(describe(event), soft_wrap=True)
-            if event.kind == "ended" and event.data.get("ticket") == ticket_id:
+            if event.kind == "ended" and ticket_id in event.data.get("tickets", ()):
                 return
 
 

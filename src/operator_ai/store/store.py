@@ -6,7 +6,7 @@ the monitor, the agent workers and the CLI cannot disagree about what a ticket m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,7 +65,7 @@ _CLAIMABLE = (
 )
 # The most urgent claimable ticket; its incident's first ticket is the incident's lock, so
 # two workers never split one incident (SKIP LOCKED passes over incidents being claimed).
-# Both rows are locked so that PostgreSQL re-checks both once a lock it waited for is free.
+# Both rows are locked, so that PostgreSQL re-checks both against their newest versions.
 _NEXT_CLAIMABLE = (
     sa.select(tickets.c.id, tickets.c.incident_id)
     .join(_lead, _lead.c.id == tickets.c.incident_id)
@@ -239,15 +239,19 @@ class Store:
             return
         incident = join.incident_id
         _row(conn, incident)  # the incident's lock: a claim under way finishes first
-        holder = conn.execute(
-            sa.select(tickets.c.session_id, tickets.c.claimed_by, tickets.c.lease_until)
-            .where(tickets.c.incident_id == incident, tickets.c.status == Status.WORKING)
-            .limit(1)
-        ).first()
         values: dict[str, Any] = {"incident_id": incident}
+        holder = _holder(conn, incident)
         if holder is not None:
             values.update(status=Status.WORKING, claimed_by=holder.claimed_by,
                           lease_until=holder.lease_until, session_id=holder.session_id)  # fmt: skip
+        else:  # an incident in backoff after a failed session: the newcomer waits with it
+            backoff = conn.execute(
+                sa.select(sa.func.max(tickets.c.lease_until)).where(
+                    tickets.c.incident_id == incident, tickets.c.status == Status.OPEN
+                )
+            ).scalar()
+            if backoff is not None and backoff > now:
+                values["lease_until"] = backoff
         conn.execute(tickets.update().where(tickets.c.id == ticket_id).values(values))
         _event(conn, ticket_id, now, "joined", "store", f"incident #{incident}")
         if holder is not None:
@@ -344,9 +348,12 @@ class Store:
         tokens_out: int = 0,
         cost_usd: float = 0.0,
         backoff_seconds: float = 0.0,
+        verified: Collection[int] | None = None,
         now: datetime | None = None,
     ) -> Ticket:
         """Record how a session ended and move its ticket accordingly, in one transaction.
+        ``verified``: the tickets a resolved session saw hold (default: all it holds); the
+        others, which joined after its last check, go back to the queue.
 
         Resolved: the ticket is resolved by the agent. Escalated: it waits for a human.
         Failed: it goes back to the queue, not claimable for ``backoff_seconds``.
@@ -366,7 +373,7 @@ class Store:
                 cost_usd=cost_usd,
             )
             status = AFTER_SESSION[outcome]
-            held = _held(conn, session_id)
+            held = _lock_held(conn, session_id)
             for ticket_id in held:
                 if status == Status.OPEN:
                     lease = now + timedelta(seconds=backoff_seconds) if backoff_seconds else None
@@ -377,6 +384,17 @@ class Store:
                     )
                     _event(conn, ticket_id, now, f"session_{outcome}", session.worker, summary,
                            session_id)  # fmt: skip
+                elif (
+                    status == Status.RESOLVED and verified is not None and ticket_id not in verified
+                ):
+                    # It joined after the agent's last check: nobody verified it; requeue it.
+                    conn.execute(
+                        tickets.update()
+                        .where(tickets.c.id == ticket_id)
+                        .values(status=Status.OPEN, claimed_by=None, lease_until=None)
+                    )
+                    _event(conn, ticket_id, now, "released", "store",
+                           "joined after the session's verification", session_id)  # fmt: skip
                 else:
                     _close(conn, ticket_id, now, status, "agent", summary, session_id)
             return _ticket(conn, session.ticket_id)
@@ -420,10 +438,18 @@ class Store:
     def release_expired(self, now: datetime | None = None) -> list[int]:
         """Return tickets whose lease ran out to the queue; their sessions become interrupted."""
         now = _now(now)
+        expired = (tickets.c.status == Status.WORKING, tickets.c.lease_until < now)
         with self._tx() as conn:
+            ids = (
+                conn.execute(
+                    sa.select(tickets.c.id).where(*expired).order_by(tickets.c.id).with_for_update()
+                )
+                .scalars()
+                .all()
+            )  # locked in id order, as every path that takes several does
             rows = conn.execute(
                 tickets.update()
-                .where(tickets.c.status == Status.WORKING, tickets.c.lease_until < now)
+                .where(tickets.c.id.in_(ids), *expired)
                 .values(status=Status.OPEN, claimed_by=None, lease_until=None)
                 .returning(tickets.c.id, tickets.c.session_id)
             ).all()
@@ -460,6 +486,8 @@ class Store:
                 raise InvalidTransition(f"ticket {ticket_id} is not held")
             conn.execute(tickets.update().where(tickets.c.id == ticket_id).values(held=False))
             _event(conn, ticket_id, now, "unheld", actor)
+            if _row(conn, ticket_id).status == Status.OPEN:  # back to its incident's session
+                self._place(conn, ticket_id, _row(conn, ticket_id).scope, now)
             return _ticket(conn, ticket_id)
 
     def reopen(self, ticket_id: int, actor: str = "human", now: datetime | None = None) -> Ticket:
@@ -479,6 +507,7 @@ class Store:
             ):
                 raise InvalidTransition(f"a newer ticket for {row.key} is already live")
             _reopen(conn, row, now, actor)
+            self._place(conn, ticket_id, row.scope, now)
             return _ticket(conn, ticket_id)
 
     def resolve(
@@ -713,7 +742,7 @@ def _row_and_session(conn: sa.Connection, ticket_id: int) -> sa.Row[Any]:
         )
     ).scalar()
     if holder is not None:
-        _held(conn, holder)
+        _lock_held(conn, holder)
     return _row(conn, ticket_id)
 
 
@@ -745,7 +774,7 @@ def _live_session(conn: sa.Connection, session_id: int, now: datetime) -> Sessio
     """The session, if it still holds its ticket's claim and lease. Locks every ticket it
     holds, in id order, as every path that changes several of them does: no deadlock."""
     session = _session(conn, session_id)
-    _held(conn, session_id)
+    _lock_held(conn, session_id)
     row = _row(conn, session.ticket_id)
     if session.outcome is not None:
         raise LeaseLost(f"session {session_id} already ended ({session.outcome})")
@@ -835,7 +864,32 @@ def _finish_session(
     approvals.expire(conn, session_id, f"the session ended {outcome}", now)
 
 
-def _held(conn: sa.Connection, session_id: int) -> list[int]:
+def _holder(conn: sa.Connection, incident: int) -> Any:
+    """The live session working an incident: its id (as ``session_id``), worker and lease.
+    Its row is locked, so a session that is ending finishes first and is not joined."""
+    row = conn.execute(
+        sa.select(tickets.c.session_id)
+        .where(tickets.c.incident_id == incident, tickets.c.status == Status.WORKING)
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    live = conn.execute(
+        sa.select(sessions.c.id)
+        .where(sessions.c.id == row.session_id, sessions.c.outcome.is_(None))
+        .with_for_update()
+    ).scalar()
+    if live is None:
+        return None
+    return conn.execute(
+        sa.select(tickets.c.session_id, tickets.c.claimed_by, sa.func.max(tickets.c.lease_until)
+                  .label("lease_until"))
+        .where(tickets.c.session_id == live, tickets.c.status == Status.WORKING)
+        .group_by(tickets.c.session_id, tickets.c.claimed_by)
+    ).first()  # fmt: skip
+
+
+def _lock_held(conn: sa.Connection, session_id: int) -> list[int]:
     """The tickets a session still holds, locked, in id order."""
     return list(
         conn.execute(
@@ -858,7 +912,7 @@ def _interrupt(conn: sa.Connection, ticket_id: int, now: datetime, why: str) -> 
     )
     for sid in ids:
         _finish_session(conn, sid, now, Outcome.INTERRUPTED, why)
-        for other in _held(conn, sid):
+        for other in _lock_held(conn, sid):
             if other != ticket_id:
                 conn.execute(
                     tickets.update()

@@ -3,14 +3,15 @@ are and what it may use. It names the tools, not the fixes: there is no playbook
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 
 from operator_ai.core import NETNS, Cluster
 from operator_ai.subjects.logs import log_tails, tool_version
 
-TIMEOUTS = "--dial-timeout=1s --command-timeout=3s"
-"""etcdctl's defaults wait 5 s per dead endpoint; a short dial keeps a look at a cluster
-with members down quick."""
+TIMEOUTS = "--dial-timeout=1s --command-timeout=2s"
+"""etcdctl's defaults (a 2 s dial, a 5 s command) make a look at a cluster with members down
+slow; shorter ones keep the snapshot within its few seconds."""
 
 
 def diagnostics(cluster: Cluster, targets: Sequence[str]) -> list[str]:
@@ -24,8 +25,8 @@ def diagnostics(cluster: Cluster, targets: Sequence[str]) -> list[str]:
         f"{etcdctl} member list -w table",
         f"{etcdctl} alarm list",
         log_tails([lab_dir / "logs" / f"{n}.log" for n in nodes]),
-        f"du -sh {' '.join(str(lab_dir / 'data' / n) for n in nodes)}; "
-        f"df -h {lab_dir}/data/{nodes[0]}",
+        f"du -sh {' '.join(shlex.quote(str(lab_dir / 'data' / n)) for n in nodes)}; "
+        f"df -h {shlex.quote(str(lab_dir / 'data' / nodes[0]))}",
     ]
 
 

@@ -17,7 +17,7 @@ def diagnostics(lab: Cluster, targets: Sequence[str]) -> list[str]:
     nodes = [n for n in lab.nodes if n.name != REDIS]
     logs = [n.name for n in lab.nodes if n.name in targets] or [n.name for n in lab.nodes]
     health = "; ".join(
-        f"echo {n.name}: $(curl -s -m 2 -o /dev/null -w '%{{http_code}}' {n.url('http')}/health)"
+        f"echo {n.name}: $(curl -s -m 1 -o /dev/null -w '%{{http_code}}' {n.url('http')}/health)"
         for n in nodes
     )
     return [
@@ -86,7 +86,8 @@ Nodes and Redis are supervisord programs of the same names (`redis`, `rl1`...), 
 `autorestart=false`: `supervisorctl -c {lab_dir}/supervisord.conf status|start|stop|restart
 NAME`. They run as the unprivileged user `{lab.user}`, as you do.
 Tools: `curl`, `redis-cli -h {redis.address} -p {redis.ports["redis"]}`
-({tool_version("redis-cli", "--version")}; the server runs the same release), `date`, the logs,
+({tool_version("redis-cli", "--version")}; the server: {tool_version("redis-server", "--version")}),
+`date`, the logs,
 and the usual shell tools. How supervisord starts each program (environment included) is
 in {lab_dir}/run/NAME.sh, which only root can read.
 """

@@ -9,21 +9,20 @@ from collections.abc import Sequence
 from operator_ai.core import NETNS, Cluster
 from operator_ai.subjects.logs import log_tails, tool_version
 
-TIMEOUTS = "--dial-timeout=1s --command-timeout=2s"
-"""etcdctl's defaults (a 2 s dial, a 5 s command) make a look at a cluster with members down
-slow; shorter ones keep the snapshot within its few seconds."""
-
 
 def diagnostics(cluster: Cluster, targets: Sequence[str]) -> list[str]:
+    # etcdctl's defaults (a 2 s dial, a 5 s command) make a look at a cluster with members
+    # down slow: a member's status answers in milliseconds, so 1 s is long enough to call
+    # one dead; what needs a quorum gets 2 s.
     lab_dir = cluster.workdir
-    etcdctl = f"etcdctl --endpoints={_endpoints(cluster)} {TIMEOUTS}"
+    etcdctl = f"etcdctl --endpoints={_endpoints(cluster)} --dial-timeout=1s"
     names = [n.name for n in cluster.nodes]
     nodes = [n for n in names if n in targets] or names
     return [
         f"supervisorctl -c {lab_dir}/supervisord.conf status",
-        f"{etcdctl} endpoint status -w table",
-        f"{etcdctl} member list -w table",
-        f"{etcdctl} alarm list",
+        f"{etcdctl} --command-timeout=1s endpoint status -w table",
+        f"{etcdctl} --command-timeout=2s member list -w table",
+        f"{etcdctl} --command-timeout=2s alarm list",
         log_tails([lab_dir / "logs" / f"{n}.log" for n in nodes]),
         f"du -sh {' '.join(shlex.quote(str(lab_dir / 'data' / n)) for n in nodes)}; "
         f"df -h {shlex.quote(str(lab_dir / 'data' / nodes[0]))}",

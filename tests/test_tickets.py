@@ -327,3 +327,13 @@ def test_no_incident_is_split_by_a_backoff_a_late_ticket_or_an_unverified_join(
     assert claim is not None and [t.id for t in claim.tickets] == [joined.id]
     back = store.reopen(first, now=T0 + timedelta(seconds=98))
     assert (back.status, back.session_id) == (Status.WORKING, claim.session.id)
+
+
+def test_a_ticket_that_reopens_draws_the_next_one_into_its_incident(store: Store) -> None:
+    ticket, _ = store.report_violation(down(), now=T0)
+    store.clear(ticket.key, now=T0 + timedelta(seconds=5))  # unclaimed: resolved by the monitor
+    back, action = store.report_violation(down(), now=T0 + timedelta(seconds=300))
+    assert action == "reopened" and back.placed_at == T0 + timedelta(seconds=300)
+    errors = Violation("etcd", "workload_errors", "cluster", "errors")
+    other, _ = store.report_violation(errors, now=T0 + timedelta(seconds=310))
+    assert other.incident_id == back.incident_id == ticket.id

@@ -217,9 +217,11 @@ CREATE INDEX eval_trials_run ON eval_trials (run_id, id);
         """
 -- Tickets of one scope that open close together form an incident, named by its first
 -- ticket's id; a worker claims an incident whole, and its session holds each of the tickets.
+-- placed_at: when the ticket last (re)opened into its incident.
 ALTER TABLE tickets ADD COLUMN incident_id {bigint};
 ALTER TABLE tickets ADD COLUMN session_id {bigint};
-UPDATE tickets SET incident_id = id;
+ALTER TABLE tickets ADD COLUMN placed_at {ts};
+UPDATE tickets SET incident_id = id, placed_at = opened_at;
 UPDATE tickets SET session_id = (SELECT max(s.id) FROM sessions s WHERE s.ticket_id = tickets.id);
 CREATE INDEX tickets_incident ON tickets (incident_id);
 CREATE INDEX tickets_session ON tickets (session_id);

@@ -69,6 +69,8 @@ class Ticket:
     """The incident it belongs to: the id of the incident's first ticket."""
     session_id: int | None = None
     """The session that holds it (while working) or held it last."""
+    placed_at: datetime | None = None
+    """When it last (re)opened into its incident."""
 
     @property
     def time_to_detect(self) -> float:

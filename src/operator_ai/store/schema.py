@@ -73,6 +73,7 @@ tickets = sa.Table(
     sa.Column("scope", sa.Text, nullable=False),
     sa.Column("incident_id", sa.BigInteger),
     sa.Column("session_id", sa.BigInteger),
+    sa.Column("placed_at", UTCDateTime),
 )
 
 ticket_events = sa.Table(

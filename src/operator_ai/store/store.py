@@ -208,12 +208,12 @@ class Store:
 
     def _place(self, conn: sa.Connection, ticket_id: int, scope: str, now: datetime) -> None:
         """Put a ticket that has just (re)opened in its incident: the scope's live incident
-        that a session works, or whose newest ticket opened within the incident window; else
-        a new one of its own. Joining a worked incident hands the ticket to its session."""
+        that a session works, or whose newest ticket (re)opened within the incident window;
+        else a new one of its own. Joining a worked incident hands the ticket to its session."""
         live = (
             sa.select(
                 tickets.c.incident_id,
-                sa.func.max(tickets.c.opened_at).label("newest"),
+                sa.func.max(tickets.c.placed_at).label("newest"),
                 sa.func.max(tickets.c.session_id)
                 .filter(tickets.c.status == Status.WORKING)
                 .label("session"),
@@ -234,12 +234,14 @@ class Store:
                     break
         if join is None:
             conn.execute(
-                tickets.update().where(tickets.c.id == ticket_id).values(incident_id=ticket_id)
+                tickets.update()
+                .where(tickets.c.id == ticket_id)
+                .values(incident_id=ticket_id, placed_at=now)
             )
             return
         incident = join.incident_id
         _row(conn, incident)  # the incident's lock: a claim under way finishes first
-        values: dict[str, Any] = {"incident_id": incident}
+        values: dict[str, Any] = {"incident_id": incident, "placed_at": now}
         holder = _holder(conn, incident)
         if holder is not None:
             values.update(status=Status.WORKING, claimed_by=holder.claimed_by,

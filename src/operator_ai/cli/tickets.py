@@ -69,11 +69,11 @@ def show(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOp
         return
     console.print(_ticket_panel(ticket))
     if len(incident) > 1:
-        together = table("id", "status", "key", "opened", "message",
+        together = table("id", "status", "by", "key", "opened", "message",
                          title=f"Incident #{ticket.incident_id}")  # fmt: skip
         for t in incident:
-            together.add_row(str(t.id), styled(t.status), shown(t.key), when(t.opened_at),
-                             shown(t.message))  # fmt: skip
+            together.add_row(str(t.id), styled(t.status), t.resolved_by or "", shown(t.key),
+                             when(t.opened_at), shown(t.message))  # fmt: skip
         console.print(together)
     timeline = table("at", "event", "actor", "detail", "session", title="Timeline")
     for e in events:

@@ -275,7 +275,7 @@ def test_a_failed_or_broken_session_gives_back_the_whole_incident(store: Store) 
 
     # Unheld, a ticket goes back to the session working its incident; a worker that dies
     # loses every ticket it held.
-    assert store.unhold(second).session_id == third.session.id
+    assert store.unhold(second, now=T0 + timedelta(seconds=54)).session_id == third.session.id
     assert store.release_expired(now=T0 + timedelta(seconds=200)) == [first, second]
     assert store.session(third.session.id).outcome == Outcome.INTERRUPTED
 

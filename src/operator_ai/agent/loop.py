@@ -298,7 +298,7 @@ class Agent:
             AuditKind.VERIFICATION, "not confirmed: " + "; ".join(t.message for t in failing)
         )
         self._emit("unverified", message="; ".join(t.message for t in failing),
-                   tickets=[t.id for t in held])  # fmt: skip
+                   failing=[t.id for t in failing])  # fmt: skip
         return message
 
     def _check(self) -> None:
@@ -339,7 +339,8 @@ class Agent:
             )
         except LeaseLost:
             reason += " (the session had already been taken over)"
-        self._emit("ended", outcome=str(outcome), reason=reason)
+        held = [t.id for t in self.store.session_tickets(self.session)]
+        self._emit("ended", outcome=str(outcome), reason=reason, tickets=held)
 
     def _audit(self, kind: AuditKind, content: str, **fields: Any) -> None:
         self.store.append_audit(self.session, kind, content, **fields)

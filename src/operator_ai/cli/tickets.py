@@ -72,7 +72,7 @@ def show(ctx: typer.Context, ticket_id: int = IdArgument, as_json: bool = JsonOp
         together = table("id", "status", "by", "key", "opened", "message",
                          title=f"Incident #{ticket.incident_id}")  # fmt: skip
         for t in incident:
-            together.add_row(str(t.id), styled(t.status), t.resolved_by or "", shown(t.key),
+            together.add_row(str(t.id), styled(t.status), shown(t.resolved_by or ""), shown(t.key),
                              when(t.opened_at), shown(t.message))  # fmt: skip
         console.print(together)
     timeline = table("at", "event", "actor", "detail", "session", title="Timeline")

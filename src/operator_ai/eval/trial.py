@@ -386,7 +386,7 @@ class Trial:
                     self.watch.first_write = self.watch.first_write or event.at
         elif event.kind == "unverified":
             with self.watch.lock:
-                self.watch.unverified.update(int(t) for t in event.data["tickets"])
+                self.watch.unverified.update(int(t) for t in event.data["failing"])
 
     def _load(self, stats: dict[str, Any]) -> None:
         self.watch.load(int(stats.get("ops", 0)), int(stats.get("errors", 0)))

@@ -207,9 +207,10 @@ class Store:
             return _ticket(conn, ticket_id), "opened"
 
     def _place(self, conn: sa.Connection, ticket_id: int, scope: str, now: datetime) -> None:
-        """Put a ticket that has just (re)opened in its incident: the scope's live incident
-        that a session works, or whose newest ticket (re)opened within the incident window;
-        else a new one of its own. Joining a worked incident hands the ticket to its session."""
+        """Put a ticket that has just (re)opened in its incident: the one it belongs to if
+        that is still live (unheld or reopened by hand); else the scope's live incident that
+        a session works, or whose newest ticket (re)opened within the incident window; else
+        a new one of its own. Joining a worked incident hands the ticket to its session."""
         live = (
             sa.select(
                 tickets.c.incident_id,
@@ -225,8 +226,12 @@ class Store:
             )
             .group_by(tickets.c.incident_id)
         )
-        join = None
-        for row in conn.execute(live):
+        current = conn.execute(
+            sa.select(tickets.c.incident_id).where(tickets.c.id == ticket_id)
+        ).scalar()
+        rows = conn.execute(live).all()
+        join = next((r for r in rows if r.incident_id == current), None)  # unheld, reopened
+        for row in [] if join else rows:
             if row.session is not None or row.newest >= now - self.incident_window:
                 if join is None or row.session is not None or row.newest > join.newest:
                     join = row
@@ -242,7 +247,7 @@ class Store:
         incident = join.incident_id
         _row(conn, incident)  # the incident's lock: a claim under way finishes first
         values: dict[str, Any] = {"incident_id": incident, "placed_at": now}
-        holder = _holder(conn, incident)
+        holder = _holder(conn, incident, now)
         if holder is not None:
             values.update(status=Status.WORKING, claimed_by=holder.claimed_by,
                           lease_until=holder.lease_until, session_id=holder.session_id)  # fmt: skip
@@ -866,12 +871,17 @@ def _finish_session(
     approvals.expire(conn, session_id, f"the session ended {outcome}", now)
 
 
-def _holder(conn: sa.Connection, incident: int) -> Any:
+def _holder(conn: sa.Connection, incident: int, now: datetime) -> Any:
     """The live session working an incident: its id (as ``session_id``), worker and lease.
-    Its row is locked, so a session that is ending finishes first and is not joined."""
+    Its row is locked, so a session that is ending finishes first and is not joined; one
+    whose lease ran out is not joined either."""
     row = conn.execute(
         sa.select(tickets.c.session_id)
-        .where(tickets.c.incident_id == incident, tickets.c.status == Status.WORKING)
+        .where(
+            tickets.c.incident_id == incident,
+            tickets.c.status == Status.WORKING,
+            tickets.c.lease_until >= now,
+        )
         .limit(1)
     ).first()
     if row is None:

@@ -12,15 +12,15 @@ from operator_ai.subjects.logs import log_tails, tool_version
 
 def diagnostics(cluster: Cluster, targets: Sequence[str]) -> list[str]:
     # etcdctl's defaults (a 2 s dial, a 5 s command) make a look at a cluster with members
-    # down slow: a member's status answers in milliseconds, so 1 s is long enough to call
-    # one dead; what needs a quorum gets 2 s.
+    # down slow. 2 s still lets a member behind a slow network (300 ms each way) answer, so
+    # the snapshot does not call a live member dead.
     lab_dir = cluster.workdir
     etcdctl = f"etcdctl --endpoints={_endpoints(cluster)} --dial-timeout=1s"
     names = [n.name for n in cluster.nodes]
     nodes = [n for n in names if n in targets] or names
     return [
         f"supervisorctl -c {lab_dir}/supervisord.conf status",
-        f"{etcdctl} --command-timeout=1s endpoint status -w table",
+        f"{etcdctl} --command-timeout=2s endpoint status -w table",
         f"{etcdctl} --command-timeout=2s member list -w table",
         f"{etcdctl} --command-timeout=2s alarm list",
         log_tails([lab_dir / "logs" / f"{n}.log" for n in nodes]),

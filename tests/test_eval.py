@@ -193,9 +193,13 @@ def test_the_agent_cannot_find_the_scenario_or_its_fault_from_its_sandbox(
         shutil.rmtree(folder)
     assert result.outcome == TrialOutcome.ESCALATED, result.why
     [session] = result.sessions
-    [output] = [e.content for e in store.audit_entries(session) if e.kind == "tool_result"]
+    entries = store.audit_entries(session)
+    [output] = [e.content for e in entries if e.kind == "tool_result" and e.tool == "shell"]
     assert "grep-finished" in output and str(folder) in output  # its folder is there
     assert name not in output and marker not in output
+    # Nor does the platform's snapshot, which ran in the same sandbox, show either.
+    snapshot = [e.content for e in entries if e.tool == "snapshot"]
+    assert snapshot and not any(name in text or marker in text for text in snapshot)
 
 
 def test_the_script_fault_runs_with_the_node_in_its_environment_and_reverts(

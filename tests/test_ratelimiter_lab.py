@@ -11,7 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from operator_ai.lab import injections as chaos
 from operator_ai.lab.load import read_workload
 from operator_ai.monitor import Monitor
 from operator_ai.store import Store
+from operator_ai.subjects.ratelimiter.declared import LIMITS
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"
@@ -167,13 +168,14 @@ def test_a_skewed_clock_shows_up(lab: Lab, monitor: Monitor, load: subprocess.Po
 
 
 @pytest.mark.parametrize(
-    ("rate", "saturated"),
+    ("rate", "saturated", "need"),
     # At 700 requests/s a loaded 2-core machine falls behind: answers come late, fewer
-    # admissions are certain, and only the key with the lowest limit still reaches it.
-    [(250, ("user:alice", "user:bob")), (700, ("user:alice",))],
+    # admissions are certain, and which key still reaches its limit is a matter of chance.
+    [(250, ("user:alice", "user:bob"), all), (700, tuple(LIMITS["keys"]), any)],
+    ids=["250", "700"],
 )
 def test_no_key_is_ever_admitted_beyond_its_limit(
-    lab: Lab, rate: int, saturated: tuple[str, ...]
+    lab: Lab, rate: int, saturated: tuple[str, ...], need: Callable[[Iterable[bool]], bool]
 ) -> None:
     """Property: with 3 nodes and concurrent load, every window of every key holds."""
 
@@ -181,13 +183,14 @@ def test_no_key_is_ever_admitted_beyond_its_limit(
         # Enough windows judged, and the keys the load saturates seen at their limit.
         seen = read_workload(lab.path) or {}
         fullest = seen.get("fullest_window", {})
-        return seen.get("windows_judged", 0) >= 4 * 5 and all(
+        return seen.get("windows_judged", 0) >= 4 * 5 and need(
             fullest.get(key) == 1.0 for key in saturated
         )
 
     with _load(lab, rate):
         try:
-            wait_for(at_limit, timeout=90, what=f"{' and '.join(saturated)} to reach the limit")
+            keys = f" {need.__name__} of " + ", ".join(saturated)
+            wait_for(at_limit, timeout=90, what=f"{keys} to reach the limit")
         except AssertionError as exc:  # say what the load saw, to tell a stall from a bug
             seen = {k: v for k, v in (read_workload(lab.path) or {}).items() if k != "series"}
             raise AssertionError(f"{exc}; the load's last stats: {json.dumps(seen)}") from None
@@ -199,4 +202,4 @@ def test_no_key_is_ever_admitted_beyond_its_limit(
     fullest = stats["fullest_window"]
     assert max(fullest.values()) <= 1.0
     # The saturated keys reached their limit exactly: the check ran at the boundary.
-    assert all(fullest[key] == 1.0 for key in saturated), json.dumps(fullest)
+    assert need(fullest.get(key) == 1.0 for key in saturated), json.dumps(fullest)

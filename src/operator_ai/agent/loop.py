@@ -347,7 +347,7 @@ class Agent:
 
     def _emit(self, kind: str, **data: object) -> None:
         """Tell the listener; ``ticket`` is the claimed one, ``tickets`` the whole incident."""
-        every = list(self.incident.known) if hasattr(self, "incident") else [self.ticket.id]
+        every = list(self.incident.known)
         self.listener(
             kind, {"session": self.session, "ticket": self.ticket.id, "tickets": every, **data}
         )

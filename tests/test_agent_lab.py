@@ -68,16 +68,7 @@ def kill_follower(lab: Lab, store: Store, target: str | None = None) -> str:
 
 
 def run_one(settings: Settings, store: Store, spec: str, **options: object) -> list[Outcome]:
-    stop = threading.Event()
-    agent_for = agent_factory(
-        settings,
-        store,
-        AgentOptions(model=spec, **options),
-        stop,
-        lambda k, d: None,  # type: ignore[arg-type]
-    )
-    return work(store, "test-worker", agent_for, stop, model=spec,
-                lease_seconds=settings.lease_seconds, once=True)  # fmt: skip
+    return recorded(settings, store, spec, lambda k, d: None, **options)[0]
 
 
 def supervisorctl(lab: Lab, *args: str) -> str:

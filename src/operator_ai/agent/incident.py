@@ -18,8 +18,7 @@ class Incident:
 
     @classmethod
     def claimed(cls, store: Store, claim: Claim) -> Incident:
-        tickets = claim.tickets or (claim.ticket,)
-        return cls(store, claim.session.id, {t.id: t for t in tickets})
+        return cls(store, claim.session.id, {t.id: t for t in claim.tickets})
 
     @property
     def keys(self) -> str:

@@ -33,15 +33,7 @@ from operator_ai.models import (
 )
 from operator_ai.models.prices import cost, price
 from operator_ai.sandbox import DEFAULT_TIMEOUT, Sandbox
-from operator_ai.store import (
-    Approval,
-    ApprovalStatus,
-    AuditKind,
-    Claim,
-    Outcome,
-    Status,
-    Store,
-)
+from operator_ai.store import Approval, ApprovalStatus, AuditKind, Claim, Outcome, Status, Store
 
 SETTLE_SECONDS = 30.0
 """How long the agent waits, by default, for the monitor to confirm a fix holds."""

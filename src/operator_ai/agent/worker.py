@@ -155,9 +155,7 @@ def agent_factory(
             command_timeout=options.command_timeout,
             lease_seconds=settings.lease_seconds,
             gate=Gate(store, options.approval, options.approval_timeout),
-            diagnostics=subject.diagnostics(
-                lab.cluster, sorted({t.target for t in claim.tickets or (claim.ticket,)})
-            ),
+            diagnostics=subject.diagnostics(lab.cluster, sorted({t.target for t in claim.tickets})),
             summarize=summarize,
             stop=stop,
             listener=listener,

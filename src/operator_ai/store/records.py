@@ -128,7 +128,7 @@ class Claim:
 
     ticket: Ticket
     session: Session
-    tickets: tuple[Ticket, ...] = ()
+    tickets: tuple[Ticket, ...]
     """Every ticket of the incident the session took, ``ticket`` (the most urgent) too."""
 
 

@@ -230,13 +230,15 @@ class Store:
             sa.select(tickets.c.incident_id).where(tickets.c.id == ticket_id)
         ).scalar()
         rows = conn.execute(live).all()
-        join = next((r for r in rows if r.incident_id == current), None)  # unheld, reopened
-        for row in [] if join else rows:
-            if row.session is not None or row.newest >= now - self.incident_window:
-                if join is None or row.session is not None or row.newest > join.newest:
-                    join = row
-                if row.session is not None:
-                    break
+        join = (
+            next((r for r in rows if r.incident_id == current), None)  # unheld, reopened
+            or next((r for r in rows if r.session is not None), None)
+            or max(
+                (r for r in rows if r.newest >= now - self.incident_window),
+                key=lambda r: r.newest,
+                default=None,
+            )
+        )
         if join is None:
             conn.execute(
                 tickets.update()
@@ -383,23 +385,15 @@ class Store:
             held = _lock_held(conn, session_id)
             for ticket_id in held:
                 if status == Status.OPEN:
-                    lease = now + timedelta(seconds=backoff_seconds) if backoff_seconds else None
-                    conn.execute(
-                        tickets.update()
-                        .where(tickets.c.id == ticket_id)
-                        .values(status=Status.OPEN, claimed_by=None, lease_until=lease)
-                    )
+                    _requeue(conn, ticket_id, now + timedelta(seconds=backoff_seconds)
+                             if backoff_seconds else None)  # fmt: skip
                     _event(conn, ticket_id, now, f"session_{outcome}", session.worker, summary,
                            session_id)  # fmt: skip
                 elif (
                     status == Status.RESOLVED and verified is not None and ticket_id not in verified
                 ):
                     # It joined after the agent's last check: nobody verified it; requeue it.
-                    conn.execute(
-                        tickets.update()
-                        .where(tickets.c.id == ticket_id)
-                        .values(status=Status.OPEN, claimed_by=None, lease_until=None)
-                    )
+                    _requeue(conn, ticket_id)
                     _event(conn, ticket_id, now, "released", "store",
                            "joined after the session's verification", session_id)  # fmt: skip
                 else:
@@ -461,13 +455,14 @@ class Store:
                 .returning(tickets.c.id, tickets.c.session_id)
             ).all()
             running = sa.select(sessions.c.id).where(sessions.c.outcome.is_(None))
-            for row in sorted(rows, key=lambda r: r.id):
+            rows = sorted(rows, key=lambda r: r.id)
+            for row in rows:
                 sid = conn.execute(running.where(sessions.c.id == row.session_id)).scalar()
                 if sid is not None:
                     _finish_session(conn, sid, now, Outcome.INTERRUPTED,
                                     "lease expired: the worker is gone")  # fmt: skip
                 _event(conn, row.id, now, "lease_expired", "store", "", row.session_id)
-            return sorted(r.id for r in rows)
+            return [r.id for r in rows]
 
     # -- the human's side ---------------------------------------------------------------
 
@@ -489,12 +484,13 @@ class Store:
     def unhold(self, ticket_id: int, actor: str = "human", now: datetime | None = None) -> Ticket:
         now = _now(now)
         with self._tx() as conn:
-            if not _row(conn, ticket_id).held:
+            row = _row(conn, ticket_id)
+            if not row.held:
                 raise InvalidTransition(f"ticket {ticket_id} is not held")
             conn.execute(tickets.update().where(tickets.c.id == ticket_id).values(held=False))
             _event(conn, ticket_id, now, "unheld", actor)
-            if _row(conn, ticket_id).status == Status.OPEN:  # back to its incident's session
-                self._place(conn, ticket_id, _row(conn, ticket_id).scope, now)
+            if row.status == Status.OPEN:  # back to its incident, and to the session on it
+                self._place(conn, ticket_id, row.scope, now)
             return _ticket(conn, ticket_id)
 
     def reopen(self, ticket_id: int, actor: str = "human", now: datetime | None = None) -> Ticket:
@@ -893,12 +889,20 @@ def _holder(conn: sa.Connection, incident: int, now: datetime) -> Any:
     ).scalar()
     if live is None:
         return None
-    return conn.execute(
-        sa.select(tickets.c.session_id, tickets.c.claimed_by, sa.func.max(tickets.c.lease_until)
-                  .label("lease_until"))
+    return conn.execute(  # a session's tickets share its worker and lease
+        sa.select(tickets.c.session_id, tickets.c.claimed_by, tickets.c.lease_until)
         .where(tickets.c.session_id == live, tickets.c.status == Status.WORKING)
-        .group_by(tickets.c.session_id, tickets.c.claimed_by)
-    ).first()  # fmt: skip
+        .limit(1)
+    ).first()
+
+
+def _requeue(conn: sa.Connection, ticket_id: int, lease: datetime | None = None) -> None:
+    """Put a ticket back in the queue; with ``lease``, not claimable before then."""
+    conn.execute(
+        tickets.update()
+        .where(tickets.c.id == ticket_id)
+        .values(status=Status.OPEN, claimed_by=None, lease_until=lease)
+    )
 
 
 def _lock_held(conn: sa.Connection, session_id: int) -> list[int]:
@@ -926,10 +930,6 @@ def _interrupt(conn: sa.Connection, ticket_id: int, now: datetime, why: str) -> 
         _finish_session(conn, sid, now, Outcome.INTERRUPTED, why)
         for other in _lock_held(conn, sid):
             if other != ticket_id:
-                conn.execute(
-                    tickets.update()
-                    .where(tickets.c.id == other)
-                    .values(status=Status.OPEN, claimed_by=None, lease_until=None)
-                )
+                _requeue(conn, other)
                 _event(conn, other, now, "released", "store", why, sid)
     return ids

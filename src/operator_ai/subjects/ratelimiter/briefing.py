@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 
 from operator_ai.core import NETNS, Cluster
-from operator_ai.subjects.logs import log_tails, tool_version
+from operator_ai.subjects.briefing import log_tails, tool_version
 from operator_ai.subjects.ratelimiter.declared import REDIS, limits_path
 
 

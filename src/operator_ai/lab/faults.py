@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from operator_ai.core import CLUSTER, MODES, NETNS, NODE, Fault, Injection, LabHandle
+from operator_ai.core import CLUSTER, MODES, NETNS, NODE, Fault, Injection, LabHandle, Node
 from operator_ai.errors import FaultUnsupported, LabError, OperatorError, UsageError
 from operator_ai.lab import network, procs
 from operator_ai.lab.state import CLEAN_ENV, TMPFS_SIZE, private_dir
@@ -126,8 +126,14 @@ def drop_table(netns: str, table: str) -> None:
     network.sh("ip", "netns", "exec", netns, "nft", "delete", "table", "inet", table, check=False)
 
 
-def _peers(lab: LabHandle, target: str) -> str:
-    return ", ".join(n.address for n in lab.cluster.nodes if n.name != target)
+def peers(lab: LabHandle, target: str) -> list[Node]:
+    """The nodes on other hosts than ``target`` (not the ones that share its namespace)."""
+    address = lab.cluster.node(target).address
+    return [n for n in lab.cluster.nodes if n.address != address]
+
+
+def _addresses(nodes: list[Node]) -> str:
+    return ", ".join(sorted({n.address for n in nodes}))
 
 
 def drop_rules(
@@ -150,9 +156,9 @@ class Partition:
     target = NODE
 
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
-        peers = _peers(lab, target)
+        others = _addresses(peers(lab, target))
         return drop_rules(
-            lab, target, self.name, f"ip saddr {{ {peers} }} drop;", f"ip daddr {{ {peers} }} drop;"
+            lab, target, self.name, f"ip saddr {{ {others} }} drop;", f"ip daddr {{ {others} }} drop;"
         )
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
@@ -191,10 +197,8 @@ class Delay:
         netns, table = _netns(lab, target), "operator_delay"
         cluster = lab.cluster
         ports = ", ".join(str(p) for p in sorted(set(cluster.node(target).ports.values())))
-        peer_ports = ", ".join(
-            str(p) for p in sorted({p for n in cluster.nodes if n.name != target
-                                    for p in n.ports.values()})
-        )  # fmt: skip
+        others = peers(lab, target)
+        peer_ports = ", ".join(str(p) for p in sorted({p for n in others for p in n.ports.values()}))
         if cluster.user is None:
             raise FaultUnsupported("delay needs to know the account the nodes run as")
         uid = pwd.getpwnam(cluster.user).pw_uid
@@ -210,7 +214,7 @@ class Delay:
   chain pre {{ type nat hook prerouting priority -100;
     iifname "eth0" tcp dport {{ {ports} }} redirect to :{self.proxy_port}; }}
   chain out {{ type nat hook output priority -100;
-    meta skuid {uid} ip daddr {{ {_peers(lab, target)} }} tcp dport {{ {peer_ports} }} \
+    meta skuid {uid} ip daddr {{ {_addresses(others)} }} tcp dport {{ {peer_ports} }} \
 redirect to :{self.proxy_port}; }}
 }}""", self.name)  # fmt: skip
         except OperatorError:

@@ -108,6 +108,24 @@ class LoadStats:
         return snapshot
 
 
+ERROR_SHARE = 0.05
+ERROR_MIN_OPS = 10
+
+
+def workload_breach(workload: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+    """What breaks `workload_errors`, every subject's: more than 5% of the last window's
+    client requests (at least 10 of them) failed. The message and the evidence, or None."""
+    window = (workload or {}).get("window", {})
+    ops, errors = window.get("ops", 0), window.get("errors", 0)
+    if ops < ERROR_MIN_OPS or errors / ops <= ERROR_SHARE:
+        return None
+    message = (
+        f"{errors} of {ops} client requests failed in the last {window.get('seconds', '?')} s: "
+        f"{(workload or {}).get('last_error')}"
+    )
+    return message, {"ops": ops, "errors": errors, "p99_ms": window.get("p99_ms")}
+
+
 def read_workload(lab_dir: Path) -> dict[str, Any] | None:
     """The load generator's stats, or None when no generator wrote them lately."""
     try:

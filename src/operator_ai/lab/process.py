@@ -47,6 +47,12 @@ class ProcessSubject(Subject, Protocol):
         """Write each node's own config under ``lab_dir`` and return how to start it."""
         ...
 
+    def colocated(self, nodes: int) -> dict[str, str]:
+        """The nodes that run beside another, as they are deployed together (a sentinel on
+        its Redis's host), each with that node: in netns mode they share its namespace and
+        address, so a network fault on either strikes both."""
+        ...
+
 
 class ProcessRuntime:
     """Root runs the plumbing (namespaces, nft, mounts, supervisord and its door); the nodes
@@ -84,6 +90,8 @@ class ProcessRuntime:
 
         topology = subject.topology(nodes)
         names = list(topology)
+        host = {name: name for name in names} | subject.colocated(nodes)
+        hosts = [name for name in names if host[name] == name]
         state = LabState(
             name=self.dir.name,
             subject=subject.name,
@@ -98,15 +106,16 @@ class ProcessRuntime:
         if mode == NETNS:
             progress(f"creating network namespaces ({state.prefix}-*)")
             subnet = network.pick_subnet(state.prefix)
-            addresses = network.create(state.prefix, subnet, [*names, "ops"])
+            addresses = network.create(state.prefix, subnet, [*hosts, "ops"])
             state.subnet = str(subnet)
             state.host_address = addresses["host"]
             state.ops_address = addresses["ops"]
             state.ops_netns = f"{state.prefix}-ops"
-            for member in [*names, "ops"]:
+            for member in [*hosts, "ops"]:
                 network.fence(f"{state.prefix}-{member}", state.host_address)
             state.nodes = [
-                LabNode(n, addresses[n], dict(topology[n]), f"{state.prefix}-{n}") for n in names
+                LabNode(n, addresses[host[n]], dict(topology[n]), f"{state.prefix}-{host[n]}")
+                for n in names
             ]
         else:
             state.nodes = [

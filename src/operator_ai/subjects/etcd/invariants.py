@@ -8,14 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 from operator_ai.core import Invariant, Observation, Violation
+from operator_ai.lab.load import ERROR_SHARE, workload_breach
 
 SLOW_MS = 250.0
 QUOTA_SHARE = 0.8
 INDEX_LAG = 500
 FLAP_CHANGES = 3
 FLAP_WINDOW = timedelta(seconds=60)
-ERROR_SHARE = 0.05
-ERROR_MIN_OPS = 10
 
 INVARIANTS = (
     Invariant("member_down", "every member answers", "critical", 1.0),
@@ -89,15 +88,9 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
                  f"the leader changed {changes} times in {FLAP_WINDOW.seconds} s",
                  changes=changes)  # fmt: skip
 
-    workload = observation.cluster.get("workload")
-    if workload:
-        window = workload.get("window", {})
-        ops, errors = window.get("ops", 0), window.get("errors", 0)
-        if ops >= ERROR_MIN_OPS and errors / ops > ERROR_SHARE:
-            violated("workload_errors", "workload",
-                     f"{errors} of {ops} client requests failed in the last "
-                     f"{window.get('seconds', '?')} s: {workload.get('last_error')}",
-                     ops=ops, errors=errors, p99_ms=window.get("p99_ms"))  # fmt: skip
+    if breach := workload_breach(observation.cluster.get("workload")):
+        message, evidence = breach
+        violated("workload_errors", "workload", message, **evidence)
     return found
 
 

@@ -1,0 +1,175 @@
+"""Writes through Sentinel-aware clients, and a checker that reads them back.
+
+The writers are redis-py's own Sentinel clients, the way applications find the primary: one
+per sentinel, each asking its own sentinel first (as an application asks the sentinel on its
+host), writing in turn. Each write is a key with the load's run id and a sequence number.
+
+The checker keeps the acknowledged writes of the last two minutes and, every two seconds,
+reads them all back from the primary the sentinels name (the view with the newest config
+epoch, Sentinel's own rule). A write acknowledged and then missing from that primary is lost
+for good: a demoted primary resyncs from the new one. That is how a split brain shows, once a
+partitioned primary that kept taking writes rejoins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import OrderedDict, deque
+from typing import Any
+
+import redis
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from operator_ai.core import Cluster, Report, Stopping
+from operator_ai.lab.load import LoadStats, drive
+from operator_ai.subjects.redis.nodes import MASTER, endpoint, sentinels
+
+TIMEOUT = 1.0
+TTL_SECONDS = 600
+TRACK_SECONDS = 120.0
+TRACK_MAX = 20_000
+CHECK_EVERY = 2.0
+CHECK_AFTER = 0.5
+"""A write is read back once it is this old, so one still replicating is not yet counted."""
+LOST_WINDOW = 60
+LOST_KEPT = 1000
+BATCH = 500
+
+
+def _options() -> dict[str, Any]:
+    return {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT,
+            "retry": Retry(NoBackoff(), 0), "decode_responses": True}  # fmt: skip
+
+
+class Ledger:
+    """The acknowledged writes still tracked, and the ones found lost."""
+
+    def __init__(self) -> None:
+        self.acked: OrderedDict[int, tuple[float, str]] = OrderedDict()
+        self.total = 0
+        self.lost: deque[dict[str, Any]] = deque(maxlen=LOST_KEPT)
+        self.lost_total = 0
+        self.checked_at: float | None = None
+
+    def ack(self, seq: int, by: str) -> None:
+        self.total += 1
+        self.acked[seq] = (time.time(), by)
+        while len(self.acked) > TRACK_MAX:
+            self.acked.popitem(last=False)
+
+    def due(self) -> list[int]:
+        now = time.time()
+        while self.acked and now - next(iter(self.acked.values()))[0] > TRACK_SECONDS:
+            self.acked.popitem(last=False)
+        return [seq for seq, (at, _) in self.acked.items() if now - at >= CHECK_AFTER]
+
+    def missing(self, seq: int) -> None:
+        acked_at, by = self.acked.pop(seq)
+        self.lost_total += 1
+        self.lost.append({"seq": seq, "acked_at": round(acked_at, 3), "by": by,
+                          "found_at": round(time.time(), 3)})  # fmt: skip
+
+    def stats(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "acked": self.total,
+            "tracked": len(self.acked),
+            "checked_at": self.checked_at,
+            "lost": self.lost_total,
+            "lost_recent": sum(1 for w in self.lost if now - w["found_at"] <= LOST_WINDOW),
+            "lost_window": LOST_WINDOW,
+            "lost_examples": list(self.lost)[-20:],
+            "lost_seqs": [w["seq"] for w in self.lost],
+        }
+
+
+async def newest_primary(nodes: list[tuple[str, int]]) -> tuple[str, int] | None:
+    """The primary named by the sentinel whose view has the newest config epoch."""
+
+    async def view(host: str, port: int) -> tuple[int, str, int] | None:
+        try:
+            async with Redis(host=host, port=port, **_options()) as client:
+                master = await client.sentinel_master(MASTER)
+        except (redis.RedisError, OSError, asyncio.TimeoutError):
+            return None
+        return int(master.get("config-epoch", 0)), master["ip"], int(master["port"])
+
+    views = [v for v in await asyncio.gather(*(view(h, p) for h, p in nodes)) if v]
+    if not views:
+        return None
+    _, host, port = max(views)
+    return host, port
+
+
+async def check(ledger: Ledger, run: str, sentinel_nodes: list[tuple[str, int]]) -> None:
+    """Read every due write back from the primary; count the ones that are gone."""
+    due = ledger.due()
+    primary = await newest_primary(sentinel_nodes)
+    if not due or primary is None:
+        return
+    try:
+        async with Redis(host=primary[0], port=primary[1], **_options()) as client:
+            found: list[str | None] = []
+            for start in range(0, len(due), BATCH):
+                keys = [f"load:{run}:{seq}" for seq in due[start : start + BATCH]]
+                found += await client.mget(keys)
+    except (redis.RedisError, OSError, asyncio.TimeoutError):
+        return  # a primary that cannot answer now tells nothing about what it holds
+    for seq, value in zip(due, found, strict=True):
+        if value != str(seq):
+            ledger.missing(seq)
+    ledger.checked_at = time.time()
+
+
+async def _run(
+    cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stopping
+) -> None:
+    stats = LoadStats(cluster.workdir / "load.json", "redis", rate)
+    ledger = Ledger()
+    run = os.urandom(4).hex()
+    where = [endpoint(n) for n in sentinels(cluster)]
+    writers = []
+    for i in range(len(where)):
+        order = where[i:] + where[:i]
+        sentinel = Sentinel(order, sentinel_kwargs=_options(), **_options())
+        writers.append(sentinel.master_for(MASTER, **_options()))
+
+    async def write(n: int) -> None:
+        client = writers[n % len(writers)]
+        started = time.monotonic()
+        try:
+            await client.set(f"load:{run}:{n}", str(n), ex=TTL_SECONDS)
+        except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+            stats.error(f"{type(exc).__name__}: {exc}")
+            return
+        stats.ok((time.monotonic() - started) * 1000)
+        address = getattr(client.connection_pool, "master_address", None)
+        ledger.ack(n, f"{address[0]}:{address[1]}" if address else "?")
+
+    async def checker() -> None:
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            await check(ledger, run, where)
+
+    def publish() -> None:
+        stats.extra["writes"] = ledger.stats()
+        report(stats.write())
+
+    checking = asyncio.create_task(checker())
+    try:
+        await drive(rate, duration, write, publish, stop)
+    finally:
+        checking.cancel()
+        for client in writers:
+            await client.aclose()
+
+
+def run(
+    cluster: Cluster, rate: float, duration: float | None, report: Report, stop: Stopping
+) -> None:
+    asyncio.run(_run(cluster, rate, duration, report, stop))

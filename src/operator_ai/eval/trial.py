@@ -42,7 +42,7 @@ from operator_ai.errors import OperatorError
 from operator_ai.eval.scenario import ALIASES, Scenario
 from operator_ai.lab import Lab
 from operator_ai.lab import injections as chaos
-from operator_ai.lab.injections import Injections
+from operator_ai.lab.injections import Injections, followers
 from operator_ai.lab.state import Progress
 from operator_ai.models import SHELL
 from operator_ai.monitor import Monitor
@@ -239,8 +239,7 @@ class Trial:
         if leader is None:
             raise OperatorError(f"{self.scenario.subject} has no leader now, so leader and "
                                 "follower name no node; name the node instead")  # fmt: skip
-        followers = [n.name for n in self.lab.cluster.nodes if n.name != leader]
-        named = {"leader": leader, "follower": random.choice(followers)}
+        named = {"leader": leader, "follower": random.choice(followers(self.lab.cluster, leader))}
         return {alias: node for alias, node in named.items() if alias in used}
 
     def incident(self, monitor: Monitor, timed: list[tuple[float, Injection]]) -> None:

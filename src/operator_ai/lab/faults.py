@@ -158,7 +158,11 @@ class Partition:
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         others = _addresses(peers(lab, target))
         return drop_rules(
-            lab, target, self.name, f"ip saddr {{ {others} }} drop;", f"ip daddr {{ {others} }} drop;"
+            lab,
+            target,
+            self.name,
+            f"ip saddr {{ {others} }} drop;",
+            f"ip daddr {{ {others} }} drop;",
         )
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
@@ -184,49 +188,63 @@ class Loss:
         drop_table(injection.state["netns"], injection.state["table"])
 
 
+PROXY_PORT = 15999
+
+
+def delay_traffic(
+    lab: LabHandle, target: str, fault: str, delay: int, inbound: bool, toward: list[Node]
+) -> dict[str, Any]:
+    """Hold a node's TCP traffic back by ``delay`` ms each way through the delay proxy: the
+    connections it accepts (``inbound``) and the ones it dials to the nodes ``toward``.
+    Revert with ``undelay``."""
+    netns, table = _netns(lab, target), "operator_delay"
+    cluster = lab.cluster
+    ports = ", ".join(str(p) for p in sorted(set(cluster.node(target).ports.values())))
+    their_ports = ", ".join(str(p) for p in sorted({p for n in toward for p in n.ports.values()}))
+    if cluster.user is None:
+        raise FaultUnsupported(f"{fault} needs to know the account the nodes run as")
+    uid = pwd.getpwnam(cluster.user).pw_uid
+    proxy = procs.spawn(
+        ["ip", "netns", "exec", netns, sys.executable, "-I", "-m", "operator_ai.lab.delayproxy",
+         "--port", str(PROXY_PORT), "--delay-ms", str(delay)],
+        helper_log(lab, f"{fault}-{target}"), env=CLEAN_ENV, cwd=private_dir(lab.path),
+    )  # fmt: skip
+    accepted = f"""
+  chain pre {{ type nat hook prerouting priority -100;
+    iifname "eth0" tcp dport {{ {ports} }} redirect to :{PROXY_PORT}; }}"""
+    try:
+        _wait_listening(netns, PROXY_PORT)
+        _nft(netns, f"""table inet {table} {{{accepted if inbound else ""}
+  chain out {{ type nat hook output priority -100;
+    meta skuid {uid} ip daddr {{ {_addresses(toward)} }} tcp dport {{ {their_ports} }} \
+redirect to :{PROXY_PORT}; }}
+}}""", fault)  # fmt: skip
+    except OperatorError:
+        procs.terminate([proxy])
+        raise
+    # Established connections bypass new NAT rules: cut them so they reconnect through us.
+    _cut_connections(netns, f"{ports}, {their_ports}" if inbound else their_ports)
+    return {"netns": netns, "table": table, "helpers": [proxy]}
+
+
+def undelay(injection: Injection) -> None:
+    drop_table(injection.state["netns"], injection.state["table"])
+    procs.terminate(helpers(injection), grace=2.0)
+
+
 class Delay:
     name = "delay"
     description = "add latency to the node's TCP traffic, each way (a proxy; no netem here)"
     params: Mapping[str, tuple[str, str]] = {"ms": ("200", "milliseconds added each way")}
     modes: tuple[str, ...] = (NETNS,)
     target = NODE
-    proxy_port = 15999
 
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         delay = int(number(params, "ms", 1, 60_000))
-        netns, table = _netns(lab, target), "operator_delay"
-        cluster = lab.cluster
-        ports = ", ".join(str(p) for p in sorted(set(cluster.node(target).ports.values())))
-        others = peers(lab, target)
-        peer_ports = ", ".join(str(p) for p in sorted({p for n in others for p in n.ports.values()}))
-        if cluster.user is None:
-            raise FaultUnsupported("delay needs to know the account the nodes run as")
-        uid = pwd.getpwnam(cluster.user).pw_uid
-        proxy = procs.spawn(
-            ["ip", "netns", "exec", netns, sys.executable, "-I", "-m", "operator_ai.lab.delayproxy",
-             "--port", str(self.proxy_port), "--delay-ms", str(delay)],
-            helper_log(lab, f"delay-{target}"), env=CLEAN_ENV, cwd=private_dir(lab.path),
-        )  # fmt: skip
-        state = {"netns": netns, "table": table, "helpers": [proxy]}
-        try:
-            _wait_listening(netns, self.proxy_port)
-            _nft(netns, f"""table inet {table} {{
-  chain pre {{ type nat hook prerouting priority -100;
-    iifname "eth0" tcp dport {{ {ports} }} redirect to :{self.proxy_port}; }}
-  chain out {{ type nat hook output priority -100;
-    meta skuid {uid} ip daddr {{ {_addresses(others)} }} tcp dport {{ {peer_ports} }} \
-redirect to :{self.proxy_port}; }}
-}}""", self.name)  # fmt: skip
-        except OperatorError:
-            procs.terminate([proxy])
-            raise
-        # Established connections bypass new NAT rules: cut them so they reconnect through us.
-        _cut_connections(netns, f"{ports}, {peer_ports}")
-        return state
+        return delay_traffic(lab, target, self.name, delay, True, peers(lab, target))
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
-        drop_table(injection.state["netns"], injection.state["table"])
-        procs.terminate(helpers(injection), grace=2.0)
+        undelay(injection)
 
 
 def _wait_listening(netns: str, port: int, timeout: float = 10.0) -> None:

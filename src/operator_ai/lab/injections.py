@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from operator_ai.core import CLUSTER, LOOPBACK, Fault, Injection, LabHandle, Subject
+from operator_ai.core import CLUSTER, LOOPBACK, Cluster, Fault, Injection, LabHandle, Subject
 from operator_ai.errors import FaultUnsupported, LabError, UsageError
 from operator_ai.lab import procs
 from operator_ai.lab.faults import GENERIC, helpers
@@ -113,15 +113,23 @@ def resolve_target(lab: LabHandle, fault: Fault, target: str | None) -> str:
         return target or CLUSTER
     if target is None:
         raise UsageError(f"{fault.name} needs --target NODE (or leader, follower)")
-    nodes = lab.cluster.nodes
     if target in ("leader", "follower"):
         leader = lab.leader()
         if leader is None:
             raise LabError("the cluster has no leader right now; name the node instead")
         if target == "leader":
             return leader
-        return next(n.name for n in nodes if n.name != leader)
+        others = followers(lab.cluster, leader)
+        if not others:
+            raise LabError(f"the cluster has no node besides its leader {leader}")
+        return others[0]
     return lab.cluster.node(target).name
+
+
+def followers(cluster: Cluster, leader: str) -> list[str]:
+    """The nodes of the leader's kind (the same ports: a replica, not a sentinel) but it."""
+    kind = cluster.node(leader).ports.keys()
+    return [n.name for n in cluster.nodes if n.name != leader and n.ports.keys() == kind]
 
 
 def revert(lab: LabHandle, injection_id: int) -> Injection:

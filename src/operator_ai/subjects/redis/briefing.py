@@ -27,12 +27,12 @@ def diagnostics(cluster: Cluster, targets: Sequence[str]) -> list[str]:
         for n in servers(cluster)
     )
     memory = "; ".join(
-        f"echo \"{n.name}: $(timeout 2 {_cli(n)} info memory | grep -E "
+        f'echo "{n.name}: $(timeout 2 {_cli(n)} info memory | grep -E '
         "'^(used_memory_human|maxmemory_human|maxmemory_policy):' | tr -d '\\r' | tr '\\n' ' ')\""
         for n in servers(cluster)
     )
     views = "; ".join(
-        f"echo \"{n.name}: names $(timeout 2 {_cli(n)} sentinel get-master-addr-by-name {MASTER} "
+        f'echo "{n.name}: names $(timeout 2 {_cli(n)} sentinel get-master-addr-by-name {MASTER} '
         f"| tr '\\n' ' '), $(timeout 2 {_cli(n)} sentinel ckquorum {MASTER})\""
         for n in sentinels(cluster)
     )

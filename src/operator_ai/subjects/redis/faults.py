@@ -13,7 +13,7 @@ import redis
 
 from operator_ai.core import CLUSTER, MODES, NETNS, NODE, Fault, Injection, LabHandle, Node
 from operator_ai.errors import LabError, UsageError
-from operator_ai.lab.faults import GENERIC, number
+from operator_ai.lab.faults import GENERIC, delay_traffic, number, undelay
 from operator_ai.subjects.redis.nodes import SENTINEL, SERVER, connect, quorum, sentinels, servers
 
 TIMEOUT = 5.0
@@ -56,18 +56,23 @@ class SplitBrain:
 
 class ReplicaLag:
     name = "replica_lag"
-    description = "hold back a replica's traffic through the delay proxy, so it falls behind"
-    params: Mapping[str, tuple[str, str]] = {"ms": ("7000", "milliseconds added each way")}
+    description = (
+        "hold back what a replica dials to the primary (its replication link, and its "
+        "sentinel's link to the primary) through the delay proxy, so it falls behind"
+    )
+    params: Mapping[str, tuple[str, str]] = {"ms": ("4000", "milliseconds added each way")}
     modes: tuple[str, ...] = (NETNS,)
     target = NODE
 
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
-        if _primary(lab).name == _server(lab, target).name:
+        primary, replica = _primary(lab), _server(lab, target)
+        if primary.name == replica.name:
             raise UsageError(f"{target} is the primary", hint="Target a replica: -t follower.")
-        return GENERIC["delay"].inject(lab, target, params)
+        delay = int(number(params, "ms", 1, 60_000))
+        return delay_traffic(lab, target, self.name, delay, False, [primary])
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
-        GENERIC["delay"].revert(lab, injection)
+        undelay(injection)
 
 
 class SentinelQuorum:
@@ -120,45 +125,45 @@ class AuthChanged:
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
         for node in servers(lab.cluster):
-            for password in (injection.state["password"], None):  # the agent may have reset it
-                with contextlib.suppress(redis.AuthenticationError, redis.ResponseError):
-                    with connect(node, TIMEOUT, password) as client:
-                        _config_set(client, requirepass="", masterauth="")
-                        client.config_rewrite()
-                        break
+            _clear_password(node, injection.state["password"])
+
+
+def _clear_password(node: Node, password: str) -> None:
+    """Remove the password, whether it is still set or the agent already removed it."""
+    for attempt in (password, None):
+        try:
+            with connect(node, TIMEOUT, attempt) as client:
+                _config_set(client, requirepass="", masterauth="")
+                client.config_rewrite()
+                return
+        except (redis.AuthenticationError, redis.ResponseError):
+            continue
 
 
 class MaxMemory:
     name = "maxmemory"
     description = (
-        "cap every server's maxmemory a few MiB above what the primary uses, with noeviction, "
-        "and fill the primary with values that do not expire until writes are refused"
+        "fill the primary with values that never expire, then cap every server's maxmemory "
+        "just under what it uses, with noeviction: writes are refused"
     )
-    params: Mapping[str, tuple[str, str]] = {"headroom_mb": ("4", "MiB left above use")}
+    params: Mapping[str, tuple[str, str]] = {"fill_mb": ("8", "MiB of values written first")}
     modes: tuple[str, ...] = MODES
     target = CLUSTER
 
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
-        headroom = int(number(params, "headroom_mb", 1, 1024) * 1024 * 1024)
-        primary = _primary(lab)
-        with connect(primary, TIMEOUT) as client:
-            limit = int(client.info("memory")["used_memory"]) + headroom
+        filled = int(number(params, "fill_mb", 1, 256) * 1024 * 1024) // FILL_VALUE
+        blob = secrets.token_hex(FILL_VALUE // 2)
+        with connect(_primary(lab), TIMEOUT) as client:
+            for n in range(filled):
+                client.set(f"{FILL_PREFIX}{n}", blob)
+            client.wait(len(servers(lab.cluster)) - 1, int(TIMEOUT * 1000))
         before = {}
         for node in servers(lab.cluster):
             with contextlib.suppress(redis.RedisError, OSError), connect(node, TIMEOUT) as each:
-                before[node.name] = each.config_get("maxmemory*")
+                settings = each.config_get("maxmemory*")
+                limit = int(each.info("memory")["used_memory"]) - FILL_VALUE
                 _config_set(each, maxmemory=str(limit), maxmemory_policy="noeviction")
-        filled = 0
-        with connect(primary, TIMEOUT) as client:
-            blob = secrets.token_hex(FILL_VALUE // 2)
-            while filled < 4 * headroom // FILL_VALUE + 16:
-                try:
-                    client.set(f"{FILL_PREFIX}{filled}", blob)
-                except redis.ResponseError as exc:
-                    if "OOM" not in str(exc):
-                        raise
-                    break
-                filled += 1
+                before[node.name] = settings
         return {"before": before, "filled": filled}
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
@@ -167,9 +172,9 @@ class MaxMemory:
             if keys:
                 client.delete(*keys)
         for node in servers(lab.cluster):
+            before = injection.state["before"].get(node.name, {})
             with contextlib.suppress(redis.RedisError, OSError), connect(node, TIMEOUT) as each:
-                _config_set(each, **{k.replace("-", "_"): v for k, v in
-                                     injection.state["before"].get(node.name, {}).items()})  # fmt: skip
+                _config_set(each, **{k.replace("-", "_"): v for k, v in before.items()})
 
 
 FAULTS: dict[str, Fault] = {

@@ -18,7 +18,7 @@ from operator_ai.lab.load import ERROR_SHARE, workload_breach
 
 MEMORY_SHARE = 0.9
 LAG_BYTES = 1024 * 1024
-LAG_SECONDS = 5
+LAG_SECONDS = 3
 
 INVARIANTS = (
     Invariant("node_down", "every server and sentinel answers", "critical", 2.0),
@@ -48,9 +48,7 @@ INVARIANTS = (
         5.0,
     ),
     Invariant("lost_writes", "no acknowledged write vanishes", "critical"),
-    Invariant(
-        "workload_errors", f"client errors stay under {ERROR_SHARE:.0%}", "warning", 5.0
-    ),
+    Invariant("workload_errors", f"client errors stay under {ERROR_SHARE:.0%}", "warning", 5.0),
 )
 SEVERITY = {i.name: i.severity for i in INVARIANTS}
 
@@ -119,7 +117,7 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
                      f"{name} is {behind} bytes and {seconds:.1f} s behind the primary",
                      bytes_behind=behind, seconds_behind=round(seconds, 1))  # fmt: skip
 
-    oom = probe is not None and not probe["ok"] and "OOM" in probe["error"]
+    oom = probe is not None and not probe["ok"] and "OutOfMemoryError" in probe["error"]
     for name, node in sorted(servers.items()):
         used, limit = node.get("used_memory"), node.get("maxmemory")
         if limit and used and used > MEMORY_SHARE * limit:
@@ -135,9 +133,9 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
     writes = workload.get("writes", {})
     if writes.get("lost_recent"):
         violated("lost_writes", "workload",
-                 f"{writes['lost_recent']} acknowledged writes could not be read back from the "
-                 f"primary in the last {writes['lost_window']} s ({writes['lost']} since the "
-                 "load started)", lost_recent=writes["lost_recent"], lost=writes["lost"],
+                 f"{writes['lost_recent']} acknowledged writes vanished from every server in "
+                 f"the last {writes['lost_window']} s ({writes['lost']} since the load "
+                 "started)", lost_recent=writes["lost_recent"], lost=writes["lost"],
                  examples=writes.get("lost_examples", [])[-5:])  # fmt: skip
     if breach := workload_breach(workload):
         message, evidence = breach

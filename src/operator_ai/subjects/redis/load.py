@@ -5,10 +5,10 @@ per sentinel, each asking its own sentinel first (as an application asks the sen
 host), writing in turn. Each write is a key with the load's run id and a sequence number.
 
 The checker keeps the acknowledged writes of the last two minutes and, every two seconds,
-reads them all back from the primary the sentinels name (the view with the newest config
-epoch, Sentinel's own rule). A write acknowledged and then missing from that primary is lost
-for good: a demoted primary resyncs from the new one. That is how a split brain shows, once a
-partitioned primary that kept taking writes rejoins.
+reads them all back from every server, while the primary the sentinels name answers (the
+view with the newest config epoch, Sentinel's own rule). A write that no server holds any
+more is lost for good. That is how a split brain shows: a partitioned primary that kept
+taking writes still holds them, until it rejoins and resyncs from the new primary.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from redis.retry import Retry
 
 from operator_ai.core import Cluster, Report, Stopping
 from operator_ai.lab.load import LoadStats, drive
-from operator_ai.subjects.redis.nodes import MASTER, endpoint, sentinels
+from operator_ai.subjects.redis.nodes import MASTER, endpoint, sentinels, servers
 
 TIMEOUT = 1.0
 TTL_SECONDS = 600
@@ -52,12 +52,15 @@ class Ledger:
     def __init__(self) -> None:
         self.acked: OrderedDict[int, tuple[float, str]] = OrderedDict()
         self.total = 0
+        self.acked_by: dict[str, int] = {}
         self.lost: deque[dict[str, Any]] = deque(maxlen=LOST_KEPT)
         self.lost_total = 0
+        self.found_at: deque[float] = deque()
         self.checked_at: float | None = None
 
     def ack(self, seq: int, by: str) -> None:
         self.total += 1
+        self.acked_by[by] = self.acked_by.get(by, 0) + 1
         self.acked[seq] = (time.time(), by)
         while len(self.acked) > TRACK_MAX:
             self.acked.popitem(last=False)
@@ -71,17 +74,21 @@ class Ledger:
     def missing(self, seq: int) -> None:
         acked_at, by = self.acked.pop(seq)
         self.lost_total += 1
+        self.found_at.append(time.time())
         self.lost.append({"seq": seq, "acked_at": round(acked_at, 3), "by": by,
                           "found_at": round(time.time(), 3)})  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
         now = time.time()
+        while self.found_at and now - self.found_at[0] > LOST_WINDOW:
+            self.found_at.popleft()
         return {
             "acked": self.total,
+            "acked_by": dict(self.acked_by),
             "tracked": len(self.acked),
             "checked_at": self.checked_at,
             "lost": self.lost_total,
-            "lost_recent": sum(1 for w in self.lost if now - w["found_at"] <= LOST_WINDOW),
+            "lost_recent": len(self.found_at),
             "lost_window": LOST_WINDOW,
             "lost_examples": list(self.lost)[-20:],
             "lost_seqs": [w["seq"] for w in self.lost],
@@ -95,7 +102,7 @@ async def newest_primary(nodes: list[tuple[str, int]]) -> tuple[str, int] | None
         try:
             async with Redis(host=host, port=port, **_options()) as client:
                 master = await client.sentinel_master(MASTER)
-        except (redis.RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, redis.RedisError, OSError):
             return None
         return int(master.get("config-epoch", 0)), master["ip"], int(master["port"])
 
@@ -106,22 +113,42 @@ async def newest_primary(nodes: list[tuple[str, int]]) -> tuple[str, int] | None
     return host, port
 
 
-async def check(ledger: Ledger, run: str, sentinel_nodes: list[tuple[str, int]]) -> None:
-    """Read every due write back from the primary; count the ones that are gone."""
+async def _read(host: str, port: int, keys: list[str]) -> list[str | None] | None:
+    try:
+        async with Redis(host=host, port=port, **_options()) as client:
+            found: list[str | None] = []
+            for start in range(0, len(keys), BATCH):
+                found += await client.mget(keys[start : start + BATCH])
+            return found
+    except (TimeoutError, redis.RedisError, OSError):
+        return None
+
+
+async def check(
+    ledger: Ledger,
+    run: str,
+    server_nodes: list[tuple[str, int]],
+    sentinel_nodes: list[tuple[str, int]],
+) -> None:
+    """Read every due write back from every server; count the ones no server holds. Only
+    while the primary the sentinels name answers: what it holds is what clients will read."""
     due = ledger.due()
     primary = await newest_primary(sentinel_nodes)
     if not due or primary is None:
         return
-    try:
-        async with Redis(host=primary[0], port=primary[1], **_options()) as client:
-            found: list[str | None] = []
-            for start in range(0, len(due), BATCH):
-                keys = [f"load:{run}:{seq}" for seq in due[start : start + BATCH]]
-                found += await client.mget(keys)
-    except (redis.RedisError, OSError, asyncio.TimeoutError):
-        return  # a primary that cannot answer now tells nothing about what it holds
-    for seq, value in zip(due, found, strict=True):
-        if value != str(seq):
+    keys = [f"load:{run}:{seq}" for seq in due]
+    held = dict(
+        zip(
+            server_nodes,
+            await asyncio.gather(*(_read(h, p, keys) for h, p in server_nodes)),
+            strict=True,
+        )
+    )
+    if held.get(primary) is None:
+        return
+    answers = [values for values in held.values() if values is not None]
+    for index, seq in enumerate(due):
+        if all(values[index] != str(seq) for values in answers):
             ledger.missing(seq)
     ledger.checked_at = time.time()
 
@@ -144,8 +171,8 @@ async def _run(
         started = time.monotonic()
         try:
             await client.set(f"load:{run}:{n}", str(n), ex=TTL_SECONDS)
-        except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
-            stats.error(f"{type(exc).__name__}: {exc}")
+        except (TimeoutError, redis.RedisError, OSError) as exc:
+            stats.error(f"{type(exc).__name__}: {str(exc)[:160]}")
             return
         stats.ok((time.monotonic() - started) * 1000)
         address = getattr(client.connection_pool, "master_address", None)
@@ -154,7 +181,7 @@ async def _run(
     async def checker() -> None:
         while True:
             await asyncio.sleep(CHECK_EVERY)
-            await check(ledger, run, where)
+            await check(ledger, run, [endpoint(n) for n in servers(cluster)], where)
 
     def publish() -> None:
         stats.extra["writes"] = ledger.stats()

@@ -1,8 +1,8 @@
 """Looking at a Redis lab: every server's INFO and every sentinel's view, in parallel within
 one deadline, then one probe write at the primary the sentinels name, as a client would find
-it. The probe holds the time it was written: how old a replica's copy is against the
-primary's says how far behind the replica is, in seconds. Which primary that is follows Sentinel's own rule: the view with the newest config epoch
-wins."""
+it. Which primary that is follows Sentinel's own rule: the view with the newest config epoch
+wins. The probe holds the time it was written: how old a replica's copy is against the
+primary's says how far behind the replica is, in seconds."""
 
 from __future__ import annotations
 
@@ -69,7 +69,10 @@ def _server(node: Node, timeout: float) -> dict[str, Any]:
 
 
 def _sentinel(node: Node, timeout: float) -> dict[str, Any]:
-    seen: dict[str, Any] = {"kind": "sentinel", "address": f"{node.address}:{node.ports['sentinel']}"}
+    seen: dict[str, Any] = {
+        "kind": "sentinel",
+        "address": f"{node.address}:{node.ports['sentinel']}",
+    }
     try:
         with connect(node, timeout) as client:
             master = client.sentinel_master(MASTER)

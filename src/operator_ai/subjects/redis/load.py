@@ -184,7 +184,7 @@ async def _run(
             await check(ledger, run, [endpoint(n) for n in servers(cluster)], where)
 
     def publish() -> None:
-        stats.extra["writes"] = ledger.stats()
+        stats.extra["writes"] = {"run": run, **ledger.stats()}
         report(stats.write())
 
     checking = asyncio.create_task(checker())

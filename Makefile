@@ -17,6 +17,7 @@ lint: setup
 bench: setup
 	$(VENV)/python bench/store.py
 	$(VENV)/python bench/detect.py
+	$(VENV)/python bench/failover.py
 	$(VENV)/python bench/ratelimiter.py
 	$(VENV)/python bench/agent.py
 	$(VENV)/python bench/eval.py

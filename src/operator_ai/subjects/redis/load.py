@@ -17,7 +17,7 @@ import asyncio
 import os
 import time
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.asyncio import Redis
@@ -101,7 +101,7 @@ async def newest_primary(nodes: list[tuple[str, int]]) -> tuple[str, int] | None
     async def view(host: str, port: int) -> tuple[int, str, int] | None:
         try:
             async with Redis(host=host, port=port, **_options()) as client:
-                master = await client.sentinel_master(MASTER)
+                master = cast(dict[str, Any], await client.sentinel_master(MASTER))
         except (TimeoutError, redis.RedisError, OSError):
             return None
         return int(master.get("config-epoch", 0)), master["ip"], int(master["port"])
@@ -118,7 +118,8 @@ async def _read(host: str, port: int, keys: list[str]) -> list[str | None] | Non
         async with Redis(host=host, port=port, **_options()) as client:
             found: list[str | None] = []
             for start in range(0, len(keys), BATCH):
-                found += await client.mget(keys[start : start + BATCH])
+                values = await client.mget(keys[start : start + BATCH])
+                found += [None if v is None else str(v) for v in values]
             return found
     except (TimeoutError, redis.RedisError, OSError):
         return None
@@ -163,7 +164,7 @@ async def _run(
     writers = []
     for i in range(len(where)):
         order = where[i:] + where[:i]
-        sentinel = Sentinel(order, sentinel_kwargs=_options(), **_options())
+        sentinel = Sentinel(order, sentinel_kwargs=_options(), **_options())  # type: ignore[no-untyped-call]
         writers.append(sentinel.master_for(MASTER, **_options()))
 
     async def write(n: int) -> None:

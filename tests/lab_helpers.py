@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -12,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from operator_ai.lab import Lab, LabDir
+from operator_ai.lab.load import read_workload
 from operator_ai.monitor import Monitor
 from operator_ai.plugins import load_subject
 from operator_ai.store import Store
@@ -89,3 +93,27 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
         time.sleep(0.2)
+
+
+@contextmanager
+def lab_load(lab: Lab, rate: int) -> Iterator[subprocess.Popen[str]]:
+    """`operator lab load` on ``lab`` at ``rate`` ops/s, as a user would run it; Ctrl-C at
+    the end, and its stats removed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPERATOR_")}
+    env["OPERATOR_HOME"] = str(lab.path.parent.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "operator_ai", "lab", "load", "--lab", lab.path.name,
+         "--rate", str(rate)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: read_workload(lab.path) is not None, what="the load to start")
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        (lab.path / "load.json").unlink(missing_ok=True)

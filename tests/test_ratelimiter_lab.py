@@ -6,18 +6,23 @@ admitted beyond its limit."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from lab_helpers import ROOT, cycle_for, cycle_until, lab_home, live, running_lab, wait_for
+from lab_helpers import (
+    ROOT,
+    cycle_for,
+    cycle_until,
+    lab_home,
+    lab_load,
+    live,
+    running_lab,
+    wait_for,
+)
 from operator_ai.lab import Lab
 from operator_ai.lab import injections as chaos
 from operator_ai.lab.load import read_workload
@@ -50,30 +55,8 @@ def monitor(lab: Lab, tmp_path: Path) -> Iterator[Monitor]:
 @pytest.fixture
 def load(lab: Lab) -> Iterator[subprocess.Popen[str]]:
     """`operator lab load --lab ratelimiter` at 400 checks/s, as a user would run it."""
-    with _load(lab, 400) as proc:
+    with lab_load(lab, 400) as proc:
         yield proc
-
-
-@contextmanager
-def _load(lab: Lab, rate: int) -> Iterator[subprocess.Popen[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPERATOR_")}
-    env["OPERATOR_HOME"] = str(lab.path.parent.parent)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "operator_ai", "lab", "load", "--lab", "ratelimiter",
-         "--rate", str(rate)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        wait_for(lambda: read_workload(lab.path) is not None, what="the load to start")
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-        (lab.path / "load.json").unlink(missing_ok=True)
 
 
 @netns_only
@@ -187,7 +170,7 @@ def test_no_key_is_ever_admitted_beyond_its_limit(
             fullest.get(key) == 1.0 for key in saturated
         )
 
-    with _load(lab, rate):
+    with lab_load(lab, rate):
         try:
             keys = f" {need.__name__} of " + ", ".join(saturated)
             wait_for(at_limit, timeout=90, what=f"{keys} to reach the limit")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from lab_helpers import (
     cycle_for,
     cycle_until,
     lab_home,
+    lab_load,
     live,
     running_lab,
     running_monitor,
@@ -66,23 +66,8 @@ def monitor(lab: Lab, store: Store) -> Iterator[Monitor]:
 @pytest.fixture
 def load(lab: Lab) -> Iterator[subprocess.Popen[str]]:
     """`operator lab load --lab redis` at 50 writes/s, as a user would run it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPERATOR_")}
-    env["OPERATOR_HOME"] = str(lab.path.parent.parent)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "operator_ai", "lab", "load", "--lab", "redis", "--rate", "50"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        wait_for(lambda: read_workload(lab.path) is not None, what="the load to start")
+    with lab_load(lab, 50) as proc:
         yield proc
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-        (lab.path / "load.json").unlink(missing_ok=True)
 
 
 def role(lab: Lab, node: str) -> str | None:

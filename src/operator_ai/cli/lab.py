@@ -145,8 +145,11 @@ def _status(lab: Lab) -> dict[str, Any]:
 
 
 def _role(name: str, leader: str | None, seen: dict[str, Any]) -> str | None:
+    """The leader, else the role the subject saw (a replica, a sentinel), else a follower."""
     if name == leader:
         return "leader"
+    if seen.get("role"):
+        return str(seen["role"])
     return "follower" if leader and seen.get("reachable") else None
 
 

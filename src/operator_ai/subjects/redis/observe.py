@@ -88,6 +88,7 @@ def _sentinel(node: Node, timeout: float) -> dict[str, Any]:
     return {
         **seen,
         "reachable": True,
+        "role": "sentinel",
         "names": f"{master['ip']}:{master['port']}",
         "flags": sorted(k for k in ("is_sdown", "is_odown", "is_disconnected") if master.get(k)),
         "config_epoch": int(master.get("config-epoch", 0)),

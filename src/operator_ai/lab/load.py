@@ -22,6 +22,9 @@ from operator_ai.lab.state import write_json
 
 DEFAULT_RATE = 50.0
 """Operations a second a load generator drives unless told otherwise."""
+MAX_IN_FLIGHT = 256
+"""Requests a generator has out at once; its client's connection pool is as large, so a
+request never waits for a connection (a pool queue costs CPU the generator needs)."""
 STOP_CHECK_SECONDS = 0.25
 """How long a generator waiting for its next request goes without looking at its stop."""
 WINDOW_SECONDS = 10
@@ -143,7 +146,7 @@ async def drive(
     request: Callable[[int], Awaitable[None]],
     publish: Callable[[], None],
     stop: Stopping,
-    max_in_flight: int = 256,
+    max_in_flight: int = MAX_IN_FLIGHT,
 ) -> None:
     """Start ``request(n)`` at ``rate`` a second (open loop, at most ``max_in_flight`` at
     once) for ``duration`` seconds or until ``stop`` is set or the task is cancelled;

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from operator_ai.core import Cluster, Report, Stopping
-from operator_ai.lab.load import LoadStats, drive
+from operator_ai.lab.load import MAX_IN_FLIGHT, LoadStats, drive
 from operator_ai.subjects.ratelimiter.declared import REDIS, declared
 
 TIMEOUT = 2.0
@@ -106,7 +106,8 @@ async def _run(
         }
         report(stats.write())
 
-    async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
+    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
+    async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False, limits=limits) as client:
         await drive(rate, duration, check, publish, stop)
 
 

@@ -106,8 +106,8 @@ async def _run(
         }
         report(stats.write())
 
-    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
-    async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False, limits=limits) as client:
+    pool = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
+    async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False, limits=pool) as client:
         await drive(rate, duration, check, publish, stop)
 
 

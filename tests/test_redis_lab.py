@@ -85,6 +85,7 @@ def ever(store: Store, key: str) -> bool:
     return any(t.key == key for t in store.tickets())
 
 
+@netns_only
 def test_each_sentinel_runs_beside_its_server(lab: Lab) -> None:
     nodes = {n.name: n for n in lab.cluster.nodes}
     for i in (1, 2, 3):
@@ -102,9 +103,9 @@ def test_each_sentinel_runs_beside_its_server(lab: Lab) -> None:
 def test_a_healthy_lab_under_load_opens_no_ticket(
     lab: Lab, monitor: Monitor, load: subprocess.Popen[str]
 ) -> None:
-    cycle_for(monitor, 6)
+    cycle_for(monitor, 17)  # past every grace period (15 s at most)
     assert [t.key for t in monitor.store.live()] == []
-    assert writes(lab)["acked"] > 100 and writes(lab)["lost"] == 0
+    assert writes(lab)["acked"] > 500 and writes(lab)["lost"] == 0
 
 
 def test_a_killed_primary_fails_over_and_comes_back_as_a_replica(
@@ -115,8 +116,8 @@ def test_a_killed_primary_fails_over_and_comes_back_as_a_replica(
     injection = chaos.inject(lab, "kill", "leader", {})
     cycle_until(monitor, lambda: live(monitor.store, f"redis:node_down:{old}"), what="node_down")
     cycle_until(monitor, lambda: lab.leader() not in (None, old), what="a failover", timeout=40)
-    # Past no_writable_primary's grace (15 s) from the kill: Sentinel fixed it in time.
-    cycle_for(monitor, 16 - (time.time() - _at(injection.injected_at)))
+    # Well past no_writable_primary's grace (15 s) from the kill: Sentinel fixed it in time.
+    cycle_for(monitor, 19 - (time.time() - _at(injection.injected_at)))
     assert not ever(monitor.store, "redis:no_writable_primary:cluster")
     chaos.revert(lab, injection.id)
     key = f"redis:node_down:{old}"
@@ -137,7 +138,7 @@ def test_a_split_brain_loses_the_writes_the_old_primary_took(
     old = lab.leader()
     assert old is not None
     address = f"{lab.cluster.node(old).address}:6379"
-    before = writes(lab)["acked_by"].get(address, 0)
+    before = writes(lab)["acked"]
     injection = chaos.inject(lab, "split_brain", "leader", {})
     injected = _at(injection.injected_at)
     wait_for(lambda: (read_workload(lab.path) or {}).get("updated_at", 0) > injected + 0.1,
@@ -151,19 +152,16 @@ def test_a_split_brain_loses_the_writes_the_old_primary_took(
                 what="lost_writes", timeout=60)  # fmt: skip
     wait_for(lambda: role(lab, old) == "replica", timeout=40, what=f"{old} demoted")
     demoted = time.time()
-    wait_for(lambda: (writes(lab)["checked_at"] or 0) > demoted + 3, what="a later check")
+    wait_for(lambda: (writes(lab)["checked_at"] or 0) > demoted + 5, what="two later checks")
     seen = writes(lab)
-    acked = seen["acked_by"][address]
-    # Every write the old primary acknowledged from the partition on is lost, and none from
-    # before it (bar one still replicating): the load's stats, read just before and just
-    # after the injection, bound the count.
-    assert acked - after_inject <= seen["lost"] <= acked - before + 5, seen
+    # Every write the old primary acknowledged from the partition on is lost (the load's
+    # stats, read just after the injection, bound it from below), and no write acknowledged
+    # before the partition is (bar one still replicating).
+    assert seen["acked_by"][address] - after_inject <= seen["lost"] <= seen["acked"] - before + 5
     assert seen["lost"] > 50
     ticket = live(monitor.store, "redis:lost_writes:workload")
     assert ticket is not None and ticket.evidence["lost"] <= seen["lost"]
-    examples = seen["lost_examples"]
-    assert {w["by"] for w in examples} == {address}
-    assert all(w["acked_at"] >= injected - 1 for w in examples)
+    assert all(w["acked_at"] >= injected - 1 for w in seen["lost_examples"])
     # And the cluster agrees: no server holds any of them.
     keys = [f"load:{seen['run']}:{seq}" for seq in seen["lost_seqs"][:200]]
     for node in (n for n in lab.cluster.nodes if "redis" in n.ports):
@@ -273,7 +271,9 @@ def test_the_agent_restarts_a_killed_primary_and_it_rejoins_as_a_replica(
 
 def test_the_briefing_names_the_parts_and_no_fix(lab: Lab) -> None:
     text = lab.subject.briefing(lab.cluster)
-    for part in ("redis1", "sentinel3", "redis-cli -h HOST -p 26379", "supervisorctl", "conf"):
+    sentinel = lab.cluster.node("sentinel1")
+    cli = f"redis-cli -h {sentinel.address} -p {sentinel.ports['sentinel']}"
+    for part in ("redis1", "sentinel3", cli, "supervisorctl", "conf"):
         assert part in text
     assert "min-replicas" not in text and "replicaof" not in text.lower()  # no playbook
     commands = lab.subject.diagnostics(lab.cluster, ["redis2"])

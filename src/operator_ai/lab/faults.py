@@ -136,11 +136,24 @@ def _addresses(nodes: list[Node]) -> str:
     return ", ".join(sorted({n.address for n in nodes}))
 
 
+def _unused(netns: str, table: str) -> None:
+    """Refuse a table a fault already holds in the namespace: nodes on one host share it (a
+    sentinel beside its Redis), and reverting either fault would drop the other's rules."""
+    listed = network.sh("ip", "netns", "exec", netns, "nft", "list", "tables", check=False)
+    if f"table inet {table}" in listed.splitlines():
+        raise UsageError(
+            f"{netns} already has {table}: a fault on this node, or on one that shares its "
+            "namespace, is active",
+            hint="Revert it first (`operator chaos list` shows it).",
+        )
+
+
 def drop_rules(
     lab: LabHandle, target: str, fault: str, inbound: str, outbound: str
 ) -> dict[str, Any]:
     """Load a filter table in the node's namespace; revert deletes the table."""
     netns, table = _netns(lab, target), f"operator_{fault}"
+    _unused(netns, table)
     _nft(netns, f"""table inet {table} {{
   chain in {{ type filter hook input priority -10; {inbound} }}
   chain out {{ type filter hook output priority -10; {outbound} }}
@@ -192,12 +205,13 @@ PROXY_PORT = 15999
 
 
 def delay_traffic(
-    lab: LabHandle, target: str, fault: str, delay: int, inbound: bool, toward: list[Node]
+    lab: LabHandle, target: str, fault: str, delay: int, *, inbound: bool, toward: list[Node]
 ) -> dict[str, Any]:
     """Hold a node's TCP traffic back by ``delay`` ms each way through the delay proxy: the
     connections it accepts (``inbound``) and the ones it dials to the nodes ``toward``.
     Revert with ``undelay``."""
     netns, table = _netns(lab, target), "operator_delay"
+    _unused(netns, table)
     cluster = lab.cluster
     ports = ", ".join(str(p) for p in sorted(set(cluster.node(target).ports.values())))
     their_ports = ", ".join(str(p) for p in sorted({p for n in toward for p in n.ports.values()}))
@@ -241,7 +255,7 @@ class Delay:
 
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         delay = int(number(params, "ms", 1, 60_000))
-        return delay_traffic(lab, target, self.name, delay, True, peers(lab, target))
+        return delay_traffic(lab, target, self.name, delay, inbound=True, toward=peers(lab, target))
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
         undelay(injection)

@@ -41,16 +41,15 @@ def is_root() -> bool:
 
 @runtime_checkable
 class ProcessSubject(Subject, Protocol):
-    """A subject whose nodes run as plain processes (etcd, the rate limiter)."""
+    """A subject whose nodes run as plain processes (etcd, the rate limiter, Redis).
+
+    It may also have ``colocated(nodes) -> dict[str, str]``: the nodes that run beside
+    another, as they are deployed together (a sentinel on its Redis's host), each with that
+    node. In netns mode they share its namespace and address, so a network fault on either
+    strikes both."""
 
     def node_commands(self, lab: LabState, lab_dir: Path) -> dict[str, list[str]]:
         """Write each node's own config under ``lab_dir`` and return how to start it."""
-        ...
-
-    def colocated(self, nodes: int) -> dict[str, str]:
-        """The nodes that run beside another, as they are deployed together (a sentinel on
-        its Redis's host), each with that node: in netns mode they share its namespace and
-        address, so a network fault on either strikes both."""
         ...
 
 
@@ -90,7 +89,8 @@ class ProcessRuntime:
 
         topology = subject.topology(nodes)
         names = list(topology)
-        host = {name: name for name in names} | subject.colocated(nodes)
+        colocated = getattr(subject, "colocated", None)
+        host = {name: name for name in names} | (colocated(nodes) if colocated else {})
         hosts = [name for name in names if host[name] == name]
         state = LabState(
             name=self.dir.name,

@@ -65,9 +65,6 @@ class Etcd:
             commands[node.name] = ["etcd", "--config-file", str(path)]
         return commands
 
-    def colocated(self, nodes: int) -> dict[str, str]:
-        return {}
-
     def observe(self, cluster: Cluster, timeout: float) -> Observation:
         return observe(cluster, timeout)
 

@@ -69,9 +69,6 @@ class RateLimiter:
                 ]  # fmt: skip
         return commands
 
-    def colocated(self, nodes: int) -> dict[str, str]:
-        return {}
-
     def observe(self, cluster: Cluster, timeout: float) -> Observation:
         return observe(cluster, timeout)
 

@@ -29,6 +29,7 @@ from operator_ai.subjects.redis.nodes import (
     SERVER,
     SERVER_PORT,
     quorum,
+    sentinel_of,
 )
 from operator_ai.subjects.redis.observe import observe
 
@@ -53,7 +54,7 @@ class Redis:
         }
 
     def colocated(self, nodes: int) -> dict[str, str]:
-        return {f"{SENTINEL}{i}": f"{SERVER}{i}" for i in range(1, nodes + 1)}
+        return {sentinel_of(f"{SERVER}{i}"): f"{SERVER}{i}" for i in range(1, nodes + 1)}
 
     def node_commands(self, lab: LabState, lab_dir: Path) -> dict[str, list[str]]:
         servers = [n for n in lab.nodes if SERVER in n.ports]

@@ -59,8 +59,8 @@ def briefing(cluster: Cluster) -> str:
         f"Each server runs in its own network namespace on {cluster.subnet}, with its sentinel "
         "beside it in the same namespace (the same address), as on one host. Your shell runs "
         "in the lab's ops namespace on the same bridge. You cannot change the network itself: "
-        "undoing an injected network fault is not your job, keeping the data safe and the "
-        "service available despite it is."
+        "undoing an injected network fault is not your job, keeping the service healthy "
+        "despite it is."
         if cluster.mode == NETNS
         else "Every server and sentinel listens on 127.0.0.1 with its own port (loopback mode)."
     )
@@ -73,7 +73,7 @@ The sentinels monitor the primary under the name `{MASTER}` (quorum {quorum(coun
 {count}) and, when enough of them agree it is down, promote a replica and repoint the others.
 Clients never hold a fixed address: they ask a sentinel for the primary of `{MASTER}`
 (redis-py's Sentinel client, one per sentinel, each asking its own sentinel first) and write
-keys `load:RUN:N`, each expected to stay readable once acknowledged.
+keys `load:RUN:N`, which they read back later.
 
 | node | address | config file | data dir | log |
 |---|---|---|---|---|
@@ -84,12 +84,12 @@ keys `load:RUN:N`, each expected to stay readable once acknowledged.
 Each server and sentinel is a supervisord program of the same name with
 `autorestart=false`: one that dies stays down until someone starts it. They run as the
 unprivileged user `{cluster.user}`, as you do. The config files are yours to edit; a server
-reads its own at start and `CONFIG SET` changes a running one (`CONFIG REWRITE` saves that to
-the file). Sentinels rewrite their files themselves as they learn about the others.
+reads its own at start. Sentinels rewrite their files themselves as they learn about the
+others.
 
 ## Tools
 
-- `redis-cli -h HOST -p 6379` for a server, `redis-cli -h HOST -p 26379` for a sentinel
+- `{_cli(server_nodes[0])}` for a server, `{_cli(sentinel_nodes[0])}` for a sentinel
   (`SENTINEL MASTER {MASTER}`, `SENTINEL REPLICAS {MASTER}`, `SENTINEL SENTINELS {MASTER}`,
   `SENTINEL CKQUORUM {MASTER}`, `SENTINEL FAILOVER {MASTER}`, `INFO`, `CONFIG GET|SET`...).
   {tool_version("redis-cli", "--version")}; the servers and sentinels run

@@ -4,7 +4,6 @@ the primary); a network fault on either strikes both, as they share a host."""
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +13,7 @@ import redis
 from operator_ai.core import CLUSTER, MODES, NETNS, NODE, Fault, Injection, LabHandle, Node
 from operator_ai.errors import LabError, UsageError
 from operator_ai.lab.faults import GENERIC, delay_traffic, number, undelay
-from operator_ai.subjects.redis.nodes import SENTINEL, SERVER, connect, quorum, sentinels, servers
+from operator_ai.subjects.redis.nodes import connect, quorum, sentinel_of, sentinels, servers
 
 TIMEOUT = 5.0
 FILL_VALUE = 256 * 1024
@@ -69,7 +68,7 @@ class ReplicaLag:
         if primary.name == replica.name:
             raise UsageError(f"{target} is the primary", hint="Target a replica: -t follower.")
         delay = int(number(params, "ms", 1, 60_000))
-        return delay_traffic(lab, target, self.name, delay, False, [primary])
+        return delay_traffic(lab, target, self.name, delay, inbound=False, toward=[primary])
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
         undelay(injection)
@@ -84,21 +83,31 @@ class SentinelQuorum:
 
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         # The primary's own sentinel stays: alone, it sees the primary but decides nothing.
-        beside = _primary(lab).name.replace(SERVER, SENTINEL, 1)
+        beside = sentinel_of(_primary(lab).name)
         every = sentinels(lab.cluster)
         chosen = [s.name for s in every if s.name != beside][: quorum(len(every))]
-        for name in chosen:
-            lab.cluster.control.stop(name)
-        return {"stopped": chosen}
+        stopped: list[str] = []
+        try:
+            for name in chosen:
+                lab.cluster.control.stop(name)
+                stopped.append(name)
+        except LabError:
+            for name in stopped:
+                lab.cluster.control.start(name)
+            raise
+        return {"stopped": stopped}
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
         for name in injection.state["stopped"]:
             lab.cluster.control.start(name)
 
 
-def _config_set(client: redis.Redis, **settings: str) -> None:
-    for key, value in settings.items():
-        client.config_set(key.replace("_", "-"), value)
+REDIS_ERRORS = (redis.RedisError, OSError)
+
+
+def _failed(what: str, exc: Exception) -> LabError:
+    return LabError(f"{what}: {type(exc).__name__}: {exc}", hint="`operator lab status` "
+                    "shows which node is not answering; heal or reset the lab first.")  # fmt: skip
 
 
 class AuthChanged:
@@ -113,31 +122,42 @@ class AuthChanged:
 
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         password = secrets.token_hex(8)
-        for node in servers(lab.cluster):
-            with connect(node, TIMEOUT) as client:
-                _config_set(client, masterauth=password)
-        for node in servers(lab.cluster):
-            with connect(node, TIMEOUT) as client:
-                _config_set(client, requirepass=password)
-                client.config_rewrite()
-                client.client_kill_filter(_type="normal")
+        try:
+            for node in servers(lab.cluster):
+                with connect(node, TIMEOUT) as client:
+                    client.config_set("masterauth", password)
+            for node in servers(lab.cluster):
+                with connect(node, TIMEOUT) as client:
+                    client.config_set("requirepass", password)
+                    client.config_rewrite()
+                    client.client_kill_filter(_type="normal")
+        except REDIS_ERRORS as exc:
+            self.revert(lab, Injection(0, self.name, target, {}, "", state={"password": password}))
+            raise _failed("could not set the password on every server (undone)", exc) from exc
         return {"password": password}
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
-        for node in servers(lab.cluster):
-            _clear_password(node, injection.state["password"])
+        left = [n.name for n in servers(lab.cluster)
+                if not _clear_password(n, injection.state["password"])]  # fmt: skip
+        if left:
+            raise LabError(f"the password is still set on {', '.join(left)}",
+                           hint="Start them and revert again, or reset the lab.")  # fmt: skip
 
 
-def _clear_password(node: Node, password: str) -> None:
+def _clear_password(node: Node, password: str) -> bool:
     """Remove the password, whether it is still set or the agent already removed it."""
     for attempt in (password, None):
         try:
             with connect(node, TIMEOUT, attempt) as client:
-                _config_set(client, requirepass="", masterauth="")
+                client.config_set("requirepass", "")
+                client.config_set("masterauth", "")
                 client.config_rewrite()
-                return
-        except (redis.AuthenticationError, redis.ResponseError):
+                return True
+        except redis.AuthenticationError:
             continue
+        except REDIS_ERRORS:
+            return False
+    return False
 
 
 class MaxMemory:
@@ -153,28 +173,44 @@ class MaxMemory:
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
         filled = int(number(params, "fill_mb", 1, 256) * 1024 * 1024) // FILL_VALUE
         blob = secrets.token_hex(FILL_VALUE // 2)
-        with connect(_primary(lab), TIMEOUT) as client:
-            for n in range(filled):
-                client.set(f"{FILL_PREFIX}{n}", blob)
-            client.wait(len(servers(lab.cluster)) - 1, int(TIMEOUT * 1000))
-        before = {}
-        for node in servers(lab.cluster):
-            with contextlib.suppress(redis.RedisError, OSError), connect(node, TIMEOUT) as each:
-                settings = each.config_get("maxmemory*")
-                limit = int(each.info("memory")["used_memory"]) - FILL_VALUE
-                _config_set(each, maxmemory=str(limit), maxmemory_policy="noeviction")
-                before[node.name] = settings
-        return {"before": before, "filled": filled}
+        state: dict[str, Any] = {"before": {}, "filled": filled}
+        try:
+            with connect(_primary(lab), TIMEOUT) as client:
+                for n in range(filled):
+                    client.set(f"{FILL_PREFIX}{n}", blob)
+                client.wait(len(servers(lab.cluster)) - 1, int(TIMEOUT * 1000))
+            for node in servers(lab.cluster):
+                with connect(node, TIMEOUT) as each:
+                    settings = each.config_get("maxmemory*")
+                    state["before"][node.name] = settings
+                    limit = int(each.info("memory")["used_memory"]) - FILL_VALUE
+                    each.config_set("maxmemory-policy", "noeviction")
+                    each.config_set("maxmemory", str(limit))
+        except REDIS_ERRORS as exc:
+            self.revert(lab, Injection(0, self.name, target, {}, "", state=state))
+            raise _failed("could not fill the primary and cap every server (undone)", exc) from exc
+        return state
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
-        keys = [f"{FILL_PREFIX}{i}" for i in range(injection.state["filled"])]
-        with connect(_primary(lab), TIMEOUT) as client:
-            if keys:
-                client.delete(*keys)
+        """Each server's limits back first (so the primary takes the deletes), then the values,
+        from whichever server is the primary now."""
+        left = []
         for node in servers(lab.cluster):
-            before = injection.state["before"].get(node.name, {})
-            with contextlib.suppress(redis.RedisError, OSError), connect(node, TIMEOUT) as each:
-                _config_set(each, **{k.replace("-", "_"): v for k, v in before.items()})
+            try:
+                with connect(node, TIMEOUT) as each:
+                    for key, value in injection.state["before"].get(node.name, {}).items():
+                        each.config_set(key, value)
+            except REDIS_ERRORS:
+                left.append(node.name)
+        keys = [f"{FILL_PREFIX}{i}" for i in range(injection.state["filled"])]
+        try:
+            with connect(_primary(lab), TIMEOUT) as client:
+                client.delete(*keys)
+        except (*REDIS_ERRORS, LabError):
+            left.append("the primary (its values)")
+        if left:
+            raise LabError(f"could not undo maxmemory on {', '.join(left)}",
+                           hint="Start them and revert again, or reset the lab.")  # fmt: skip
 
 
 FAULTS: dict[str, Fault] = {

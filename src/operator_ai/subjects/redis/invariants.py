@@ -19,6 +19,7 @@ from operator_ai.lab.load import ERROR_SHARE, workload_breach
 MEMORY_SHARE = 0.9
 LAG_BYTES = 1024 * 1024
 LAG_SECONDS = 3
+PROBE_SETTLE = 0.25
 
 INVARIANTS = (
     Invariant("node_down", "every server and sentinel answers", "critical", 2.0),
@@ -109,8 +110,10 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
         if line is None or primary is None:
             continue
         behind = (primary["offset"] or 0) - (line["offset"] or 0)
+        # A probe written a moment ago may not have reached a healthy replica yet.
         seconds = 0.0
-        if primary["probe_at"] and node["probe_at"]:
+        settled = observation.at.timestamp() - (primary["probe_at"] or 0) >= PROBE_SETTLE
+        if settled and node["probe_at"]:
             seconds = primary["probe_at"] - node["probe_at"]
         if behind > LAG_BYTES or seconds > LAG_SECONDS:
             violated("replica_unhealthy", name,

@@ -7,9 +7,9 @@ host), writing in turn. Each write is a key with the load's run id and a sequenc
 The checker keeps the acknowledged writes of the last two minutes and, every two seconds,
 reads them all back from every server, while the primary the sentinels name answers (the
 view with the newest config epoch, Sentinel's own rule). A write that no server holds any
-more is lost for good. That is how a split brain shows: a partitioned primary that kept
-taking writes still holds them, until it rejoins and resyncs from the new primary.
-"""
+more, on two checks in a row, is lost for good. That is how a split brain shows: a
+partitioned primary that kept taking writes still holds them, until it rejoins and resyncs
+from the new primary."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ class Ledger:
         self.lost: deque[dict[str, Any]] = deque(maxlen=LOST_KEPT)
         self.lost_total = 0
         self.found_at: deque[float] = deque()
+        self.suspect: set[int] = set()
         self.checked_at: float | None = None
 
     def ack(self, seq: int, by: str) -> None:
@@ -69,9 +70,21 @@ class Ledger:
         now = time.time()
         while self.acked and now - next(iter(self.acked.values()))[0] > TRACK_SECONDS:
             self.acked.popitem(last=False)
+        self.suspect.intersection_update(self.acked)
         return [seq for seq, (at, _) in self.acked.items() if now - at >= CHECK_AFTER]
 
-    def missing(self, seq: int) -> None:
+    def seen(self, seq: int, held: bool) -> None:
+        """What one check found of a write. Missing from every server that answered on two
+        checks in a row, it is lost: one server too slow to answer once proves nothing."""
+        if held:
+            self.suspect.discard(seq)
+        elif seq not in self.suspect:
+            self.suspect.add(seq)
+        elif seq in self.acked:  # not dropped from tracking while the check ran
+            self.suspect.discard(seq)
+            self._lost(seq)
+
+    def _lost(self, seq: int) -> None:
         acked_at, by = self.acked.pop(seq)
         self.lost_total += 1
         self.found_at.append(time.time())
@@ -149,8 +162,7 @@ async def check(
         return
     answers = [values for values in held.values() if values is not None]
     for index, seq in enumerate(due):
-        if all(values[index] != str(seq) for values in answers):
-            ledger.missing(seq)
+        ledger.seen(seq, any(values[index] == str(seq) for values in answers))
     ledger.checked_at = time.time()
 
 

@@ -28,6 +28,11 @@ def sentinels(cluster: Cluster) -> list[Node]:
     return [n for n in cluster.nodes if SENTINEL in n.ports]
 
 
+def sentinel_of(server: str) -> str:
+    """The sentinel beside a server: `sentinel2` beside `redis2`."""
+    return server.replace(SERVER, SENTINEL, 1)
+
+
 def quorum(count: int) -> int:
     """The sentinels that must agree a primary is down: a majority."""
     return count // 2 + 1

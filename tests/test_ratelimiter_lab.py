@@ -154,10 +154,11 @@ def test_a_skewed_clock_shows_up(lab: Lab, monitor: Monitor, load: subprocess.Po
 
 @pytest.mark.parametrize(
     ("rate", "saturated", "need"),
-    # At 700 requests/s a loaded 2-core machine falls behind: answers come late, fewer
-    # admissions are certain, and which key still reaches its limit is a matter of chance.
-    [(250, ("user:alice", "user:bob"), all), (700, tuple(LIMITS["keys"]), any)],
-    ids=["250", "700"],
+    # One client process drives about 250 checks a second on a loaded 2-core machine (some
+    # 3 ms of CPU each). Near that, answers come late, fewer admissions are certain, and
+    # which key still reaches its limit is a matter of chance; beyond it none may.
+    [(150, ("user:alice", "user:bob"), all), (250, tuple(LIMITS["keys"]), any)],
+    ids=["150", "250"],
 )
 def test_no_key_is_ever_admitted_beyond_its_limit(
     lab: Lab, rate: int, saturated: tuple[str, ...], need: Callable[[Iterable[bool]], bool]

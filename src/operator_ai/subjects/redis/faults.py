@@ -57,7 +57,8 @@ class ReplicaLag:
     name = "replica_lag"
     description = (
         "hold back what a replica dials to the primary (its replication link, and its "
-        "sentinel's link to the primary) through the delay proxy, so it falls behind"
+        "sentinel's link to the primary) through the delay proxy: it falls behind, or cannot "
+        "finish its handshake and its link stays down"
     )
     params: Mapping[str, tuple[str, str]] = {"ms": ("4000", "milliseconds added each way")}
     modes: tuple[str, ...] = (NETNS,)

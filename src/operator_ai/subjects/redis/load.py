@@ -22,12 +22,10 @@ from typing import Any, cast
 import redis
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from operator_ai.core import Cluster, Report, Stopping
 from operator_ai.lab.load import LoadStats, drive
-from operator_ai.subjects.redis.nodes import MASTER, endpoint, sentinels, servers
+from operator_ai.subjects.redis.nodes import MASTER, endpoint, fail_fast, newest, sentinels, servers
 
 TIMEOUT = 1.0
 TTL_SECONDS = 600
@@ -39,11 +37,6 @@ CHECK_AFTER = 0.5
 LOST_WINDOW = 60
 LOST_KEPT = 1000
 BATCH = 500
-
-
-def _options() -> dict[str, Any]:
-    return {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT,
-            "retry": Retry(NoBackoff(), 0), "decode_responses": True}  # fmt: skip
 
 
 class Ledger:
@@ -111,24 +104,24 @@ class Ledger:
 async def newest_primary(nodes: list[tuple[str, int]]) -> tuple[str, int] | None:
     """The primary named by the sentinel whose view has the newest config epoch."""
 
-    async def view(host: str, port: int) -> tuple[int, str, int] | None:
+    async def view(host: str, port: int) -> tuple[int, str] | None:
         try:
-            async with Redis(host=host, port=port, **_options()) as client:
+            async with Redis(host=host, port=port, **fail_fast(TIMEOUT)) as client:
                 master = cast(dict[str, Any], await client.sentinel_master(MASTER))
         except (TimeoutError, redis.RedisError, OSError):
             return None
-        return int(master.get("config-epoch", 0)), master["ip"], int(master["port"])
+        return int(master.get("config-epoch", 0)), f"{master['ip']}:{master['port']}"
 
-    views = [v for v in await asyncio.gather(*(view(h, p) for h, p in nodes)) if v]
-    if not views:
+    named = newest(v for v in await asyncio.gather(*(view(h, p) for h, p in nodes)) if v)
+    if named is None:
         return None
-    _, host, port = max(views)
-    return host, port
+    host, _, port = named.rpartition(":")
+    return host, int(port)
 
 
 async def _read(host: str, port: int, keys: list[str]) -> list[str | None] | None:
     try:
-        async with Redis(host=host, port=port, **_options()) as client:
+        async with Redis(host=host, port=port, **fail_fast(TIMEOUT)) as client:
             found: list[str | None] = []
             for start in range(0, len(keys), BATCH):
                 values = await client.mget(keys[start : start + BATCH])
@@ -173,11 +166,12 @@ async def _run(
     ledger = Ledger()
     run = os.urandom(4).hex()
     where = [endpoint(n) for n in sentinels(cluster)]
+    held_by = [endpoint(n) for n in servers(cluster)]
     writers = []
     for i in range(len(where)):
         order = where[i:] + where[:i]
-        sentinel = Sentinel(order, sentinel_kwargs=_options(), **_options())  # type: ignore[no-untyped-call]
-        writers.append(sentinel.master_for(MASTER, **_options()))
+        sentinel = Sentinel(order, sentinel_kwargs=fail_fast(TIMEOUT), **fail_fast(TIMEOUT))  # type: ignore[no-untyped-call]
+        writers.append(sentinel.master_for(MASTER, **fail_fast(TIMEOUT)))
 
     async def write(n: int) -> None:
         client = writers[n % len(writers)]
@@ -194,7 +188,7 @@ async def _run(
     async def checker() -> None:
         while True:
             await asyncio.sleep(CHECK_EVERY)
-            await check(ledger, run, [endpoint(n) for n in servers(cluster)], where)
+            await check(ledger, run, held_by, where)
 
     def publish() -> None:
         stats.extra["writes"] = {"run": run, **ledger.stats()}

@@ -3,7 +3,8 @@ beside its server, and how a client reaches either."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -43,18 +44,23 @@ def endpoint(node: Node) -> tuple[str, int]:
     return node.address, node.ports[port]
 
 
+def fail_fast(timeout: float) -> dict[str, Any]:
+    """Client options that fail fast: no retries, short timeouts (sync or asyncio)."""
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0), "decode_responses": True}  # fmt: skip
+
+
 def connect(node: Node, timeout: float, password: str | None = None) -> redis.Redis:
-    """A client for one server or sentinel that fails fast: no retries, short timeouts."""
+    """A client for one server or sentinel that fails fast."""
     host, port = endpoint(node)
-    return redis.Redis(
-        host=host,
-        port=port,
-        password=password,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-    )
+    return redis.Redis(host=host, port=port, password=password, **fail_fast(timeout))
+
+
+def newest(views: Iterable[tuple[int, str]]) -> str | None:
+    """Of the sentinels' views (config epoch, the primary's host:port), what the newest one
+    names: Sentinel's own rule for which failover won."""
+    found = max(views, key=lambda view: view[0], default=None)
+    return found[1] if found else None
 
 
 def by_address(nodes: Sequence[Node], host: str, port: int) -> Node | None:

@@ -16,7 +16,14 @@ import redis
 from operator_ai.core import Cluster, Node, Observation
 from operator_ai.errors import SubjectUnreachable
 from operator_ai.lab.load import read_workload
-from operator_ai.subjects.redis.nodes import MASTER, by_address, connect, sentinels, servers
+from operator_ai.subjects.redis.nodes import (
+    MASTER,
+    by_address,
+    connect,
+    newest,
+    sentinels,
+    servers,
+)
 
 PROBE_KEY = "operator:probe"
 REPLICA_FIELDS = ("state", "offset", "lag")
@@ -120,10 +127,10 @@ def observe(lab: Cluster, timeout: float) -> Observation:
         raise SubjectUnreachable(f"no Redis server and no sentinel answered: {errors}")
 
     views = [seen[n.name] for n in sentinel_nodes if seen[n.name]["reachable"]]
-    newest = max(views, key=lambda v: v["config_epoch"], default=None)
+    named = newest((v["config_epoch"], v["names"]) for v in views)
     primary = None
-    if newest is not None:
-        host, _, port = newest["names"].rpartition(":")
+    if named is not None:
+        host, _, port = named.rpartition(":")
         primary = by_address(server_nodes, host, int(port))
     cluster: dict[str, Any] = {
         "primary": primary.name if primary else None,

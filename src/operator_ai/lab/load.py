@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +127,77 @@ def workload_breach(workload: dict[str, Any] | None) -> tuple[str, dict[str, Any
         f"{(workload or {}).get('last_error')}"
     )
     return message, {"ops": ops, "errors": errors, "p99_ms": window.get("p99_ms")}
+
+
+TRACK_SECONDS = 120.0
+TRACK_MAX = 20_000
+"""The acknowledged writes a checker keeps reading back: the last two minutes', at most."""
+CHECK_AFTER = 0.5
+"""A write is read back once it is this old, so one still replicating is not yet counted."""
+LOST_WINDOW = 60
+LOST_KEPT = 1000
+
+
+class Ledger:
+    """The acknowledged writes still tracked, and the ones found lost."""
+
+    def __init__(self) -> None:
+        self.acked: OrderedDict[int, tuple[float, str]] = OrderedDict()
+        self.total = 0
+        self.acked_by: dict[str, int] = {}
+        self.lost: deque[dict[str, Any]] = deque(maxlen=LOST_KEPT)
+        self.lost_total = 0
+        self.found_at: deque[float] = deque()
+        self.suspect: set[int] = set()
+        self.checked_at: float | None = None
+
+    def ack(self, seq: int, by: str) -> None:
+        self.total += 1
+        self.acked_by[by] = self.acked_by.get(by, 0) + 1
+        self.acked[seq] = (time.time(), by)
+        while len(self.acked) > TRACK_MAX:
+            self.acked.popitem(last=False)
+
+    def due(self) -> list[int]:
+        now = time.time()
+        while self.acked and now - next(iter(self.acked.values()))[0] > TRACK_SECONDS:
+            self.acked.popitem(last=False)
+        self.suspect.intersection_update(self.acked)
+        return [seq for seq, (at, _) in self.acked.items() if now - at >= CHECK_AFTER]
+
+    def seen(self, seq: int, held: bool) -> None:
+        """What one check found of a write. Missing from every server that answered on two
+        checks in a row, it is lost: one server too slow to answer once proves nothing."""
+        if held:
+            self.suspect.discard(seq)
+        elif seq not in self.suspect:
+            self.suspect.add(seq)
+        elif seq in self.acked:  # not dropped from tracking while the check ran
+            self.suspect.discard(seq)
+            self._lost(seq)
+
+    def _lost(self, seq: int) -> None:
+        acked_at, by = self.acked.pop(seq)
+        self.lost_total += 1
+        self.found_at.append(time.time())
+        self.lost.append({"seq": seq, "acked_at": round(acked_at, 3), "by": by,
+                          "found_at": round(time.time(), 3)})  # fmt: skip
+
+    def stats(self) -> dict[str, Any]:
+        now = time.time()
+        while self.found_at and now - self.found_at[0] > LOST_WINDOW:
+            self.found_at.popleft()
+        return {
+            "acked": self.total,
+            "acked_by": dict(self.acked_by),
+            "tracked": len(self.acked),
+            "checked_at": self.checked_at,
+            "lost": self.lost_total,
+            "lost_recent": len(self.found_at),
+            "lost_window": LOST_WINDOW,
+            "lost_examples": list(self.lost)[-20:],
+            "lost_seqs": [w["seq"] for w in self.lost],
+        }
 
 
 def read_workload(lab_dir: Path) -> dict[str, Any] | None:

@@ -1,0 +1,258 @@
+"""PostgreSQL under Patroni's own faults. The lab's generic `kill` on a member SIGKILLs its
+Patroni alone: its PostgreSQL runs on without anyone in charge of it, as after a crashed
+agent. `crash` takes both down, as a lost host does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import psycopg
+
+from operator_ai.core import CLUSTER, MODES, NODE, Fault, Injection, LabHandle, Node
+from operator_ai.errors import LabError, UsageError
+from operator_ai.lab import procs
+from operator_ai.lab.faults import helper_log, helpers, kill_node, number
+from operator_ai.lab.state import CLEAN_ENV, private_dir
+from operator_ai.subjects.postgres.nodes import APP, api, connect, conninfo, dcs, members
+
+TIMEOUT = 10.0
+ORPHAN_SLOT = "barman"
+"""The slot left behind: a backup server's, declared permanent, long since decommissioned."""
+
+
+def _member(lab: LabHandle, target: str) -> Node:
+    node = lab.cluster.node(target)
+    if node not in members(lab.cluster):
+        raise UsageError(f"{target} is not a PostgreSQL member", hint="Target pg1, pg2...")
+    return node
+
+
+def _primary(lab: LabHandle) -> Node:
+    name = lab.leader()
+    if name is None:
+        raise LabError("no member holds the leader lock now", hint="Try again after a failover.")
+    return lab.cluster.node(name)
+
+
+def _failed(what: str, exc: Exception) -> LabError:
+    return LabError(f"{what}: {type(exc).__name__}: {str(exc).strip()}",
+                    hint="`operator lab status` shows which member is not answering; heal or "
+                    "reset the lab first.")  # fmt: skip
+
+
+def _patch_config(lab: LabHandle, change: dict[str, Any]) -> None:
+    """Change Patroni's dynamic configuration (kept in the DCS) through any member's API,
+    as `patronictl edit-config` does."""
+    errors = []
+    for node in members(lab.cluster):
+        url = f"http://{node.address}:{node.ports['api']}/config"
+        try:
+            httpx.patch(url, json=change, timeout=TIMEOUT).raise_for_status()
+            return
+        except httpx.HTTPError as exc:
+            errors.append(f"{node.name}: {type(exc).__name__}: {exc}")
+    raise LabError(f"no member took the config change {change}: {'; '.join(errors)}")
+
+
+def _wait(what: str, done: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def crash(lab: LabHandle, target: str) -> list[int]:
+    """SIGKILL a member's Patroni and its PostgreSQL, nothing shut down cleanly."""
+    pgdata = str(lab.path / "data" / target / "pgdata")
+    killed = [kill_node(lab, target)]
+    for proc in filter(None, map(procs.Proc.of, procs.referencing(pgdata))):
+        if proc.signal(signal.SIGKILL):
+            killed.append(proc.pid)
+    return killed
+
+
+class Crash:
+    name = "crash"
+    description = "SIGKILL a member's Patroni and its PostgreSQL together, as a lost host"
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = MODES
+    target = NODE
+
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        return {"killed": crash(lab, _member(lab, target).name)}
+
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        lab.cluster.control.start(injection.target)
+
+
+class DcsQuorumLoss:
+    name = "dcs_quorum_loss"
+    description = "stop a majority of the DCS's etcd members: Patroni demotes the primary"
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = MODES
+    target = CLUSTER
+
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        every = dcs(lab.cluster)
+        chosen = [n.name for n in every][: len(every) // 2 + 1]
+        stopped: list[str] = []
+        try:
+            for name in chosen:
+                lab.cluster.control.stop(name)
+                stopped.append(name)
+        except LabError:
+            for name in stopped:
+                lab.cluster.control.start(name)
+            raise
+        return {"stopped": stopped}
+
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        for name in injection.state["stopped"]:
+            lab.cluster.control.start(name)
+
+
+class MaintenanceLeftOn:
+    name = "maintenance_left_on"
+    description = (
+        "put the cluster in maintenance mode (`patronictl pause`), then crash the primary: "
+        "nothing fails over"
+    )
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = MODES
+    target = CLUSTER
+
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        primary = _primary(lab)
+        _patch_config(lab, {"pause": True})
+        try:
+            _wait("every member to see the pause", lambda: all(
+                _paused(n) for n in members(lab.cluster)))  # fmt: skip
+        except LabError:
+            _patch_config(lab, {"pause": False})
+            raise
+        return {"primary": primary.name, "killed": crash(lab, primary.name)}
+
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        _patch_config(lab, {"pause": False})
+        lab.cluster.control.start(injection.state["primary"])
+
+
+def _paused(node: Node) -> bool:
+    try:
+        return bool(api(node, "/patroni", TIMEOUT).json().get("pause"))
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+class OrphanSlot:
+    name = "orphan_slot"
+    description = (
+        "declare a permanent physical replication slot nobody consumes (a backup server's, "
+        "long gone), then write: the primary keeps every WAL segment since, on its data disk"
+    )
+    params: Mapping[str, tuple[str, str]] = {"wal_mb": ("96", "MiB of WAL written after")}
+    modes: tuple[str, ...] = MODES
+    target = CLUSTER
+
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        size = int(number(params, "wal_mb", 1, 400))
+        primary = _primary(lab)
+        _patch_config(lab, {"slots": {ORPHAN_SLOT: {"type": "physical"}}})
+        try:
+            _wait(f"Patroni to create the slot {ORPHAN_SLOT!r} on {primary.name}",
+                  lambda: _has_slot(lab, primary))  # fmt: skip
+            with connect(lab.cluster, primary, 120) as conn:
+                for _ in range(0, size, 16):  # rows of about 1 KiB, 16 MiB of WAL at a time
+                    conn.execute("CREATE TABLE IF NOT EXISTS operator_fill (id int, pad text)")
+                    conn.execute("INSERT INTO operator_fill SELECT g, repeat(md5(g::text), 28) "
+                                 "FROM generate_series(1, 14000) g")  # fmt: skip
+                    conn.execute("TRUNCATE operator_fill")
+                conn.execute("DROP TABLE operator_fill")
+        except (psycopg.Error, LabError) as exc:
+            self.revert(lab, Injection(0, self.name, target, {}, ""))
+            raise _failed("could not fill the slot (undone)", exc) from exc
+        return {"primary": primary.name}
+
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        _patch_config(lab, {"slots": None})
+
+
+def _has_slot(lab: LabHandle, node: Node) -> bool:
+    try:
+        with connect(lab.cluster, node, TIMEOUT) as conn:
+            found = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
+                                 (ORPHAN_SLOT,)).fetchone()  # fmt: skip
+    except psycopg.Error:
+        return False
+    return found is not None
+
+
+def _hold(lab: LabHandle, what: str, user: str, application: str) -> dict[str, Any]:
+    """Start the holder against the primary and wait until it holds what it came for."""
+    primary = _primary(lab)
+    log = helper_log(lab, f"{what}-{os.getpid()}")
+    info = conninfo(lab.cluster, [primary], user, application_name=application)
+    proc = procs.spawn(
+        [sys.executable, "-I", "-m", "operator_ai.subjects.postgres.holder", what,
+         "--lab", str(lab.path)],
+        log, env={**CLEAN_ENV, "HOLD_CONNINFO": info}, cwd=private_dir(lab.path),
+    )  # fmt: skip
+    try:
+        _wait(f"the {what} client to hold", lambda: "ready" in log.read_text()
+              or not proc.alive(), timeout=60)  # fmt: skip
+        if not proc.alive():
+            raise LabError(f"the {what} client failed: {log.read_text().strip()[-300:]}")
+    except LabError:
+        procs.terminate([proc])
+        raise
+    return {"primary": primary.name, "helpers": [proc], "held": log.read_text().strip()}
+
+
+class ConnectionLeak:
+    name = "connection_leak"
+    description = "a client opens connections as the application's role until refused, and "\
+                  "leaves them idle"  # fmt: skip
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = MODES
+    target = CLUSTER
+
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        return _hold(lab, "leak", APP, "billing-worker")
+
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        procs.terminate(helpers(injection), grace=2.0)
+
+
+class LongTransaction:
+    name = "long_transaction"
+    description = "a session opens a transaction, locks the table the load writes to against "\
+                  "writes, and never commits"  # fmt: skip
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = MODES
+    target = CLUSTER
+
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        return _hold(lab, "lock", "postgres", "nightly-report")
+
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        procs.terminate(helpers(injection), grace=2.0)
+
+
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in (
+        Crash(),
+        DcsQuorumLoss(),
+        MaintenanceLeftOn(),
+        OrphanSlot(),
+        ConnectionLeak(),
+        LongTransaction(),
+    )
+}

@@ -1,0 +1,195 @@
+"""Looking at a Patroni cluster: each member's Patroni (its REST API) and its PostgreSQL
+(asked directly, as a client would), each DCS member's health, all in parallel; then one probe
+write at the member holding the leader lock. The probe holds the time it was written: how old a
+replica's copy is against the primary's says how far behind it replays, in seconds."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psycopg
+
+from operator_ai.core import Cluster, Node, Observation
+from operator_ai.errors import SubjectUnreachable
+from operator_ai.lab.load import read_workload
+from operator_ai.subjects.postgres.nodes import API, CLIENT, POSTGRES, api, connect, dcs, members
+
+SESSION = """
+SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on',
+       current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+       (SELECT at FROM operator_probe WHERE id = 1),
+       (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir()),
+       (SELECT sum(pg_database_size(oid)) FROM pg_database),
+       (SELECT timeline_id FROM pg_control_checkpoint())
+"""
+BLOCKING = """
+SELECT h.pid, h.usename, h.application_name, h.state,
+       extract(epoch FROM now() - h.xact_start)::float, left(h.query, 200),
+       (SELECT count(*) FROM pg_stat_activity w WHERE h.pid = ANY(pg_blocking_pids(w.pid)))
+FROM pg_stat_activity h
+WHERE h.xact_start IS NOT NULL
+  AND EXISTS (SELECT 1 FROM pg_stat_activity w WHERE h.pid = ANY(pg_blocking_pids(w.pid)))
+ORDER BY h.xact_start LIMIT 1
+"""
+SLOTS = """
+SELECT slot_name, slot_type, active,
+       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint
+FROM pg_replication_slots ORDER BY slot_name
+"""
+SENDERS = """
+SELECT application_name, state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint
+FROM pg_stat_replication ORDER BY application_name
+"""
+RECEIVER = "SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver"
+
+
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+
+
+def _patroni(node: Node, timeout: float) -> dict[str, Any]:
+    try:
+        response = api(node, "/patroni", timeout)
+        seen = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return {"patroni_ok": False, "patroni_error": _error(exc)}
+    return {
+        "patroni_ok": True,
+        "state": seen.get("state"),
+        "patroni_role": seen.get("role"),
+        "timeline": seen.get("timeline"),
+        "pending_restart": bool(seen.get("pending_restart")),
+        "paused": bool(seen.get("pause")),
+        "cluster_unlocked": bool(seen.get("cluster_unlocked")),
+        "dcs_last_seen": seen.get("dcs_last_seen"),
+    }
+
+
+def _postgres(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
+    try:
+        with connect(cluster, node, timeout) as conn:
+            row = conn.execute(SESSION).fetchone()
+            assert row is not None
+            recovery, read_only, limit, reserved, clients, probe, wal, data, timeline = row
+            blocking = conn.execute(BLOCKING).fetchone()
+            seen: dict[str, Any] = {
+                "postgres_ok": True,
+                "in_recovery": recovery,
+                "writable": not recovery and not read_only,
+                "max_connections": limit,
+                "reserved_connections": reserved,
+                "connections": clients,
+                "probe_at": probe,
+                "wal_bytes": int(wal),
+                "data_bytes": int(data or 0) + int(wal),
+                "control_timeline": timeline,
+                "blocking": None,
+            }
+            if blocking:
+                pid, user, app, state, age, query, waiting = blocking
+                seen["blocking"] = {"pid": pid, "user": user, "application": app,
+                                    "state": state, "age": round(age, 1), "query": query,
+                                    "waiting": waiting}  # fmt: skip
+            if recovery:
+                receiver = conn.execute(RECEIVER).fetchone()
+                seen["receiver"] = (
+                    {"status": receiver[0], "sender": f"{receiver[1]}:{receiver[2]}"}
+                    if receiver else None
+                )  # fmt: skip
+            else:
+                seen["slots"] = [{"name": n, "type": t, "active": a, "retained_bytes": r}
+                                 for n, t, a, r in conn.execute(SLOTS).fetchall()]  # fmt: skip
+                seen["senders"] = [{"name": n, "state": s, "behind_bytes": b}
+                                   for n, s, b in conn.execute(SENDERS).fetchall()]  # fmt: skip
+            return seen
+    except psycopg.Error as exc:
+        refused = isinstance(exc, psycopg.OperationalError) and "too many" in str(exc)
+        return {"postgres_ok": False, "postgres_error": _error(exc), "refused_connections": refused}
+
+
+def _member(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
+    seen = {
+        "kind": "member",
+        "address": f"{node.address}:{node.ports[POSTGRES]}",
+        "api": f"{node.address}:{node.ports[API]}",
+        **_patroni(node, timeout),
+        **_postgres(cluster, node, timeout),
+    }
+    seen["reachable"] = seen["patroni_ok"] or seen["postgres_ok"]
+    seen["healthy"] = seen["postgres_ok"] and seen.get("state") == "running"
+    if seen["postgres_ok"]:
+        seen["role"] = "replica" if seen["in_recovery"] else "primary"
+    return seen
+
+
+def _dcs(node: Node, timeout: float) -> dict[str, Any]:
+    seen: dict[str, Any] = {"kind": "dcs", "role": "dcs", "address": f"{node.address}:{node.ports[CLIENT]}"}
+    try:
+        health = httpx.get(f"{node.url(CLIENT)}/health", timeout=timeout).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return {**seen, "reachable": False, "healthy": False, "error": _error(exc)}
+    return {**seen, "reachable": True, "healthy": health.get("health") == "true",
+            "error": health.get("reason")}  # fmt: skip
+
+
+def _view(nodes: list[Node], timeout: float) -> dict[str, Any] | None:
+    """The cluster as Patroni keeps it in the DCS (`/cluster`), from the first member that
+    can read it."""
+    for node in nodes:
+        try:
+            response = api(node, "/cluster", timeout)
+            if response.status_code == 200:
+                return dict(response.json())
+        except (httpx.HTTPError, ValueError):
+            continue
+    return None
+
+
+def _probe(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
+    """One write, as any client of the primary would make it."""
+    try:
+        with connect(cluster, node, timeout) as conn:
+            conn.execute("UPDATE operator_probe SET at = %s WHERE id = 1", (time.time(),))
+    except psycopg.Error as exc:
+        return {"node": node.name, "ok": False, "error": _error(exc)}
+    return {"node": node.name, "ok": True}
+
+
+def observe(cluster: Cluster, timeout: float) -> Observation:
+    at = datetime.now(UTC)
+    pg, etcd = members(cluster), dcs(cluster)
+    with ThreadPoolExecutor(max_workers=len(cluster.nodes) + 1) as pool:
+        futures = {n.name: pool.submit(_member, cluster, n, timeout) for n in pg}
+        futures |= {n.name: pool.submit(_dcs, n, timeout) for n in etcd}
+        view = pool.submit(_view, pg, timeout)
+        seen = {name: future.result() for name, future in futures.items()}
+        patroni_view = view.result()
+    answered = [s for s in seen.values() if s.get("patroni_ok") or s.get("postgres_ok")
+                or s.get("reachable")]  # fmt: skip
+    if not answered:
+        errors = "; ".join(
+            f"{name}: {s.get('patroni_error') or s.get('error')}" for name, s in seen.items()
+        )
+        raise SubjectUnreachable(f"no Patroni, PostgreSQL or etcd member answered: {errors}")
+
+    view_members = {m["name"]: m for m in (patroni_view or {}).get("members", [])}
+    for name, member in view_members.items():
+        if name in seen:
+            seen[name]["view"] = {k: member.get(k) for k in ("role", "state", "timeline", "lag")}
+    leader = next((n for n, m in view_members.items() if m.get("role") == "leader"), None)
+    node = next((n for n in pg if n.name == leader), None)
+    cluster_seen: dict[str, Any] = {
+        "leader": leader,
+        "dcs_view": patroni_view is not None,
+        "paused": bool((patroni_view or {}).get("pause")),
+        "probe": _probe(cluster, node, timeout) if node else None,
+        "disk_bytes": cluster.extra.get("disk_bytes"),
+        "workload": read_workload(cluster.workdir),
+    }
+    return Observation(subject="postgres", at=at, nodes=seen, cluster=cluster_seen)

@@ -18,6 +18,7 @@ bench: setup
 	$(VENV)/python bench/store.py
 	$(VENV)/python bench/detect.py
 	$(VENV)/python bench/failover.py
+	$(VENV)/python bench/failover.py --subject postgres --trials 10
 	$(VENV)/python bench/ratelimiter.py
 	$(VENV)/python bench/agent.py
 	$(VENV)/python bench/eval.py

@@ -1,19 +1,21 @@
-"""A killed Redis primary, seen two ways: how long until the monitor's ticket (TTD), and how
-long the clients cannot write while Sentinel fails over.
+"""A killed primary, seen two ways: how long until the monitor's ticket (TTD), and how long
+the clients cannot write while the cluster fails over by itself.
 
-    .venv/bin/python bench/failover.py [--trials 20] [--interval 1] [--json]
+    .venv/bin/python bench/failover.py [--subject redis|postgres] [--trials 20] [--json]
 
-Brings up a Redis lab (3 servers, 3 sentinels; netns mode as root, loopback otherwise) and
-runs the monitor on its own thread. A client of its own, redis-py's Sentinel client as the
-load uses, writes every 10 ms. Each trial kills the primary at a random point of the
-monitor's cycle and measures:
+Brings up a lab (Redis: 3 servers and 3 sentinels; PostgreSQL: 3 Patroni members and 3
+etcd members; netns mode as root, loopback otherwise), measures its memory at rest (the
+proportional set size of every process of the lab), and runs the monitor on its own
+thread. A client of its own, the kind the subject's load uses, writes every 10 ms. Each
+trial kills the primary (Redis: SIGKILL; PostgreSQL: Patroni and PostgreSQL together, as a
+lost host) at a random point of the monitor's cycle and measures:
 
-- TTD: the `node_down` ticket on the old primary opened - the kill;
+- TTD: the ticket on the old primary (`node_down`, `member_down`) opened - the kill;
 - failover as clients see it: the first write that succeeds after the first one that
   failed - that first failure.
 
 Then it starts the old primary, waits until it is a replica and every ticket has cleared,
-and goes on. Prints p50, p90 and max of both, and how long `lab up` took.
+and goes on. Prints p50, p90 and max of both, how long `lab up` took, and the memory.
 """
 
 from __future__ import annotations
@@ -27,33 +29,83 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import redis
 from redis.sentinel import Sentinel
 
 from operator_ai.eval.stats import quantile
-from operator_ai.lab import Lab, LabDir
+from operator_ai.lab import Lab, LabDir, procs
 from operator_ai.lab import injections as chaos
 from operator_ai.monitor import Monitor
 from operator_ai.plugins import load_subject
 from operator_ai.store import Store
+from operator_ai.subjects.postgres.load import writer_conninfo
 from operator_ai.subjects.redis.nodes import MASTER, endpoint, sentinels
 
 WRITE_EVERY = 0.01
 
 
-class Writer:
-    """One Sentinel client writing every 10 ms, remembering when writes failed and when
-    they worked again."""
+def redis_writes(lab: Lab) -> Callable[[int], None]:
+    """redis-py's Sentinel client, as the Redis load uses."""
+    where = [endpoint(n) for n in sentinels(lab.cluster)]
+    options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    client = Sentinel(where, sentinel_kwargs=options, **options).master_for(MASTER, **options)
+    return lambda n: client.set("bench:failover", n)
 
-    def __init__(self, lab: Lab) -> None:
-        where = [endpoint(n) for n in sentinels(lab.cluster)]
-        options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
-        self.client = Sentinel(where, sentinel_kwargs=options, **options).master_for(
-            MASTER, **options
-        )
+
+def postgres_writes(lab: Lab) -> Callable[[int], None]:
+    """psycopg with every member and `target_session_attrs=read-write`, as the PostgreSQL
+    load uses; a connection that failed is made again on the next write."""
+    held: list[psycopg.Connection[Any]] = []
+
+    def write(n: int) -> None:
+        if not held or held[0].closed:
+            held[:] = [psycopg.connect(writer_conninfo(lab.cluster), autocommit=True)]
+        try:
+            held[0].execute("UPDATE operator_probe SET at = at WHERE id = 1")
+        except psycopg.Error:
+            held[0].close()
+            raise
+
+    return write
+
+
+SUBJECTS: dict[str, tuple[Callable[[Lab], Callable[[int], None]], str, str]] = {
+    "redis": (redis_writes, "kill", "node_down"),
+    "postgres": (postgres_writes, "crash", "member_down"),
+}
+"""Each subject's client, the fault that kills its primary, and the ticket it opens."""
+ERRORS = (redis.RedisError, psycopg.Error, OSError)
+
+
+def memory_at_rest(lab: Lab) -> int:
+    """The proportional set size of the lab's processes (supervisord and everything under
+    it, and whatever names the lab's directory), in bytes: shared pages counted once."""
+    pids = set(procs.tree(lab.state.supervisor_pid or 0))
+    for pid in procs.referencing(str(lab.path) + "/"):
+        pids.update(procs.tree(pid))
+    total = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) * 1024 for line in text.splitlines()
+                     if line.startswith("Pss:"))  # fmt: skip
+    return total
+
+
+class Writer:
+    """One client writing every 10 ms, remembering when writes failed and when they worked
+    again."""
+
+    def __init__(self, write: Callable[[int], None]) -> None:
+        self.write = write
         self.failed_at: float | None = None
         self.recovered_at: float | None = None
         self.stop = threading.Event()
@@ -64,8 +116,8 @@ class Writer:
         while not self.stop.is_set():
             n += 1
             try:
-                self.client.set("bench:failover", n)
-            except (redis.RedisError, OSError):
+                self.write(n)
+            except ERRORS:
                 if self.failed_at is None:
                     self.failed_at = time.time()
             else:
@@ -85,15 +137,17 @@ def wait(predicate: object, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def trial(lab: Lab, store: Store, writer: Writer, interval: float) -> tuple[float, float]:
+def trial(
+    lab: Lab, store: Store, writer: Writer, interval: float, fault: str, invariant: str
+) -> tuple[float, float]:
     old = lab.leader()
     if old is None:
-        raise RuntimeError("the sentinels name no primary")
+        raise RuntimeError("the cluster has no primary")
     time.sleep(random.uniform(0, interval))  # land anywhere in the monitor's cycle
     writer.reset()
-    injection = chaos.inject(lab, "kill", old, {})
+    injection = chaos.inject(lab, fault, old, {})
     injected = datetime.fromisoformat(injection.injected_at)
-    key = f"redis:node_down:{old}"
+    key = f"{lab.subject.name}:{invariant}:{old}"
     wait(lambda: any(t.key == key for t in store.live()), 30, key)
     ticket = next(t for t in store.live() if t.key == key)
     opened = max(e.at for e in store.events(ticket.id) if e.kind in ("opened", "reopened"))
@@ -116,6 +170,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subject", choices=sorted(SUBJECTS), default="redis")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--json", action="store_true")
@@ -123,23 +178,26 @@ def main() -> int:
     mode = "netns" if os.geteuid() == 0 else "loopback"
     home = Path(tempfile.mkdtemp(prefix="operator-bench-"))
     home.chmod(0o755)
-    lab = Lab(LabDir(home, "redis"))
-    results: dict[str, object] = {"mode": mode, "trials": args.trials}
+    lab = Lab(LabDir(home, args.subject))
+    client, fault, invariant = SUBJECTS[args.subject]
+    results: dict[str, object] = {"subject": args.subject, "mode": mode, "trials": args.trials}
     try:
         started = time.perf_counter()
-        lab.up(load_subject("redis"), 3, None, "operator-lab")
+        lab.up(load_subject(args.subject), 3, None, "operator-lab")
         results["lab_up_seconds"] = round(time.perf_counter() - started, 2)
+        time.sleep(5)  # at rest: what starting up allocated and freed is settled
+        results["memory_at_rest_mib"] = round(memory_at_rest(lab) / 2**20, 1)
         with Store(f"sqlite:///{home / 'operator.db'}") as store:
             monitor = Monitor(store, lab.subject, lab.cluster, interval=args.interval)
             stop = threading.Event()
             runner = threading.Thread(target=monitor.run, args=(lambda _t: None, stop))
             runner.start()
-            writer = Writer(lab)
+            writer = Writer(client(lab))
             writer.thread.start()
             ttd, failover = [], []
             try:
                 for n in range(args.trials):
-                    detected, down = trial(lab, store, writer, args.interval)
+                    detected, down = trial(lab, store, writer, args.interval, fault, invariant)
                     ttd.append(detected)
                     failover.append(down)
                     print(f"trial {n + 1}/{args.trials}: TTD {detected:.2f} s, "
@@ -157,10 +215,11 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"Redis with Sentinel lab, {mode} mode, monitor interval {args.interval:g} s, "
-          f"{args.trials} kills of the primary")  # fmt: skip
-    print(f"lab up: {results['lab_up_seconds']} s")
-    for name, label in (("ttd_seconds", "TTD (node_down)"),
+    print(f"{lab.subject.description}; {mode} mode, monitor interval {args.interval:g} s, "
+          f"{args.trials} kills of the primary ({fault})")  # fmt: skip
+    print(f"lab up: {results['lab_up_seconds']} s; memory at rest (PSS): "
+          f"{results['memory_at_rest_mib']} MiB")  # fmt: skip
+    for name, label in (("ttd_seconds", f"TTD ({invariant})"),
                         ("client_failover_seconds", "failover, as clients see it")):  # fmt: skip
         figures = results[name]
         assert isinstance(figures, dict)

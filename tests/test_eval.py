@@ -255,8 +255,8 @@ def test_a_bad_scenario_is_refused_naming_the_file_and_the_key(
 
 def test_every_shipped_scenario_loads_and_the_library_is_complete() -> None:
     found = scenario.find([])
-    assert len(found) >= 32
-    assert {s.subject for s in found} == {"etcd", "ratelimiter", "redis"}
+    assert len(found) >= 40
+    assert {s.subject for s in found} == {"etcd", "postgres", "ratelimiter", "redis"}
     assert sum(1 for s in found if s.noop) >= 2
     assert all(s.fix for s in found), [s.name for s in found if not s.fix]
     assert all(s.path.stem == s.name for s in found)

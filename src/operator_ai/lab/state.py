@@ -37,7 +37,8 @@ from typing import Any
 from operator_ai.core import Cluster, Node, NodeControl, node_named
 from operator_ai.errors import LabError
 
-TMPFS_SIZE = "512m"
+TMPFS_BYTES = 512 * 1024 * 1024
+TMPFS_SIZE = f"{TMPFS_BYTES // (1024 * 1024)}m"
 """Each node's data tmpfs in netns mode (only what is used costs memory)."""
 WRITABLE = {"conf": "16m", "tmp": "256m"}
 """The lab user's other writable directories, and the size of the tmpfs each gets as root."""

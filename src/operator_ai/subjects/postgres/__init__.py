@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from operator_ai.core import (
+    NETNS,
     PROCESS,
     Cluster,
     Fault,
@@ -23,7 +24,7 @@ from operator_ai.core import (
     Violation,
 )
 from operator_ai.lab import safefs
-from operator_ai.lab.state import LabState
+from operator_ai.lab.state import TMPFS_BYTES, LabState
 from operator_ai.subjects.postgres import invariants, load
 from operator_ai.subjects.postgres.briefing import briefing, diagnostics
 from operator_ai.subjects.postgres.faults import FAULTS
@@ -87,6 +88,8 @@ class Postgres:
 
     def node_commands(self, lab: LabState, lab_dir: Path) -> dict[str, list[str]]:
         password = lab.extra.setdefault("password", secrets.token_hex(12))
+        if lab.mode == NETNS:  # each node's data dir is a tmpfs of its own, this size
+            lab.extra["disk_bytes"] = TMPFS_BYTES
         etcds = [n for n in lab.nodes if CLIENT in n.ports]
         commands = {}
         initial = ",".join(f"{n.name}={n.url(PEER)}" for n in etcds)
@@ -169,7 +172,6 @@ INSERT INTO operator_probe VALUES (1, 0);
                         f"host {DATABASE} all 0.0.0.0/0 scram-sha-256",
                     ],
                 },
-                "tags": {"nofailover": False, "noloadbalance": False},
             }
             path = config_path(lab_dir, node.name)
             header = "# Written by `operator lab up`. Yours to change; restart the member after.\n"

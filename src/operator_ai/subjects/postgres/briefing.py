@@ -3,6 +3,7 @@ turn: the parts, the tools and what it may change. No playbook."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 
 from operator_ai.core import NETNS, Cluster, Node
@@ -18,6 +19,7 @@ from operator_ai.subjects.postgres.nodes import (
     config_path,
     dcs,
     members,
+    password,
 )
 
 
@@ -35,9 +37,9 @@ def diagnostics(cluster: Cluster, targets: Sequence[str]) -> list[str]:
     lab_dir = cluster.workdir
     names = [n.name for n in cluster.nodes]
     logs = [n for n in names if n in targets] or names
-    password = f'PGPASSWORD=$(grep -o \'"password": "[^"]*\' {config_path(lab_dir, members(cluster)[0].name)} | head -n1 | cut -d\'"\' -f4)'
+    secret = shlex.quote(password(cluster) or "")
     sessions = "; ".join(
-        f"echo '== {n.name}'; {password} timeout 5 {_psql(n)} -XAt -F ' ' -c \"SELECT "
+        f"echo '== {n.name}'; PGPASSWORD={secret} timeout 5 {_psql(n)} -XAt -F ' ' -c \"SELECT "
         "'in_recovery', pg_is_in_recovery(); SELECT state, count(*), "
         "max(now() - xact_start) FROM pg_stat_activity WHERE backend_type = 'client backend' "
         "GROUP BY state; SELECT 'slot', slot_name, active, restart_lsn FROM pg_replication_slots\""
@@ -113,8 +115,9 @@ live in the DCS: `patronictl edit-config`.
 
 ## Tools
 
-- `{_patronictl(cluster)} list|history|show-config|edit-config|failover|switchover|reinit|pause|resume|restart|reload`
-  ({tool_version("patronictl", "version")}; `--force` skips its prompts).
+- `{_patronictl(cluster)} list|history|show-config|edit-config|failover|switchover|reinit|`
+  `pause|resume|restart|reload` ({tool_version("patronictl", "version")}; `--force` skips
+  its prompts).
 - `{_psql(pg[0])}` and the same for each member ({tool_version("psql", "--version")}); set
   `PGPASSWORD` first.
 - Patroni's REST API on each member: `/patroni`, `/cluster`, `/history`, `/config`,

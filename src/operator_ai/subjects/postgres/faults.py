@@ -172,7 +172,7 @@ class OrphanSlot:
                 for _ in range(0, size, 16):  # rows of about 1 KiB, 16 MiB of WAL at a time
                     conn.execute("CREATE TABLE IF NOT EXISTS operator_fill (id int, pad text)")
                     conn.execute("INSERT INTO operator_fill SELECT g, repeat(md5(g::text), 28) "
-                                 "FROM generate_series(1, 14000) g")  # fmt: skip
+                                 "FROM generate_series(1, 18000) g")  # fmt: skip
                     conn.execute("TRUNCATE operator_fill")
                 conn.execute("DROP TABLE operator_fill")
         except (psycopg.Error, LabError) as exc:

@@ -45,9 +45,7 @@ INVARIANTS = (
         "warning",
         15.0,
     ),
-    Invariant(
-        "timeline_diverged", "each member follows the primary's timeline", "critical", 30.0
-    ),
+    Invariant("timeline_diverged", "each member follows the primary's timeline", "critical", 30.0),
     Invariant("cluster_paused", "maintenance mode is off: Patroni may fail over", "warning", 5.0),
     Invariant(
         "dcs_unhealthy",
@@ -122,28 +120,22 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
 
     primary = pg.get(leader or "")
     senders = {s["name"]: s for s in (primary or {}).get("senders", [])}
-    for name, node in sorted(pg.items()):
+    # With no primary to follow, that is the breach (no_primary), not each replica.
+    following = primary is not None and primary.get("postgres_ok") and primary.get("writable")
+    for name, node in sorted(pg.items()) if following else ():
+        assert primary is not None
         if name == leader or not node.get("postgres_ok") or not node.get("in_recovery"):
             continue
-        receiver = node.get("receiver")
-        view = node.get("view") or {}
-        if (
-            primary
-            and view.get("timeline")
-            and primary.get("timeline")
-            and (view["timeline"] != primary["timeline"])
-        ):
+        timeline, receiver = (node.get("view") or {}).get("timeline"), node.get("receiver")
+        if timeline and primary.get("timeline") and timeline != primary["timeline"]:
             violated("timeline_diverged", name,
-                     f"{name} is on timeline {view['timeline']}, the primary {leader} on "
-                     f"{primary['timeline']}", timeline=view["timeline"],
+                     f"{name} is on timeline {timeline}, the primary {leader} on "
+                     f"{primary['timeline']}", timeline=timeline,
                      primary_timeline=primary["timeline"])  # fmt: skip
         if receiver is None or receiver["status"] != "streaming":
-            violated("replica_not_streaming", name,
-                     f"{name} is not streaming from the primary (its WAL receiver: "
-                     f"{receiver['status'] + ' from ' + receiver['sender'] if receiver else 'none'})",
-                     receiver=receiver)  # fmt: skip
-            continue
-        if primary is None:
+            state = f"{receiver['status']} from {receiver['sender']}" if receiver else "none"
+            violated("replica_not_streaming", name, f"{name} is not streaming from the "
+                     f"primary (its WAL receiver: {state})", receiver=receiver)  # fmt: skip
             continue
         behind = (senders.get(name) or {}).get("behind_bytes") or 0
         seconds = 0.0
@@ -172,8 +164,8 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
         for slot in node.get("slots", []):
             if slot["retained_bytes"] > SLOT_BYTES:
                 violated("wal_retention", name,
-                         f"slot {slot['name']!r} on {name} ({'active' if slot['active'] else 'inactive'}) "
-                         f"holds back {slot['retained_bytes'] // 2**20} MiB of WAL",
+                         f"slot {slot['name']!r} on {name} (active: {slot['active']}) holds back"
+                         f"  {slot['retained_bytes'] // 2**20} MiB of WAL",
                          slot=slot["name"], active=slot["active"],
                          retained_bytes=slot["retained_bytes"])  # fmt: skip
                 break
@@ -184,13 +176,14 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
                          data_bytes=node["data_bytes"], wal_bytes=node["wal_bytes"],
                          disk_bytes=disk)  # fmt: skip
 
-        limit = (node.get("max_connections") or 0) - (node.get("reserved_connections") or 0)
+        limit = node.get("max_connections")
         if node.get("refused_connections"):
             violated("connections_exhausted", name, f"{name} refuses new connections: "
                      f"{node['postgres_error']}", error=node["postgres_error"])  # fmt: skip
-        elif limit > 0 and node["connections"] > CONNECTION_SHARE * limit:
+        elif limit and node["connections"] > CONNECTION_SHARE * limit:
             violated("connections_exhausted", name,
-                     f"{name} has {node['connections']} of {limit} connections in use",
+                     f"{name} has {node['connections']} of its {limit} connections in use "
+                     f"({node['reserved_connections']} of them kept for superusers)",
                      connections=node["connections"], limit=limit)  # fmt: skip
 
         blocking = node.get("blocking")

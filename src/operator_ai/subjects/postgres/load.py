@@ -50,9 +50,8 @@ class Pool:
         conn = await self.idle.get()
         try:
             if conn is None or conn.closed:
-                conn = await asyncio.wait_for(
-                    psycopg.AsyncConnection.connect(self.info, autocommit=True), TIMEOUT * 2
-                )
+                conn = None
+                conn = await asyncio.wait_for(self._connect(), TIMEOUT * 2)
             cursor = await asyncio.wait_for(conn.execute(query, args), TIMEOUT * 2)
             rows = await cursor.fetchall() if cursor.description else []
         except BaseException:
@@ -63,6 +62,9 @@ class Pool:
         finally:
             self.idle.put_nowait(conn)
         return rows
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(self.info, autocommit=True)
 
     async def close(self) -> None:
         while not self.idle.empty():

@@ -129,7 +129,8 @@ def _member(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
 
 
 def _dcs(node: Node, timeout: float) -> dict[str, Any]:
-    seen: dict[str, Any] = {"kind": "dcs", "role": "dcs", "address": f"{node.address}:{node.ports[CLIENT]}"}
+    address = f"{node.address}:{node.ports[CLIENT]}"
+    seen: dict[str, Any] = {"kind": "dcs", "role": "dcs", "address": address}
     try:
         health = httpx.get(f"{node.url(CLIENT)}/health", timeout=timeout).json()
     except (httpx.HTTPError, ValueError) as exc:

@@ -63,8 +63,8 @@ def test_a_member_whose_patroni_or_postgres_is_gone_is_down() -> None:
 
 
 def test_no_lock_no_dcs_or_a_read_only_leader_is_no_primary() -> None:
-    for cluster in ({"leader": None, "probe": None}, {"dcs_view": False},
-                    {"probe": {"node": "pg1", "ok": False, "error": "ReadOnlySqlTransaction"}}):  # fmt: skip
+    refused = {"node": "pg1", "ok": False, "error": "ReadOnlySqlTransaction"}
+    for cluster in ({"leader": None, "probe": None}, {"dcs_view": False}, {"probe": refused}):
         found = keys(observation(cluster))
         assert "postgres:no_primary:cluster" in found, cluster
         # With no primary to follow, the replicas are not each a breach of their own.
@@ -78,8 +78,9 @@ def test_two_writable_servers_are_multiple_primaries() -> None:
 
 
 def test_a_replica_off_the_timeline_or_not_streaming() -> None:
+    waiting = {"status": "waiting", "sender": "10.0.0.11:5432"}
     obs = observation(pg2=member(2, view={"timeline": 1}, receiver=None),
-                      pg3=member(3, receiver={"status": "waiting", "sender": "10.0.0.11:5432"}))  # fmt: skip
+                      pg3=member(3, receiver=waiting))  # fmt: skip
     assert keys(obs) == [
         "postgres:replica_not_streaming:pg2",
         "postgres:replica_not_streaming:pg3",

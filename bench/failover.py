@@ -62,12 +62,13 @@ def postgres_writes(lab: Lab) -> Callable[[int], None]:
     """psycopg with every member and `target_session_attrs=read-write`, as the PostgreSQL
     load uses; a connection that failed is made again on the next write."""
     held: list[psycopg.Connection[Any]] = []
+    run = f"bench-{os.getpid()}"
 
     def write(n: int) -> None:
         if not held or held[0].closed:
             held[:] = [psycopg.connect(writer_conninfo(lab.cluster), autocommit=True)]
         try:
-            held[0].execute("UPDATE operator_probe SET at = at WHERE id = 1")
+            held[0].execute("INSERT INTO load_writes (run, seq) VALUES (%s, %s)", (run, n))
         except psycopg.Error:
             held[0].close()
             raise
@@ -180,10 +181,11 @@ def main() -> int:
     home.chmod(0o755)
     lab = Lab(LabDir(home, args.subject))
     client, fault, invariant = SUBJECTS[args.subject]
+    subject = load_subject(args.subject)
     results: dict[str, object] = {"subject": args.subject, "mode": mode, "trials": args.trials}
     try:
         started = time.perf_counter()
-        lab.up(load_subject(args.subject), 3, None, "operator-lab")
+        lab.up(subject, 3, None, "operator-lab")
         results["lab_up_seconds"] = round(time.perf_counter() - started, 2)
         time.sleep(5)  # at rest: what starting up allocated and freed is settled
         results["memory_at_rest_mib"] = round(memory_at_rest(lab) / 2**20, 1)
@@ -215,7 +217,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{lab.subject.description}; {mode} mode, monitor interval {args.interval:g} s, "
+    print(f"{subject.description}; {mode} mode, monitor interval {args.interval:g} s, "
           f"{args.trials} kills of the primary ({fault})")  # fmt: skip
     print(f"lab up: {results['lab_up_seconds']} s; memory at rest (PSS): "
           f"{results['memory_at_rest_mib']} MiB")  # fmt: skip

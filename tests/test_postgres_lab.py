@@ -8,6 +8,7 @@ transaction holding locks) opens the right ticket."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,6 @@ import pytest
 
 from agent_helpers import scripted, shell
 from lab_helpers import (
-    cycle_for,
     cycle_until,
     lab_home,
     lab_load,
@@ -36,6 +36,7 @@ from operator_ai.lab import injections as chaos
 from operator_ai.lab.load import read_workload
 from operator_ai.monitor import Monitor
 from operator_ai.store import AuditKind, Outcome, Status, Store
+from operator_ai.subjects.postgres.faults import postmaster
 from operator_ai.subjects.postgres.nodes import config_path
 
 pytestmark = pytest.mark.skipif(shutil.which("patroni") is None, reason="patroni is not installed")
@@ -88,24 +89,32 @@ def _at(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-def test_the_members_run_patroni_as_the_lab_user(lab: Lab) -> None:
+def test_each_member_runs_its_postgresql_as_the_lab_user(lab: Lab) -> None:
     seen = lab.observe(timeout=2.0)
     roles = sorted(seen.nodes[f"pg{i}"]["role"] for i in (1, 2, 3))
     assert roles == ["primary", "replica", "replica"]
     assert all(seen.nodes[f"dcs{i}"]["healthy"] for i in (1, 2, 3))
     assert seen.cluster["leader"] in ("pg1", "pg2", "pg3") and seen.cluster["probe"]["ok"]
-    # PostgreSQL refuses root: it runs as the lab user, a child of its member's Patroni.
+    # PostgreSQL refuses root: Patroni starts it as the lab user, as every node runs.
+    user = pwd.getpwnam(lab.state.user).pw_uid
+    for member in ("pg1", "pg2", "pg3"):
+        server = postmaster(lab, member)
+        assert server is not None, f"no PostgreSQL found for {member}"
+        assert os.stat(f"/proc/{server.pid}").st_uid == user
+        assert os.stat(f"/proc/{lab.cluster.pid(member)}").st_uid == user  # its Patroni
     conf = config_path(lab.path, "pg1")
-    assert "use_pg_rewind" in conf.read_text()
-    if os.geteuid() == 0:
-        assert conf.stat().st_uid != 0
+    assert "use_pg_rewind" in conf.read_text() and conf.stat().st_uid == user
 
 
-def test_a_healthy_lab_under_load_opens_no_ticket(
+def test_a_healthy_lab_under_load_breaks_nothing(
     lab: Lab, monitor: Monitor, load: subprocess.Popen[str]
 ) -> None:
-    cycle_for(monitor, 12)
-    assert [t.key for t in monitor.store.live()] == []
+    """Every look for 12 s breaks no invariant at all (so no grace period hides one)."""
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        observation = lab.observe(timeout=2.0)
+        assert lab.subject.check(observation, []) == []
+        time.sleep(0.5)
     assert writes(lab)["acked"] > 300 and writes(lab)["lost"] == 0
 
 
@@ -126,7 +135,7 @@ def test_a_crashed_primary_fails_over_and_rejoins_as_a_streaming_replica(
     chaos.revert(lab, injection.id)  # the old primary starts again: rewound, it follows
     cycle_until(monitor, lambda: not live(monitor.store, f"postgres:member_down:{old}"),
                 timeout=60, what="member_down to clear")  # fmt: skip
-    wait_for(lambda: lab.observe().nodes[old].get("receiver", {}).get("status") == "streaming",
+    wait_for(lambda: (lab.observe().nodes[old].get("receiver") or {}).get("status") == "streaming",
              timeout=60, what=f"{old} streaming from the new primary")  # fmt: skip
     assert lab.observe().nodes[old]["role"] == "replica"
 
@@ -166,7 +175,9 @@ def test_maintenance_mode_left_on_keeps_a_crashed_primary_down(lab: Lab, monitor
     cycle_for(monitor, 5)  # nothing fails over while paused
     assert live(monitor.store, "postgres:no_primary:cluster")
     assert lab.leader() is None
-    assert not ever(monitor.store, "postgres:replica_not_streaming:" + injection.state["primary"])
+    # Replicas with no primary to follow are that one breach, not one each.
+    replicas = {"pg1", "pg2", "pg3"} - {injection.state["primary"]}
+    assert not any(ever(monitor.store, f"postgres:replica_not_streaming:{r}") for r in replicas)
 
 
 def test_an_orphaned_slot_opens_wal_retention_before_the_disk_fills(
@@ -178,8 +189,9 @@ def test_an_orphaned_slot_opens_wal_retention_before_the_disk_fills(
                 what="wal_retention")  # fmt: skip
     ticket = live(monitor.store, f"postgres:wal_retention:{primary}")
     assert ticket is not None and "'barman'" in ticket.message
-    seen = lab.observe().nodes[str(primary)]
-    assert seen["data_bytes"] < 0.8 * lab.observe().cluster["disk_bytes"]
+    seen = lab.observe()
+    if disk := seen.cluster["disk_bytes"]:  # netns mode: each data dir is a tmpfs of this size
+        assert seen.nodes[str(primary)]["data_bytes"] < 0.8 * disk
 
 
 def test_a_connection_leak_exhausts_connections(

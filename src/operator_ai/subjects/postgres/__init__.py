@@ -121,8 +121,6 @@ CREATE ROLE {APP} LOGIN PASSWORD '{password}';
 CREATE TABLE load_writes (run text, seq bigint, at timestamptz DEFAULT now(),
                           PRIMARY KEY (run, seq));
 GRANT SELECT, INSERT ON load_writes TO {APP};
-CREATE TABLE operator_probe (id int PRIMARY KEY, at double precision);
-INSERT INTO operator_probe VALUES (1, 0);
 """)  # fmt: skip
         hosts = [f"{n.address}:{n.ports[CLIENT]}" for n in etcds]
         for node in (n for n in lab.nodes if POSTGRES in n.ports):

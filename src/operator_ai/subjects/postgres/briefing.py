@@ -107,8 +107,7 @@ members' Patroni configs (`postgresql.authentication`), and connections over TCP
 {network}
 
 Each node is a supervisord program of the same name with `autorestart=false`: one that dies
-stays down until someone starts it. Patroni starts and stops its own PostgreSQL (stopping
-the program stops both; a Patroni killed alone leaves its PostgreSQL running). Everything
+stays down until someone starts it. Patroni starts and stops its own PostgreSQL. Everything
 runs as the unprivileged user `{cluster.user}`, as you do. The configs are yours to edit; a
 member reads its own at start (or on `patronictl reload`). Settings for the whole cluster
 live in the DCS: `patronictl edit-config`.

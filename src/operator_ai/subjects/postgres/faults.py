@@ -5,10 +5,12 @@ agent. `crash` takes both down, as a lost host does."""
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +21,16 @@ from operator_ai.errors import LabError, UsageError
 from operator_ai.lab import procs
 from operator_ai.lab.faults import helper_log, helpers, kill_node, number
 from operator_ai.lab.state import CLEAN_ENV, private_dir
-from operator_ai.subjects.postgres.nodes import APP, api, connect, conninfo, dcs, members
+from operator_ai.subjects.postgres.nodes import (
+    APP,
+    SUPERUSER,
+    api,
+    api_url,
+    connect,
+    conninfo,
+    dcs,
+    members,
+)
 
 TIMEOUT = 10.0
 ORPHAN_SLOT = "barman"
@@ -51,9 +62,8 @@ def _patch_config(lab: LabHandle, change: dict[str, Any]) -> None:
     as `patronictl edit-config` does."""
     errors = []
     for node in members(lab.cluster):
-        url = f"http://{node.address}:{node.ports['api']}/config"
         try:
-            httpx.patch(url, json=change, timeout=TIMEOUT).raise_for_status()
+            httpx.patch(api_url(node, "/config"), json=change, timeout=TIMEOUT).raise_for_status()
             return
         except httpx.HTTPError as exc:
             errors.append(f"{node.name}: {type(exc).__name__}: {exc}")
@@ -68,11 +78,34 @@ def _wait(what: str, done: Any, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def postmaster(lab: LabHandle, member: str) -> procs.Proc | None:
+    """A member's PostgreSQL: Patroni starts it in a session of its own, outside its own
+    process tree, so it is found as the lab user's process started with ``-D`` on the
+    member's data directory."""
+    pgdata = str(lab.path / "data" / member / "pgdata")
+    user = pwd.getpwnam(lab.cluster.user).pw_uid if lab.cluster.user else os.geteuid()
+    for pid in procs.referencing(pgdata):
+        argv = procs.cmdline(pid)
+        started_on = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-D"]
+        if started_on == [pgdata] and _owner(pid) == user:
+            return procs.Proc.of(pid)
+    return None
+
+
+def _owner(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
 def crash(lab: LabHandle, target: str) -> list[int]:
-    """SIGKILL a member's Patroni and its PostgreSQL, nothing shut down cleanly."""
-    pgdata = str(lab.path / "data" / target / "pgdata")
+    """SIGKILL a member's Patroni and its PostgreSQL (the postmaster and every backend),
+    nothing shut down cleanly."""
+    server = postmaster(lab, target)
+    under = [p for p in map(procs.Proc.of, procs.tree(server.pid)) if p] if server else []
     killed = [kill_node(lab, target)]
-    for proc in filter(None, map(procs.Proc.of, procs.referencing(pgdata))):
+    for proc in under:
         if proc.signal(signal.SIGKILL):
             killed.append(proc.pid)
     return killed
@@ -134,10 +167,10 @@ class MaintenanceLeftOn:
         try:
             _wait("every member to see the pause", lambda: all(
                 _paused(n) for n in members(lab.cluster)))  # fmt: skip
+            return {"primary": primary.name, "killed": crash(lab, primary.name)}
         except LabError:
             _patch_config(lab, {"pause": False})
             raise
-        return {"primary": primary.name, "killed": crash(lab, primary.name)}
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
         _patch_config(lab, {"pause": False})
@@ -205,14 +238,18 @@ def _hold(lab: LabHandle, what: str, user: str, application: str) -> dict[str, A
         log, env={**CLEAN_ENV, "HOLD_CONNINFO": info}, cwd=private_dir(lab.path),
     )  # fmt: skip
     try:
-        _wait(f"the {what} client to hold", lambda: "ready" in log.read_text()
-              or not proc.alive(), timeout=60)  # fmt: skip
-        if not proc.alive():
+        _wait(f"the {what} client to hold", lambda: _ready(log) or not proc.alive(),
+              timeout=60)  # fmt: skip
+        if not _ready(log):
             raise LabError(f"the {what} client failed: {log.read_text().strip()[-300:]}")
     except LabError:
         procs.terminate([proc])
         raise
     return {"primary": primary.name, "helpers": [proc], "held": log.read_text().strip()}
+
+
+def _ready(log: Path) -> bool:
+    return any(line.startswith("ready ") for line in log.read_text().splitlines())
 
 
 class ConnectionLeak:
@@ -239,7 +276,7 @@ class LongTransaction:
     target = CLUSTER
 
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
-        return _hold(lab, "lock", "postgres", "nightly-report")
+        return _hold(lab, "lock", SUPERUSER, "nightly-report")
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
         procs.terminate(helpers(injection), grace=2.0)

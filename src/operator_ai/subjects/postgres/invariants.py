@@ -62,7 +62,8 @@ INVARIANTS = (
     ),
     Invariant(
         "connections_exhausted",
-        f"connections stay under {CONNECTION_SHARE:.0%} of max_connections; none refused",
+        f"connections stay under {CONNECTION_SHARE:.0%} of those open to non-superusers; none "
+        "refused",
         "warning",
         5.0,
     ),
@@ -126,16 +127,18 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
         assert primary is not None
         if name == leader or not node.get("postgres_ok") or not node.get("in_recovery"):
             continue
-        timeline, receiver = (node.get("view") or {}).get("timeline"), node.get("receiver")
+        timeline = (node.get("view") or {}).get("timeline")
+        receiver: dict[str, Any] = node.get("receiver") or {}
         if timeline and primary.get("timeline") and timeline != primary["timeline"]:
             violated("timeline_diverged", name,
                      f"{name} is on timeline {timeline}, the primary {leader} on "
                      f"{primary['timeline']}", timeline=timeline,
                      primary_timeline=primary["timeline"])  # fmt: skip
-        if receiver is None or receiver["status"] != "streaming":
+        if receiver.get("status") != "streaming" or receiver["sender"] != primary["address"]:
             state = f"{receiver['status']} from {receiver['sender']}" if receiver else "none"
             violated("replica_not_streaming", name, f"{name} is not streaming from the "
-                     f"primary (its WAL receiver: {state})", receiver=receiver)  # fmt: skip
+                     f"primary {leader} at {primary['address']} (its WAL receiver: {state})",
+                     receiver=receiver or None)  # fmt: skip
             continue
         behind = (senders.get(name) or {}).get("behind_bytes") or 0
         seconds = 0.0
@@ -165,7 +168,7 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
             if slot["retained_bytes"] > SLOT_BYTES:
                 violated("wal_retention", name,
                          f"slot {slot['name']!r} on {name} (active: {slot['active']}) holds back"
-                         f"  {slot['retained_bytes'] // 2**20} MiB of WAL",
+                         f" {slot['retained_bytes'] // 2**20} MiB of WAL",
                          slot=slot["name"], active=slot["active"],
                          retained_bytes=slot["retained_bytes"])  # fmt: skip
                 break
@@ -176,14 +179,16 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
                          data_bytes=node["data_bytes"], wal_bytes=node["wal_bytes"],
                          disk_bytes=disk)  # fmt: skip
 
-        limit = node.get("max_connections")
+        # The application is refused once only the superusers' reserved slots are left.
+        limit = (node.get("max_connections") or 0) - (node.get("reserved_connections") or 0)
         if node.get("refused_connections"):
             violated("connections_exhausted", name, f"{name} refuses new connections: "
                      f"{node['postgres_error']}", error=node["postgres_error"])  # fmt: skip
-        elif limit and node["connections"] > CONNECTION_SHARE * limit:
+        elif limit > 0 and node["connections"] > CONNECTION_SHARE * limit:
             violated("connections_exhausted", name,
-                     f"{name} has {node['connections']} of its {limit} connections in use "
-                     f"({node['reserved_connections']} of them kept for superusers)",
+                     f"{name} has {node['connections']} connections open; max_connections is "
+                     f"{node['max_connections']}, {node['reserved_connections']} of them kept "
+                     "for superusers",
                      connections=node["connections"], limit=limit)  # fmt: skip
 
         blocking = node.get("blocking")

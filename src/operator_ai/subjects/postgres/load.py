@@ -22,7 +22,7 @@ import psycopg
 
 from operator_ai.core import Cluster, Report, Stopping
 from operator_ai.lab.load import Ledger, LoadStats, drive
-from operator_ai.subjects.postgres.nodes import APP, conninfo, members
+from operator_ai.subjects.postgres.nodes import APP, conninfo, error_text, members
 
 TIMEOUT = 2.0
 CONNECTIONS = 8
@@ -40,8 +40,9 @@ def writer_conninfo(cluster: Cluster) -> str:
 class Pool:
     """Connections made on demand; one that failed is thrown away."""
 
-    def __init__(self, info: str, size: int) -> None:
+    def __init__(self, info: str, hosts: int, size: int) -> None:
         self.info = info
+        self.connect_within = TIMEOUT * hosts + 1  # libpq tries each host in turn
         self.idle: asyncio.Queue[psycopg.AsyncConnection[Any] | None] = asyncio.Queue()
         for _ in range(size):
             self.idle.put_nowait(None)
@@ -51,7 +52,7 @@ class Pool:
         try:
             if conn is None or conn.closed:
                 conn = None
-                conn = await asyncio.wait_for(self._connect(), TIMEOUT * 2)
+                conn = await asyncio.wait_for(self._connect(), self.connect_within)
             cursor = await asyncio.wait_for(conn.execute(query, args), TIMEOUT * 2)
             rows = await cursor.fetchall() if cursor.description else []
         except BaseException:
@@ -70,10 +71,6 @@ class Pool:
         while not self.idle.empty():
             if (conn := self.idle.get_nowait()) is not None:
                 await conn.close()
-
-
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).strip()[:160]}"
 
 
 async def check(ledger: Ledger, run: str, pool: Pool) -> None:
@@ -99,17 +96,19 @@ async def _run(
     ledger = Ledger()
     run = os.urandom(4).hex()
     info = writer_conninfo(cluster)
-    writers, reader = Pool(info, CONNECTIONS), Pool(info, 1)
+    hosts = len(members(cluster))
+    writers, reader = Pool(info, hosts, CONNECTIONS), Pool(info, hosts, 1)
 
     async def write(n: int) -> None:
         started = time.monotonic()
         try:
             rows = await writers.run(
-                "INSERT INTO load_writes (run, seq) VALUES (%s, %s) RETURNING inet_server_addr()",
+                "INSERT INTO load_writes (run, seq) VALUES (%s, %s) "
+                "RETURNING host(inet_server_addr()) || ':' || inet_server_port()",
                 (run, n),
             )
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            stats.error(_error(exc))
+            stats.error(error_text(exc)[:200])
             return
         stats.ok((time.monotonic() - started) * 1000)
         ledger.ack(n, str(rows[0][0]) if rows else "?")

@@ -57,16 +57,25 @@ def conninfo(cluster: Cluster, nodes: Sequence[Node], user: str = SUPERUSER, **m
 def connect(
     cluster: Cluster, node: Node, timeout: float, user: str = SUPERUSER
 ) -> psycopg.Connection[Any]:
-    """An autocommit session on one member, failing within ``timeout`` (libpq counts whole
-    seconds, at least 2)."""
-    info = conninfo(cluster, [node], user, connect_timeout=max(2, round(timeout)))
-    return psycopg.connect(
-        info, autocommit=True, options=f"-c statement_timeout={int(timeout * 1000)}"
-    )
+    """An autocommit session on one member that gives up within about ``timeout``: libpq's
+    connect timeout (whole seconds, at least 2), the server's statement timeout, and TCP's
+    own for a peer that stops answering mid-query (a partition)."""
+    info = conninfo(cluster, [node], user, connect_timeout=max(2, round(timeout)),
+                    tcp_user_timeout=int(timeout * 1000),
+                    options=f"-c statement_timeout={int(timeout * 1000)}")  # fmt: skip
+    return psycopg.connect(info, autocommit=True)
+
+
+def api_url(node: Node, path: str) -> str:
+    return f"http://{node.address}:{node.ports[API]}{path}"
 
 
 def api(node: Node, path: str, timeout: float) -> httpx.Response:
-    return httpx.get(f"http://{node.address}:{node.ports[API]}{path}", timeout=timeout)
+    return httpx.get(api_url(node, path), timeout=timeout)
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip()[:300]}"
 
 
 def config_path(workdir: Path, member: str) -> Path:

@@ -6,7 +6,7 @@ replica's copy is against the primary's says how far behind it replays, in secon
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,14 +16,24 @@ import psycopg
 from operator_ai.core import Cluster, Node, Observation
 from operator_ai.errors import SubjectUnreachable
 from operator_ai.lab.load import read_workload
-from operator_ai.subjects.postgres.nodes import API, CLIENT, POSTGRES, api, connect, dcs, members
+from operator_ai.subjects.postgres.nodes import (
+    API,
+    CLIENT,
+    POSTGRES,
+    api,
+    connect,
+    dcs,
+    error_text,
+    members,
+)
 
 SESSION = """
 SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on',
        current_setting('max_connections')::int,
        current_setting('superuser_reserved_connections')::int,
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
-       (SELECT at FROM operator_probe WHERE id = 1),
+       (SELECT extract(epoch FROM max(now() - xact_start))::float FROM pg_stat_activity
+        WHERE backend_type = 'client backend'),
        (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir()),
        (SELECT sum(pg_database_size(oid)) FROM pg_database),
        (SELECT timeline_id FROM pg_control_checkpoint())
@@ -47,10 +57,17 @@ SELECT application_name, state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn
 FROM pg_stat_replication ORDER BY application_name
 """
 RECEIVER = "SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver"
+PROBE_TABLE = "operator_probe"
+"""Where the monitor's probe writes: one row, made on the first probe."""
 
 
-def _error(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+def _probe_at(conn: psycopg.Connection[Any]) -> float | None:
+    """When the last probe this server holds was written (none before the first probe)."""
+    try:
+        row = conn.execute(f"SELECT at FROM {PROBE_TABLE} WHERE id = 1").fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return float(row[0]) if row else None
 
 
 def _patroni(node: Node, timeout: float) -> dict[str, Any]:
@@ -58,7 +75,7 @@ def _patroni(node: Node, timeout: float) -> dict[str, Any]:
         response = api(node, "/patroni", timeout)
         seen = response.json()
     except (httpx.HTTPError, ValueError) as exc:
-        return {"patroni_ok": False, "patroni_error": _error(exc)}
+        return {"patroni_ok": False, "patroni_error": error_text(exc)}
     return {
         "patroni_ok": True,
         "state": seen.get("state"),
@@ -76,7 +93,7 @@ def _postgres(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
         with connect(cluster, node, timeout) as conn:
             row = conn.execute(SESSION).fetchone()
             assert row is not None
-            recovery, read_only, limit, reserved, clients, probe, wal, data, timeline = row
+            recovery, read_only, limit, reserved, clients, oldest, wal, data, timeline = row
             blocking = conn.execute(BLOCKING).fetchone()
             seen: dict[str, Any] = {
                 "postgres_ok": True,
@@ -85,7 +102,8 @@ def _postgres(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
                 "max_connections": limit,
                 "reserved_connections": reserved,
                 "connections": clients,
-                "probe_at": probe,
+                "oldest_transaction_seconds": round(oldest or 0.0, 1),
+                "probe_at": _probe_at(conn),
                 "wal_bytes": int(wal),
                 "data_bytes": int(data or 0) + int(wal),
                 "control_timeline": timeline,
@@ -110,7 +128,8 @@ def _postgres(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
             return seen
     except psycopg.Error as exc:
         refused = isinstance(exc, psycopg.OperationalError) and "too many" in str(exc)
-        return {"postgres_ok": False, "postgres_error": _error(exc), "refused_connections": refused}
+        return {"postgres_ok": False, "postgres_error": error_text(exc),
+                "refused_connections": refused}  # fmt: skip
 
 
 def _member(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
@@ -129,12 +148,12 @@ def _member(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
 
 
 def _dcs(node: Node, timeout: float) -> dict[str, Any]:
-    address = f"{node.address}:{node.ports[CLIENT]}"
-    seen: dict[str, Any] = {"kind": "dcs", "role": "dcs", "address": address}
+    seen: dict[str, Any] = {"kind": "dcs", "role": "dcs",
+                            "address": f"{node.address}:{node.ports[CLIENT]}"}  # fmt: skip
     try:
         health = httpx.get(f"{node.url(CLIENT)}/health", timeout=timeout).json()
     except (httpx.HTTPError, ValueError) as exc:
-        return {**seen, "reachable": False, "healthy": False, "error": _error(exc)}
+        return {**seen, "reachable": False, "healthy": False, "error": error_text(exc)}
     return {**seen, "reachable": True, "healthy": health.get("health") == "true",
             "error": health.get("reason")}  # fmt: skip
 
@@ -153,27 +172,48 @@ def _view(nodes: list[Node], timeout: float) -> dict[str, Any] | None:
 
 
 def _probe(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
-    """One write, as any client of the primary would make it."""
+    """One write, as any client of the primary would make it (its table made on the first)."""
     try:
         with connect(cluster, node, timeout) as conn:
-            conn.execute("UPDATE operator_probe SET at = %s WHERE id = 1", (time.time(),))
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} "
+                         "(id int PRIMARY KEY, at double precision)")  # fmt: skip
+            conn.execute(f"INSERT INTO {PROBE_TABLE} VALUES (1, %s) ON CONFLICT (id) "
+                         "DO UPDATE SET at = excluded.at", (time.time(),))  # fmt: skip
     except psycopg.Error as exc:
-        return {"node": node.name, "ok": False, "error": _error(exc)}
+        return {"node": node.name, "ok": False, "error": error_text(exc)}
     return {"node": node.name, "ok": True}
+
+
+def _hung(cluster: Cluster, name: str, seconds: float) -> dict[str, Any]:
+    """What is seen of a node whose look did not come back: nothing answered."""
+    node, error = cluster.node(name), f"no answer within {seconds:g} s"
+    if POSTGRES not in node.ports:
+        return {"kind": "dcs", "role": "dcs", "address": f"{node.address}:{node.ports[CLIENT]}",
+                "reachable": False, "healthy": False, "error": error}  # fmt: skip
+    return {"kind": "member", "address": f"{node.address}:{node.ports[POSTGRES]}",
+            "api": f"{node.address}:{node.ports[API]}", "reachable": False, "healthy": False,
+            "patroni_ok": False, "patroni_error": error, "postgres_ok": False,
+            "postgres_error": error, "refused_connections": False}  # fmt: skip
 
 
 def observe(cluster: Cluster, timeout: float) -> Observation:
     at = datetime.now(UTC)
     pg, etcd = members(cluster), dcs(cluster)
-    with ThreadPoolExecutor(max_workers=len(cluster.nodes) + 1) as pool:
+    # A server stopped mid-query holds its look for ever: the look goes on without it.
+    patience = timeout * 3 + 1
+    started, pool = time.monotonic(), ThreadPoolExecutor(max_workers=len(cluster.nodes) + 1)
+    try:
         futures = {n.name: pool.submit(_member, cluster, n, timeout) for n in pg}
         futures |= {n.name: pool.submit(_dcs, n, timeout) for n in etcd}
         view = pool.submit(_view, pg, timeout)
-        seen = {name: future.result() for name, future in futures.items()}
-        patroni_view = view.result()
-    answered = [s for s in seen.values() if s.get("patroni_ok") or s.get("postgres_ok")
-                or s.get("reachable")]  # fmt: skip
-    if not answered:
+        wait([*futures.values()], timeout=patience)
+        wait([view], timeout=max(0.0, patience - (time.monotonic() - started)))
+        seen = {name: f.result() if f.done() else _hung(cluster, name, patience)
+                for name, f in futures.items()}  # fmt: skip
+        patroni_view = view.result() if view.done() else None
+    finally:
+        pool.shutdown(wait=False)
+    if not any(s["reachable"] for s in seen.values()):
         errors = "; ".join(
             f"{name}: {s.get('patroni_error') or s.get('error')}" for name, s in seen.items()
         )

@@ -23,6 +23,7 @@ import pytest
 
 from agent_helpers import scripted, shell
 from lab_helpers import (
+    cycle_for,
     cycle_until,
     lab_home,
     lab_load,

@@ -38,7 +38,7 @@ from operator_ai.lab.load import read_workload
 from operator_ai.monitor import Monitor
 from operator_ai.store import AuditKind, Outcome, Status, Store
 from operator_ai.subjects.postgres.faults import postmaster
-from operator_ai.subjects.postgres.nodes import config_path
+from operator_ai.subjects.postgres.nodes import config_path, connect
 
 pytestmark = pytest.mark.skipif(shutil.which("patroni") is None, reason="patroni is not installed")
 
@@ -282,3 +282,20 @@ def test_the_briefing_names_the_parts_and_no_fix(lab: Lab) -> None:
         assert part in text
     for fix in ("pg_terminate_backend", "drop_replication_slot", "resume the", "start the"):
         assert fix not in text  # no playbook
+
+
+def test_the_database_superuser_runs_commands_as_the_lab_user_and_no_more(lab: Lab) -> None:
+    """The agent is PostgreSQL's superuser, so it can make the server run a command
+    (`COPY ... FROM PROGRAM`), outside the sandbox. The command runs as the lab user, as the
+    server does: the operator's store (0600, root's) stays out of its reach."""
+    home = lab.path.parent.parent
+    with Store(f"sqlite:///{home / 'operator.db'}"):
+        pass
+    primary = lab.leader()
+    assert primary is not None
+    with connect(lab.cluster, lab.cluster.node(primary), 10) as conn:
+        conn.execute("CREATE TEMP TABLE said (line text)")
+        conn.execute(f"COPY said FROM PROGRAM 'id -u; cat {home}/operator.db 2>&1 | head -c 200'")
+        said = [row[0] for row in conn.execute("SELECT line FROM said").fetchall()]
+    assert said[0] == str(pwd.getpwnam(lab.state.user).pw_uid)
+    assert "Permission denied" in said[1] and "SQLite" not in " ".join(said)

@@ -59,6 +59,41 @@ def kill_node(lab: LabHandle, name: str, timeout: float = 10.0) -> int:
     return pid
 
 
+def stop_nodes(lab: LabHandle, names: list[str]) -> list[str]:
+    """Stop each node through its control; if one cannot be stopped, start the ones already
+    stopped again and raise. Returns the names, for ``start_nodes`` on revert."""
+    stopped: list[str] = []
+    try:
+        for name in names:
+            lab.cluster.control.stop(name)
+            stopped.append(name)
+    except LabError:
+        start_nodes(lab, stopped)
+        raise
+    return stopped
+
+
+def start_nodes(lab: LabHandle, names: list[str]) -> None:
+    for name in names:
+        lab.cluster.control.start(name)
+
+
+def leader_node(lab: LabHandle, what: str) -> Node:
+    """The node that leads now; a lab error naming ``what`` when none does."""
+    name = lab.leader()
+    if name is None:
+        raise LabError(f"{what} now", hint="Try again after a failover.")
+    return lab.cluster.node(name)
+
+
+def undone(what: str, exc: Exception) -> LabError:
+    """The error of a subject's fault that failed halfway and undid what it had done."""
+    return LabError(
+        f"{what}: {type(exc).__name__}: {str(exc).strip()}",
+        hint="`operator lab status` shows which node is not answering; heal or reset the lab.",
+    )
+
+
 class Kill:
     name = "kill"
     description = "SIGKILL the node's process; it stays down until someone starts it"

@@ -129,6 +129,21 @@ def workload_breach(workload: dict[str, Any] | None) -> tuple[str, dict[str, Any
     return message, {"ops": ops, "errors": errors, "p99_ms": window.get("p99_ms")}
 
 
+def lost_breach(workload: dict[str, Any] | None, lost: str) -> tuple[str, dict[str, Any]] | None:
+    """What breaks `lost_writes`: the load's checker (a ``Ledger``) found acknowledged writes
+    gone in its last window; ``lost`` says what and from where ("commits ... from the
+    primary"). The message and the evidence, or None."""
+    writes = (workload or {}).get("writes", {})
+    if not writes.get("lost_recent"):
+        return None
+    message = (
+        f"{writes['lost_recent']} acknowledged {lost} in the last {writes['lost_window']} s "
+        f"({writes['lost']} since the load started)"
+    )
+    return message, {"lost_recent": writes["lost_recent"], "lost": writes["lost"],
+                     "examples": writes.get("lost_examples", [])[-5:]}  # fmt: skip
+
+
 TRACK_SECONDS = 120.0
 TRACK_MAX = 20_000
 """The acknowledged writes a checker keeps reading back: the last two minutes', at most."""

@@ -19,7 +19,16 @@ import psycopg
 from operator_ai.core import CLUSTER, MODES, NODE, Fault, Injection, LabHandle, Node
 from operator_ai.errors import LabError, UsageError
 from operator_ai.lab import procs
-from operator_ai.lab.faults import helper_log, helpers, kill_node, number
+from operator_ai.lab.faults import (
+    helper_log,
+    helpers,
+    kill_node,
+    leader_node,
+    number,
+    start_nodes,
+    stop_nodes,
+    undone,
+)
 from operator_ai.lab.state import CLEAN_ENV, private_dir
 from operator_ai.subjects.postgres.nodes import (
     APP,
@@ -45,16 +54,7 @@ def _member(lab: LabHandle, target: str) -> Node:
 
 
 def _primary(lab: LabHandle) -> Node:
-    name = lab.leader()
-    if name is None:
-        raise LabError("no member holds the leader lock now", hint="Try again after a failover.")
-    return lab.cluster.node(name)
-
-
-def _failed(what: str, exc: Exception) -> LabError:
-    return LabError(f"{what}: {type(exc).__name__}: {str(exc).strip()}",
-                    hint="`operator lab status` shows which member is not answering; heal or "
-                    "reset the lab first.")  # fmt: skip
+    return leader_node(lab, "no member holds the leader lock")
 
 
 def _patch_config(lab: LabHandle, change: dict[str, Any]) -> None:
@@ -133,22 +133,11 @@ class DcsQuorumLoss:
     target = CLUSTER
 
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
-        every = dcs(lab.cluster)
-        chosen = [n.name for n in every][: len(every) // 2 + 1]
-        stopped: list[str] = []
-        try:
-            for name in chosen:
-                lab.cluster.control.stop(name)
-                stopped.append(name)
-        except LabError:
-            for name in stopped:
-                lab.cluster.control.start(name)
-            raise
-        return {"stopped": stopped}
+        every = [n.name for n in dcs(lab.cluster)]
+        return {"stopped": stop_nodes(lab, every[: len(every) // 2 + 1])}
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
-        for name in injection.state["stopped"]:
-            lab.cluster.control.start(name)
+        start_nodes(lab, injection.state["stopped"])
 
 
 class MaintenanceLeftOn:
@@ -210,7 +199,7 @@ class OrphanSlot:
                 conn.execute("DROP TABLE operator_fill")
         except (psycopg.Error, LabError) as exc:
             self.revert(lab, Injection(0, self.name, target, {}, ""))
-            raise _failed("could not fill the slot (undone)", exc) from exc
+            raise undone("could not fill the slot (undone)", exc) from exc
         return {"primary": primary.name}
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
@@ -252,34 +241,35 @@ def _ready(log: Path) -> bool:
     return any(line.startswith("ready ") for line in log.read_text().splitlines())
 
 
-class ConnectionLeak:
-    name = "connection_leak"
-    description = "a client opens connections as the application's role until refused, and "\
-                  "leaves them idle"  # fmt: skip
+class Holding:
+    """A client, the lab's own, that takes something and holds it until reverted."""
+
     params: Mapping[str, tuple[str, str]] = {}
     modes: tuple[str, ...] = MODES
     target = CLUSTER
 
+    def __init__(self, name: str, description: str, what: str, user: str, app: str) -> None:
+        self.name, self.description = name, description
+        self.what, self.user, self.app = what, user, app
+
     def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
-        return _hold(lab, "leak", APP, "billing-worker")
+        return _hold(lab, self.what, self.user, self.app)
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
         procs.terminate(helpers(injection), grace=2.0)
 
 
-class LongTransaction:
-    name = "long_transaction"
-    description = "a session opens a transaction, locks the table the load writes to against "\
-                  "writes, and never commits"  # fmt: skip
-    params: Mapping[str, tuple[str, str]] = {}
-    modes: tuple[str, ...] = MODES
-    target = CLUSTER
-
-    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
-        return _hold(lab, "lock", SUPERUSER, "nightly-report")
-
-    def revert(self, lab: LabHandle, injection: Injection) -> None:
-        procs.terminate(helpers(injection), grace=2.0)
+CONNECTION_LEAK = Holding(
+    "connection_leak",
+    "a client opens connections as the application's role until refused, and leaves them idle",
+    "leak", APP, "billing-worker",
+)  # fmt: skip
+LONG_TRANSACTION = Holding(
+    "long_transaction",
+    "a session opens a transaction, locks the table the load writes to against writes, and "
+    "never commits",
+    "lock", SUPERUSER, "nightly-report",
+)  # fmt: skip
 
 
 FAULTS: dict[str, Fault] = {
@@ -289,7 +279,7 @@ FAULTS: dict[str, Fault] = {
         DcsQuorumLoss(),
         MaintenanceLeftOn(),
         OrphanSlot(),
-        ConnectionLeak(),
-        LongTransaction(),
+        CONNECTION_LEAK,
+        LONG_TRANSACTION,
     )
 }

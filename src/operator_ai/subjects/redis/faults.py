@@ -12,7 +12,16 @@ import redis
 
 from operator_ai.core import CLUSTER, MODES, NETNS, NODE, Fault, Injection, LabHandle, Node
 from operator_ai.errors import LabError, UsageError
-from operator_ai.lab.faults import GENERIC, delay_traffic, number, undelay
+from operator_ai.lab.faults import (
+    GENERIC,
+    delay_traffic,
+    leader_node,
+    number,
+    start_nodes,
+    stop_nodes,
+    undelay,
+    undone,
+)
 from operator_ai.subjects.redis.nodes import connect, quorum, sentinel_of, sentinels, servers
 
 TIMEOUT = 5.0
@@ -28,10 +37,7 @@ def _server(lab: LabHandle, target: str) -> Node:
 
 
 def _primary(lab: LabHandle) -> Node:
-    name = lab.leader()
-    if name is None:
-        raise LabError("the sentinels name no primary now", hint="Try again after a failover.")
-    return lab.cluster.node(name)
+    return leader_node(lab, "the sentinels name no primary")
 
 
 class SplitBrain:
@@ -87,28 +93,13 @@ class SentinelQuorum:
         beside = sentinel_of(_primary(lab).name)
         every = sentinels(lab.cluster)
         chosen = [s.name for s in every if s.name != beside][: quorum(len(every))]
-        stopped: list[str] = []
-        try:
-            for name in chosen:
-                lab.cluster.control.stop(name)
-                stopped.append(name)
-        except LabError:
-            for name in stopped:
-                lab.cluster.control.start(name)
-            raise
-        return {"stopped": stopped}
+        return {"stopped": stop_nodes(lab, chosen)}
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
-        for name in injection.state["stopped"]:
-            lab.cluster.control.start(name)
+        start_nodes(lab, injection.state["stopped"])
 
 
 REDIS_ERRORS = (redis.RedisError, OSError)
-
-
-def _failed(what: str, exc: Exception) -> LabError:
-    return LabError(f"{what}: {type(exc).__name__}: {exc}", hint="`operator lab status` "
-                    "shows which node is not answering; heal or reset the lab first.")  # fmt: skip
 
 
 class AuthChanged:
@@ -134,7 +125,7 @@ class AuthChanged:
                     client.client_kill_filter(_type="normal")
         except REDIS_ERRORS as exc:
             self.revert(lab, Injection(0, self.name, target, {}, "", state={"password": password}))
-            raise _failed("could not set the password on every server (undone)", exc) from exc
+            raise undone("could not set the password on every server (undone)", exc) from exc
         return {"password": password}
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
@@ -189,7 +180,7 @@ class MaxMemory:
                     each.config_set("maxmemory", str(limit))
         except REDIS_ERRORS as exc:
             self.revert(lab, Injection(0, self.name, target, {}, "", state=state))
-            raise _failed("could not fill the primary and cap every server (undone)", exc) from exc
+            raise undone("could not fill the primary and cap every server (undone)", exc) from exc
         return state
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from operator_ai.core import Invariant, Observation, Violation
-from operator_ai.lab.load import ERROR_SHARE, workload_breach
+from operator_ai.lab.load import ERROR_SHARE, lost_breach, workload_breach
 
 MEMORY_SHARE = 0.9
 LAG_BYTES = 1024 * 1024
@@ -133,13 +133,9 @@ def check(observation: Observation, history: Sequence[Observation]) -> list[Viol
                      error=probe["error"])  # fmt: skip
 
     workload = cluster.get("workload") or {}
-    writes = workload.get("writes", {})
-    if writes.get("lost_recent"):
-        violated("lost_writes", "workload",
-                 f"{writes['lost_recent']} acknowledged writes vanished from every server in "
-                 f"the last {writes['lost_window']} s ({writes['lost']} since the load "
-                 "started)", lost_recent=writes["lost_recent"], lost=writes["lost"],
-                 examples=writes.get("lost_examples", [])[-5:])  # fmt: skip
+    if lost := lost_breach(workload, "writes vanished from every server"):
+        message, evidence = lost
+        violated("lost_writes", "workload", message, **evidence)
     if breach := workload_breach(workload):
         message, evidence = breach
         violated("workload_errors", "workload", message, **evidence)

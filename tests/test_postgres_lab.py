@@ -217,6 +217,18 @@ def test_a_long_transaction_holding_a_lock_is_found(
                 what="the blocked writes to fail")  # fmt: skip
 
 
+def test_a_replica_pointed_at_a_wrong_host_stops_streaming(lab: Lab, monitor: Monitor) -> None:
+    injection = chaos.inject(lab, "broken_replica_conninfo", "follower", {})
+    replica, upstream = injection.target, injection.state["upstream"]
+    cycle_until(monitor, lambda: live(monitor.store, f"postgres:replica_not_streaming:{replica}"),
+                timeout=40, what="replica_not_streaming")  # fmt: skip
+    assert injection.state["address"] in config_path(lab.path, upstream).read_text()
+    chaos.revert(lab, injection.id)
+    cycle_until(monitor, lambda: not live(monitor.store,
+                f"postgres:replica_not_streaming:{replica}"), timeout=40,
+                what="replica_not_streaming to clear")  # fmt: skip
+
+
 def test_a_clean_switchover_loses_no_commit(
     lab: Lab, monitor: Monitor, load: subprocess.Popen[str]
 ) -> None:

@@ -4,20 +4,23 @@ agent. `crash` takes both down, as a lost host does."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import pwd
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
+import yaml
 
-from operator_ai.core import CLUSTER, MODES, NODE, Fault, Injection, LabHandle, Node
-from operator_ai.errors import LabError, UsageError
+from operator_ai.core import CLUSTER, MODES, NETNS, NODE, Fault, Injection, LabHandle, Node
+from operator_ai.errors import LabError, OperatorError, UsageError
 from operator_ai.lab import procs
 from operator_ai.lab.faults import (
     helper_log,
@@ -32,9 +35,11 @@ from operator_ai.lab.faults import (
 from operator_ai.lab.state import CLEAN_ENV, private_dir
 from operator_ai.subjects.postgres.nodes import (
     APP,
+    POSTGRES,
     SUPERUSER,
     api,
     api_url,
+    config_path,
     connect,
     conninfo,
     dcs,
@@ -241,6 +246,64 @@ def _ready(log: Path) -> bool:
     return any(line.startswith("ready ") for line in log.read_text().splitlines())
 
 
+class BrokenReplicaConninfo:
+    name = "broken_replica_conninfo"
+    description = (
+        "point a replica's replication at a host where no PostgreSQL runs: it is set to "
+        "stream from the other replica (`replicatefrom`), whose advertised address "
+        "(`connect_address`) is wrong; both configs edited and reloaded"
+    )
+    params: Mapping[str, tuple[str, str]] = {}
+    modes: tuple[str, ...] = (NETNS,)
+    target = NODE
+
+    def inject(self, lab: LabHandle, target: str, params: dict[str, str]) -> dict[str, Any]:
+        replica, primary = _member(lab, target), _primary(lab)
+        if replica.name == primary.name:
+            raise UsageError(f"{target} is the primary", hint="Target a replica: -t follower.")
+        upstream = next((n for n in members(lab.cluster) if n not in (replica, primary)), None)
+        if upstream is None or lab.cluster.subnet is None:
+            raise LabError("broken_replica_conninfo needs a second replica and netns mode")
+        nowhere = f"{ipaddress.ip_network(lab.cluster.subnet)[-2]}:{upstream.ports[POSTGRES]}"
+
+        def advertise(config: dict[str, Any]) -> None:
+            config["postgresql"]["connect_address"] = nowhere
+
+        def follow(config: dict[str, Any]) -> None:
+            config.setdefault("tags", {})["replicatefrom"] = upstream.name
+
+        # The configs are the lab user's, so they are read and written as the lab user.
+        before = {upstream.name: _edit(lab, upstream.name, advertise)}
+        try:
+            before[replica.name] = _edit(lab, replica.name, follow)
+        except OperatorError:
+            self.revert(lab, Injection(0, self.name, target, {}, "", state={"configs": before}))
+            raise
+        return {"configs": before, "upstream": upstream.name, "address": nowhere}
+
+    def revert(self, lab: LabHandle, injection: Injection) -> None:
+        for member, text in injection.state["configs"].items():
+            _rewrite(lab, member, text)
+
+
+def _edit(lab: LabHandle, member: str, change: Callable[[dict[str, Any]], None]) -> str:
+    """Change a member's Patroni config and reload it; returns the text it had."""
+    before = lab.as_user("cat", str(config_path(lab.path, member)))
+    config = yaml.safe_load(before)
+    change(config)
+    _rewrite(lab, member, json.dumps(config, indent=2) + "\n")
+    return before
+
+
+def _rewrite(lab: LabHandle, member: str, text: str) -> None:
+    """Replace a member's Patroni config and have it read again (SIGHUP, as `patronictl
+    reload` does)."""
+    path = str(config_path(lab.path, member))
+    lab.as_user("sh", "-c", 'cat > "$1"', "sh", path, input=text)
+    if lab.cluster.pid(member):
+        lab.cluster.control.signal(member, signal.SIGHUP)
+
+
 class Holding:
     """A client, the lab's own, that takes something and holds it until reverted."""
 
@@ -276,6 +339,7 @@ FAULTS: dict[str, Fault] = {
     f.name: f
     for f in (
         Crash(),
+        BrokenReplicaConninfo(),
         DcsQuorumLoss(),
         MaintenanceLeftOn(),
         OrphanSlot(),

@@ -23,6 +23,7 @@ import pytest
 
 from agent_helpers import scripted, shell
 from lab_helpers import (
+    ROOT,
     cycle_for,
     cycle_until,
     lab_home,
@@ -41,6 +42,7 @@ from operator_ai.subjects.postgres.faults import postmaster
 from operator_ai.subjects.postgres.nodes import config_path, connect
 
 pytestmark = pytest.mark.skipif(shutil.which("patroni") is None, reason="patroni is not installed")
+netns_only = pytest.mark.skipif(not ROOT, reason="netns mode (and this fault) needs root")
 
 
 @pytest.fixture(scope="module")
@@ -217,12 +219,15 @@ def test_a_long_transaction_holding_a_lock_is_found(
                 what="the blocked writes to fail")  # fmt: skip
 
 
+@netns_only
 def test_a_replica_pointed_at_a_wrong_host_stops_streaming(lab: Lab, monitor: Monitor) -> None:
     injection = chaos.inject(lab, "broken_replica_conninfo", "follower", {})
     replica, upstream = injection.target, injection.state["upstream"]
     cycle_until(monitor, lambda: live(monitor.store, f"postgres:replica_not_streaming:{replica}"),
                 timeout=40, what="replica_not_streaming")  # fmt: skip
     assert injection.state["address"] in config_path(lab.path, upstream).read_text()
+    # Not merely streaming from the other replica: from nowhere at all.
+    assert (lab.observe().nodes[replica].get("receiver") or {}).get("status") != "streaming"
     chaos.revert(lab, injection.id)
     cycle_until(monitor, lambda: not live(monitor.store,
                 f"postgres:replica_not_streaming:{replica}"), timeout=40,
@@ -296,10 +301,12 @@ def test_the_briefing_names_the_parts_and_no_fix(lab: Lab) -> None:
         assert fix not in text  # no playbook
 
 
+@netns_only
 def test_the_database_superuser_runs_commands_as_the_lab_user_and_no_more(lab: Lab) -> None:
     """The agent is PostgreSQL's superuser, so it can make the server run a command
     (`COPY ... FROM PROGRAM`), outside the sandbox. The command runs as the lab user, as the
-    server does: the operator's store (0600, root's) stays out of its reach."""
+    server does, unable to gain privileges (no setuid program lifts it): the operator's store
+    (0600, root's) stays out of its reach."""
     home = lab.path.parent.parent
     with Store(f"sqlite:///{home / 'operator.db'}"):
         pass
@@ -307,7 +314,11 @@ def test_the_database_superuser_runs_commands_as_the_lab_user_and_no_more(lab: L
     assert primary is not None
     with connect(lab.cluster, lab.cluster.node(primary), 10) as conn:
         conn.execute("CREATE TEMP TABLE said (line text)")
-        conn.execute(f"COPY said FROM PROGRAM 'id -u; cat {home}/operator.db 2>&1 | head -c 200'")
+        conn.execute(
+            f"COPY said FROM PROGRAM 'id -u; cat {home}/operator.db 2>&1 | head -c 200; "
+            "grep NoNewPrivs /proc/self/status'"
+        )
         said = [row[0] for row in conn.execute("SELECT line FROM said").fetchall()]
     assert said[0] == str(pwd.getpwnam(lab.state.user).pw_uid)
     assert "Permission denied" in said[1] and "SQLite" not in " ".join(said)
+    assert said[-1].split() == ["NoNewPrivs:", "1"]

@@ -281,9 +281,10 @@ def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
 
 
 def as_lab_user(account: pwd.struct_passwd) -> list[str]:
-    """The ``setpriv`` prefix that runs a command as ``account``, with no other groups."""
+    """The ``setpriv`` prefix that runs a command as ``account``, with no other groups and no
+    way to gain privileges (a setuid program runs as the lab user too)."""
     return ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
-            "--clear-groups", "--"]  # fmt: skip
+            "--clear-groups", "--no-new-privs", "--"]  # fmt: skip
 
 
 def _tmpfs_options(size: str, mode: int, account: pwd.struct_passwd) -> str:

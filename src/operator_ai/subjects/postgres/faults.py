@@ -4,6 +4,7 @@ agent. `crash` takes both down, as a lost host does."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -20,7 +21,7 @@ import psycopg
 import yaml
 
 from operator_ai.core import CLUSTER, MODES, NETNS, NODE, Fault, Injection, LabHandle, Node
-from operator_ai.errors import LabError, OperatorError, UsageError
+from operator_ai.errors import LabError, UsageError
 from operator_ai.lab import procs
 from operator_ai.lab.faults import (
     helper_log,
@@ -273,34 +274,42 @@ class BrokenReplicaConninfo:
             config.setdefault("tags", {})["replicatefrom"] = upstream.name
 
         # The configs are the lab user's, so they are read and written as the lab user.
-        before = {upstream.name: _edit(lab, upstream.name, advertise)}
+        before = {n.name: lab.as_user("cat", str(config_path(lab.path, n.name)))
+                  for n in (upstream, replica)}  # fmt: skip
+        state = {"configs": before, "upstream": upstream.name, "address": nowhere}
         try:
-            before[replica.name] = _edit(lab, replica.name, follow)
-        except OperatorError:
-            self.revert(lab, Injection(0, self.name, target, {}, "", state={"configs": before}))
+            _rewrite(lab, upstream.name, _changed(before[upstream.name], advertise))
+            _rewrite(lab, replica.name, _changed(before[replica.name], follow))
+        except Exception:
+            self.revert(lab, Injection(0, self.name, target, {}, "", state=state))
             raise
-        return {"configs": before, "upstream": upstream.name, "address": nowhere}
+        return state
 
     def revert(self, lab: LabHandle, injection: Injection) -> None:
-        for member, text in injection.state["configs"].items():
-            _rewrite(lab, member, text)
+        """Every config back first, then each member reloaded; a member that is not running
+        reads its config when it starts."""
+        configs: dict[str, str] = injection.state["configs"]
+        for member, text in configs.items():
+            _rewrite(lab, member, text, reload=False)
+        for member in configs:
+            with contextlib.suppress(LabError):
+                lab.cluster.control.signal(member, signal.SIGHUP)
 
 
-def _edit(lab: LabHandle, member: str, change: Callable[[dict[str, Any]], None]) -> str:
-    """Change a member's Patroni config and reload it; returns the text it had."""
-    before = lab.as_user("cat", str(config_path(lab.path, member)))
-    config = yaml.safe_load(before)
+def _changed(text: str, change: Callable[[dict[str, Any]], None]) -> str:
+    """A Patroni config with ``change`` made, keeping its opening comment lines."""
+    config = yaml.safe_load(text)
     change(config)
-    _rewrite(lab, member, json.dumps(config, indent=2) + "\n")
-    return before
+    comments = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    return comments + json.dumps(config, indent=2) + "\n"
 
 
-def _rewrite(lab: LabHandle, member: str, text: str) -> None:
+def _rewrite(lab: LabHandle, member: str, text: str, reload: bool = True) -> None:
     """Replace a member's Patroni config and have it read again (SIGHUP, as `patronictl
     reload` does)."""
     path = str(config_path(lab.path, member))
     lab.as_user("sh", "-c", 'cat > "$1"', "sh", path, input=text)
-    if lab.cluster.pid(member):
+    if reload:
         lab.cluster.control.signal(member, signal.SIGHUP)
 
 

@@ -5,9 +5,11 @@ replica's copy is against the primary's says how far behind it replays, in secon
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -57,6 +59,7 @@ SELECT application_name, state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn
 FROM pg_stat_replication ORDER BY application_name
 """
 RECEIVER = "SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver"
+VIEW = "/cluster"
 PROBE_TABLE = "operator_probe"
 """Where the monitor's probe writes: one row, made on the first probe."""
 
@@ -196,23 +199,38 @@ def _hung(cluster: Cluster, name: str, seconds: float) -> dict[str, Any]:
             "postgres_error": error, "refused_connections": False}  # fmt: skip
 
 
+def _in_parallel(calls: dict[str, Callable[[], Any]], within: float) -> dict[str, Any]:
+    """Each call's answer, each call on a daemon thread of its own. One that has not
+    answered within ``within`` seconds is left out, and its thread left behind: it ends when
+    its server answers or its connection dies, and never keeps the process from exiting."""
+    answers: dict[str, Any] = {}
+
+    def run(name: str, call: Callable[[], Any]) -> None:
+        answers[name] = call()
+
+    threads = [threading.Thread(target=run, args=item, daemon=True) for item in calls.items()]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + within
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return dict(answers)
+
+
 def observe(cluster: Cluster, timeout: float) -> Observation:
     at = datetime.now(UTC)
     pg, etcd = members(cluster), dcs(cluster)
     # A server stopped mid-query holds its look for ever: the look goes on without it.
     patience = timeout * 3 + 1
-    started, pool = time.monotonic(), ThreadPoolExecutor(max_workers=len(cluster.nodes) + 1)
-    try:
-        futures = {n.name: pool.submit(_member, cluster, n, timeout) for n in pg}
-        futures |= {n.name: pool.submit(_dcs, n, timeout) for n in etcd}
-        view = pool.submit(_view, pg, timeout)
-        wait([*futures.values()], timeout=patience)
-        wait([view], timeout=max(0.0, patience - (time.monotonic() - started)))
-        seen = {name: f.result() if f.done() else _hung(cluster, name, patience)
-                for name, f in futures.items()}  # fmt: skip
-        patroni_view = view.result() if view.done() else None
-    finally:
-        pool.shutdown(wait=False)
+    calls: dict[str, Callable[[], Any]] = {
+        n.name: partial(_member, cluster, n, timeout) for n in pg
+    }
+    calls |= {n.name: partial(_dcs, n, timeout) for n in etcd}
+    calls[VIEW] = partial(_view, pg, timeout)
+    answers = _in_parallel(calls, patience)
+    patroni_view = answers.pop(VIEW, None)
+    seen = {name: answers.get(name) or _hung(cluster, name, patience) for name in calls
+            if name != VIEW}  # fmt: skip
     if not any(s["reachable"] for s in seen.values()):
         errors = "; ".join(
             f"{name}: {s.get('patroni_error') or s.get('error')}" for name, s in seen.items()

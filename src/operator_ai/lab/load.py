@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operator_ai.core import Stopping
+from operator_ai.core import Report, Stopping
 from operator_ai.lab.state import write_json
 
 DEFAULT_RATE = 50.0
@@ -270,3 +270,39 @@ async def drive(
     finally:
         publishing.cancel()
         publish()
+
+
+CHECK_EVERY = 2.0
+"""How often a load's checker reads its acknowledged writes back."""
+
+
+async def drive_checked(
+    stats: LoadStats,
+    ledger: Ledger,
+    run: str,
+    rate: float,
+    duration: float | None,
+    request: Callable[[int], Awaitable[None]],
+    check: Callable[[], Awaitable[None]],
+    report: Report,
+    stop: Stopping,
+    max_in_flight: int = MAX_IN_FLIGHT,
+) -> None:
+    """``drive`` a load that records its acknowledged writes in ``ledger``, with ``check``
+    reading them back every ``CHECK_EVERY`` seconds beside it; the ledger's figures are
+    published with the load's, as ``writes``."""
+
+    async def checker() -> None:
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            await check()
+
+    def publish() -> None:
+        stats.extra["writes"] = {"run": run, **ledger.stats()}
+        report(stats.write())
+
+    checking = asyncio.create_task(checker())
+    try:
+        await drive(rate, duration, request, publish, stop, max_in_flight)
+    finally:
+        checking.cancel()

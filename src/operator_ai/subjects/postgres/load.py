@@ -21,13 +21,12 @@ from typing import Any
 import psycopg
 
 from operator_ai.core import Cluster, Report, Stopping
-from operator_ai.lab.load import Ledger, LoadStats, drive
+from operator_ai.lab.load import Ledger, LoadStats, drive_checked
 from operator_ai.subjects.postgres.nodes import APP, conninfo, error_text, members
 
 TIMEOUT = 2.0
 CONNECTIONS = 8
 """The writers' connections: a small pool, as an application keeps."""
-CHECK_EVERY = 2.0
 BATCH = 2000
 
 
@@ -113,20 +112,11 @@ async def _run(
         stats.ok((time.monotonic() - started) * 1000)
         ledger.ack(n, str(rows[0][0]) if rows else "?")
 
-    async def checker() -> None:
-        while True:
-            await asyncio.sleep(CHECK_EVERY)
-            await check(ledger, run, reader)
-
-    def publish() -> None:
-        stats.extra["writes"] = {"run": run, **ledger.stats()}
-        report(stats.write())
-
-    checking = asyncio.create_task(checker())
     try:
-        await drive(rate, duration, write, publish, stop, max_in_flight=CONNECTIONS * 4)
+        await drive_checked(stats, ledger, run, rate, duration, write,
+                            lambda: check(ledger, run, reader), report, stop,
+                            max_in_flight=CONNECTIONS * 4)  # fmt: skip
     finally:
-        checking.cancel()
         await writers.close()
         await reader.close()
 

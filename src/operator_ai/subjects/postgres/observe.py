@@ -64,6 +64,15 @@ PROBE_TABLE = "operator_probe"
 """Where the monitor's probe writes: one row, made on the first probe."""
 
 
+def _patroni_failed(error: str) -> dict[str, Any]:
+    return {"patroni_ok": False, "patroni_error": error}
+
+
+def _postgres_failed(error: str, refused: bool) -> dict[str, Any]:
+    """``refused``: for want of a connection slot."""
+    return {"postgres_ok": False, "postgres_error": error, "refused_connections": refused}
+
+
 def _probe_at(conn: psycopg.Connection[Any]) -> float | None:
     """When the last probe this server holds was written (none before the first probe)."""
     try:
@@ -78,7 +87,7 @@ def _patroni(node: Node, timeout: float) -> dict[str, Any]:
         response = api(node, "/patroni", timeout)
         seen = response.json()
     except (httpx.HTTPError, ValueError) as exc:
-        return {"patroni_ok": False, "patroni_error": error_text(exc)}
+        return _patroni_failed(error_text(exc))
     return {
         "patroni_ok": True,
         "state": seen.get("state"),
@@ -131,17 +140,21 @@ def _postgres(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
             return seen
     except psycopg.Error as exc:
         refused = isinstance(exc, psycopg.OperationalError) and "too many" in str(exc)
-        return {"postgres_ok": False, "postgres_error": error_text(exc),
-                "refused_connections": refused}  # fmt: skip
+        return _postgres_failed(error_text(exc), refused)
 
 
 def _member(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
+    return _as_seen(node, _patroni(node, timeout), _postgres(cluster, node, timeout))
+
+
+def _as_seen(node: Node, patroni: dict[str, Any], postgres: dict[str, Any]) -> dict[str, Any]:
+    """A member as seen through its Patroni and its PostgreSQL."""
     seen = {
         "kind": "member",
         "address": f"{node.address}:{node.ports[POSTGRES]}",
         "api": f"{node.address}:{node.ports[API]}",
-        **_patroni(node, timeout),
-        **_postgres(cluster, node, timeout),
+        **patroni,
+        **postgres,
     }
     seen["reachable"] = seen["patroni_ok"] or seen["postgres_ok"]
     seen["healthy"] = seen["postgres_ok"] and seen.get("state") == "running"
@@ -151,14 +164,17 @@ def _member(cluster: Cluster, node: Node, timeout: float) -> dict[str, Any]:
 
 
 def _dcs(node: Node, timeout: float) -> dict[str, Any]:
-    seen: dict[str, Any] = {"kind": "dcs", "role": "dcs",
-                            "address": f"{node.address}:{node.ports[CLIENT]}"}  # fmt: skip
     try:
         health = httpx.get(f"{node.url(CLIENT)}/health", timeout=timeout).json()
     except (httpx.HTTPError, ValueError) as exc:
-        return {**seen, "reachable": False, "healthy": False, "error": error_text(exc)}
-    return {**seen, "reachable": True, "healthy": health.get("health") == "true",
-            "error": health.get("reason")}  # fmt: skip
+        return _dcs_seen(node, None, error_text(exc))
+    return _dcs_seen(node, health.get("health") == "true", health.get("reason"))
+
+
+def _dcs_seen(node: Node, healthy: bool | None, error: str | None) -> dict[str, Any]:
+    """An etcd member: ``healthy`` None when it did not answer at all."""
+    return {"kind": "dcs", "role": "dcs", "address": f"{node.address}:{node.ports[CLIENT]}",
+            "reachable": healthy is not None, "healthy": bool(healthy), "error": error}  # fmt: skip
 
 
 def _view(nodes: list[Node], timeout: float) -> dict[str, Any] | None:
@@ -191,12 +207,8 @@ def _hung(cluster: Cluster, name: str, seconds: float) -> dict[str, Any]:
     """What is seen of a node whose look did not come back: nothing answered."""
     node, error = cluster.node(name), f"no answer within {seconds:g} s"
     if POSTGRES not in node.ports:
-        return {"kind": "dcs", "role": "dcs", "address": f"{node.address}:{node.ports[CLIENT]}",
-                "reachable": False, "healthy": False, "error": error}  # fmt: skip
-    return {"kind": "member", "address": f"{node.address}:{node.ports[POSTGRES]}",
-            "api": f"{node.address}:{node.ports[API]}", "reachable": False, "healthy": False,
-            "patroni_ok": False, "patroni_error": error, "postgres_ok": False,
-            "postgres_error": error, "refused_connections": False}  # fmt: skip
+        return _dcs_seen(node, None, error)
+    return _as_seen(node, _patroni_failed(error), _postgres_failed(error, refused=False))
 
 
 def _in_parallel(calls: dict[str, Callable[[], Any]], within: float) -> dict[str, Any]:

@@ -23,12 +23,11 @@ from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 
 from operator_ai.core import Cluster, Report, Stopping
-from operator_ai.lab.load import Ledger, LoadStats, drive
+from operator_ai.lab.load import Ledger, LoadStats, drive_checked
 from operator_ai.subjects.redis.nodes import MASTER, endpoint, fail_fast, newest, sentinels, servers
 
 TIMEOUT = 1.0
 TTL_SECONDS = 600
-CHECK_EVERY = 2.0
 BATCH = 500
 
 
@@ -116,20 +115,10 @@ async def _run(
         address = getattr(client.connection_pool, "master_address", None)
         ledger.ack(n, f"{address[0]}:{address[1]}" if address else "?")
 
-    async def checker() -> None:
-        while True:
-            await asyncio.sleep(CHECK_EVERY)
-            await check(ledger, run, held_by, where)
-
-    def publish() -> None:
-        stats.extra["writes"] = {"run": run, **ledger.stats()}
-        report(stats.write())
-
-    checking = asyncio.create_task(checker())
     try:
-        await drive(rate, duration, write, publish, stop)
+        await drive_checked(stats, ledger, run, rate, duration, write,
+                            lambda: check(ledger, run, held_by, where), report, stop)  # fmt: skip
     finally:
-        checking.cancel()
         for client in writers:
             await client.aclose()
 

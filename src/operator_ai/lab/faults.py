@@ -78,6 +78,16 @@ def start_nodes(lab: LabHandle, names: list[str]) -> None:
         lab.cluster.control.start(name)
 
 
+def node_among(lab: LabHandle, target: str, nodes: list[Node], kind: str) -> Node:
+    """The node ``target`` names, which must be one of ``nodes`` (a subject's servers, say);
+    a usage error naming them otherwise."""
+    node = lab.cluster.node(target)
+    if node not in nodes:
+        names = ", ".join(n.name for n in nodes)
+        raise UsageError(f"{target} is not {kind}", hint=f"Target one of {names}.")
+    return node
+
+
 def leader_node(lab: LabHandle, what: str) -> Node:
     """The node that leads now; a lab error naming ``what`` when none does."""
     name = lab.leader()

@@ -28,6 +28,7 @@ from operator_ai.lab.faults import (
     helpers,
     kill_node,
     leader_node,
+    node_among,
     number,
     start_nodes,
     stop_nodes,
@@ -53,10 +54,7 @@ ORPHAN_SLOT = "barman"
 
 
 def _member(lab: LabHandle, target: str) -> Node:
-    node = lab.cluster.node(target)
-    if node not in members(lab.cluster):
-        raise UsageError(f"{target} is not a PostgreSQL member", hint="Target pg1, pg2...")
-    return node
+    return node_among(lab, target, members(lab.cluster), "a PostgreSQL member")
 
 
 def _primary(lab: LabHandle) -> Node:

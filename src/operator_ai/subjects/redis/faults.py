@@ -16,6 +16,7 @@ from operator_ai.lab.faults import (
     GENERIC,
     delay_traffic,
     leader_node,
+    node_among,
     number,
     start_nodes,
     stop_nodes,
@@ -30,10 +31,7 @@ FILL_PREFIX = "cache:blob:"
 
 
 def _server(lab: LabHandle, target: str) -> Node:
-    node = lab.cluster.node(target)
-    if node not in servers(lab.cluster):
-        raise UsageError(f"{target} is not a Redis server", hint="Target redis1, redis2...")
-    return node
+    return node_among(lab, target, servers(lab.cluster), "a Redis server")
 
 
 def _primary(lab: LabHandle) -> Node:
